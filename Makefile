@@ -1,0 +1,49 @@
+# Lightbox: two commands. `make run` serves a real portal; `make test` runs the whole suite on both backends.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run test test-sqlite test-postgres install install-test chromium services demo lint
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Editable install: migrations/ and piccolo_conf.py live beside the package.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/lightbox migrate
+	$(BIN)/lightbox serve --host 127.0.0.1 --port 8000 --workers 2
+
+# Debian's chromium drives Playwright (Playwright cannot download its own browsers here).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+# PostgreSQL and Redis for the second test run; started when they are not running.
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /tmp
+	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+
+test: install-test chromium services
+	$(MAKE) test-sqlite
+	$(MAKE) test-postgres
+
+test-sqlite: install-test
+	$(BIN)/python -m pytest -q
+
+# A fresh database per run is created (and dropped) by tests/conftest.py from this server URL.
+test-postgres: install-test
+	LIGHTBOX_TEST_DATABASE_URL=$(PG_URL) LIGHTBOX_TEST_QUEUE_URL=$(REDIS_URL) $(BIN)/python -m pytest -q

@@ -1,0 +1,122 @@
+"""create_app(): routes, templates, static files, sessions, CSRF, error handling and lifespan."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from litestar import Litestar, Request, Response
+from litestar.config.csrf import CSRFConfig
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.middleware.session.client_side import CookieBackendConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.htmx import HTMXPlugin
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Redirect, Template
+from litestar.static_files import create_static_files_router
+from litestar.template import TemplateConfig
+
+from portal import __version__, db, settings as settings_mod
+from portal.errors import LightboxError, Unauthenticated
+from portal.routes import admin, api_accounts, api_projects, health, projects, session
+from portal.settings import Settings
+from portal.tasks import queue
+
+log = logging.getLogger("lightbox")
+HERE = Path(__file__).resolve().parent
+
+# Paths that speak JSON to programs: token/header authentication, JSON errors, no CSRF cookie.
+API_PREFIXES = ("/api/", "/api-token-auth/", "/dicomweb/", "/healthz", "/schema")
+
+# Litestar's own HTTP errors, in the API's error vocabulary.
+_HTTP_ERROR_TYPES = {400: "invalid_post_value", 401: "not_authenticated", 403: "api_call_not_allowed",
+                     404: "object_not_found", 405: "method_not_allowed", 413: "request_too_large",
+                     415: "unsupported_media_type"}
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith(API_PREFIXES)
+
+
+def _error_page(request: Request, status: int, title: str, detail: str) -> Template:
+    user = request.scope.get("lightbox_user")
+    return Template(template_name="error.html", status_code=status,
+                    context={"me": user, "title": title, "detail": detail, "flashes": []})
+
+
+def handle_lightbox_error(request: Request, exc: LightboxError) -> Response:
+    if _is_api(request):
+        headers = {"WWW-Authenticate": "Token"} if exc.status == 401 else None
+        return Response(exc.as_dict(), status_code=exc.status, headers=headers)
+    if isinstance(exc, Unauthenticated):
+        return Redirect(f"/login?next={quote(request.url.path)}", status_code=303)
+    titles = {403: "Not permitted", 404: "Not found", 409: "Conflict", 429: "Too many attempts"}
+    return _error_page(request, exc.status, titles.get(exc.status, "Cannot do that"), exc.detail)
+
+
+def handle_http_error(request: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if status == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}."
+    if isinstance(exc, ValidationException) and exc.extra:
+        detail = f"{detail}: {exc.extra}"
+    if _is_api(request):
+        return Response({"error": _HTTP_ERROR_TYPES.get(status, "error"), "suberror": "", "detail": detail},
+                        status_code=status)
+    if isinstance(exc, NotAuthorizedException) and "csrf" in detail.lower():
+        detail = "This form expired or was sent from elsewhere. Go back, reload the page and try again."
+    return _error_page(request, status, {404: "Not found", 405: "Not allowed"}.get(status, "Error"), detail)
+
+
+def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    if _is_api(request):
+        return Response({"error": "server_error", "suberror": "",
+                         "detail": "Something went wrong on the server; it has been logged."}, status_code=500)
+    return _error_page(request, 500, "Something went wrong", "The error has been logged. Please try again.")
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or settings_mod.load()
+    settings_mod.use(settings)
+    engine = db.configure(settings)
+    queue.configure(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar):
+        await db.start_pool(engine)
+        try:
+            yield
+        finally:
+            await db.close_pool(engine)
+
+    template_config = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine)
+    secret = hashlib.sha256(settings.secret_key.encode()).digest()
+    return Litestar(
+        route_handlers=[
+            health.healthz,
+            session.home, session.login_form, session.login, session.logout, session.logout_get,
+            api_accounts.token_auth, api_accounts.list_users, api_accounts.users_me,
+            api_projects.list_projects, api_projects.create_project, api_projects.get_project,
+            projects.project_list, projects.project_create, projects.project_page, projects.settings_page,
+            projects.archive_create, projects.member_set, projects.member_remove,
+            admin.users_page, admin.user_create, admin.user_page, admin.user_active, admin.user_admin_flag,
+            admin.user_password, admin.token_issue, admin.token_revoke,
+            create_static_files_router(path="/static", directories=[HERE / "static"], include_in_schema=False),
+        ],
+        template_config=template_config,
+        plugins=[HTMXPlugin()],
+        middleware=[CookieBackendConfig(secret=secret, httponly=True, samesite="lax", key="lightbox_session",
+                                        max_age=12 * 3600).middleware],
+        csrf_config=CSRFConfig(secret=settings.secret_key, cookie_name="lightbox_csrf", cookie_samesite="lax",
+                               exclude=[f"^{p}" for p in API_PREFIXES] + ["^/static/"]),
+        exception_handlers={LightboxError: handle_lightbox_error, HTTPException: handle_http_error,
+                            Exception: handle_unexpected},
+        openapi_config=OpenAPIConfig(title="Lightbox", version=__version__, path="/schema"),
+        lifespan=[lifespan],
+        debug=False,
+    )

@@ -1,0 +1,1 @@
+"""Accounts, passwords, API tokens, login throttling and permissions."""

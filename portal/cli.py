@@ -1,0 +1,144 @@
+"""The `lightbox` command: serve, worker, migrate, users and projects."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from portal import db, settings as settings_mod
+from portal.errors import LightboxError
+
+
+def _setup() -> settings_mod.Settings:
+    """Load settings from the environment and point the tables and queue at them."""
+    settings = settings_mod.load()
+    settings_mod.use(settings)
+    db.configure(settings)
+    from portal.tasks import queue
+
+    queue.configure(settings)
+    return settings
+
+
+def _run(coro):
+    """Run a domain coroutine; domain errors become a clear message and exit status 1."""
+    try:
+        return asyncio.run(coro)
+    except LightboxError as exc:
+        click.echo(f"error: {exc.detail}", err=True)
+        sys.exit(1)
+
+
+@click.group()
+def main() -> None:
+    """Lightbox: a browser portal for medical images."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending database migrations."""
+    _setup()
+    _run(db.migrate())
+    click.echo("database is up to date")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int, help="Queue consumer threads (0 = none).")
+@click.option("--dicom-port", default=None, type=int, help="Also run a DICOM C-STORE receiver on this port.")
+def serve(host: str, port: int, workers: int, dicom_port: int | None) -> None:
+    """Serve the portal and APIs, with queue consumer threads in the same process."""
+    import uvicorn
+
+    from portal import bootstrap
+    from portal.app import create_app
+    from portal.tasks import queue
+
+    settings = _setup()
+    _run(db.migrate())
+    click.echo(_run(bootstrap.ensure_admin(settings)))
+    app = create_app(settings)
+    consumer = queue.start_embedded(workers)
+    if dicom_port:
+        click.echo("note: the DICOM C-STORE receiver is not available in this version", err=True)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
+                                           timeout_graceful_shutdown=30))
+    click.echo(f"Lightbox is serving on http://{host}:{port} ({settings.database_kind} database, "
+               f"{settings.queue_kind} queue, {workers} worker thread(s))")
+    try:
+        # uvicorn owns SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish, then returns.
+        server.run()
+    finally:
+        queue.stop_embedded(consumer)
+
+
+@main.command()
+@click.option("--threads", default=2, show_default=True, type=int)
+@click.option("--periodic/--no-periodic", default=True, show_default=True,
+              help="Run periodic (scheduled) tasks; enable on exactly one worker.")
+def worker(threads: int, periodic: bool) -> None:
+    """Run queue consumers only (scale out: as many machines as needed, periodic on one)."""
+    from portal.tasks import queue
+
+    _setup()
+    queue.load_tasks()
+    queue.huey.create_consumer(workers=threads, worker_type="thread", periodic=periodic).run()
+
+
+@main.group()
+def user() -> None:
+    """Manage accounts."""
+
+
+@user.command("create")
+@click.argument("username")
+@click.option("--password", required=True)
+@click.option("--email", default="")
+@click.option("--admin", is_flag=True, default=False)
+def user_create(username: str, password: str, email: str, admin: bool) -> None:
+    from portal.auth import accounts
+
+    _setup()
+    u = _run(accounts.create(username, password, email=email, is_admin=admin))
+    click.echo(f"created user {u.username}{' (admin)' if admin else ''}")
+
+
+@main.group()
+def project() -> None:
+    """Manage projects and their members."""
+
+
+@project.command("create")
+@click.argument("name")
+@click.option("--description", default="")
+def project_create(name: str, description: str) -> None:
+    from portal import projects
+
+    _setup()
+    p = _run(projects.create(name, description=description))
+    click.echo(f"created project {p.name} with archive '{projects.DEFAULT_ARCHIVE}'")
+
+
+@project.command("add-member")
+@click.argument("name")
+@click.argument("username")
+@click.option("--role", required=True, type=click.Choice(["viewer", "reviewer", "senior_reviewer", "manager"]))
+def project_add_member(name: str, username: str, role: str) -> None:
+    from portal import projects
+    from portal.errors import NotFound
+
+    _setup()
+
+    async def go():
+        p = await projects.get(name)
+        if p is None:
+            raise NotFound(f"No project named '{name}'.")
+        await projects.set_member(p, username, role)
+
+    _run(go())
+    click.echo(f"{username} is {role} in {name}")

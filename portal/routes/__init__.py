@@ -1,0 +1,1 @@
+"""Thin HTTP controllers: parse and authorize the request, call a domain function, render or return JSON."""

@@ -1,0 +1,62 @@
+"""Accounts on the API: MIQA-style token auth and the users list."""
+
+from __future__ import annotations
+
+from litestar import Request, get, post
+from litestar.di import Provide
+
+from portal import clock
+from portal.auth import accounts, tokens
+from portal.errors import Invalid, UnsupportedMediaType
+from portal.routes._auth import api_user, client_of
+from portal.tables import User
+
+
+async def _credentials(request: Request) -> tuple[str, str]:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "application/json":
+        try:
+            data = await request.json()
+        except Exception:
+            raise Invalid("The body is not valid JSON.", "invalid_json")
+        if not isinstance(data, dict):
+            raise Invalid("Send a JSON object with 'username' and 'password'.", "invalid_json")
+    elif media in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        data = dict(await request.form())
+    elif not media:
+        raise Invalid("Send 'username' and 'password' as a form or as JSON.", "no_data_submitted")
+    else:
+        raise UnsupportedMediaType(f"Unsupported content type '{media}': send a form or JSON.",
+                                   "unsupported_media_type")
+    username, password = data.get("username"), data.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+        raise Invalid("Both 'username' and 'password' are required.", "no_data_submitted",
+                      fields={k: "required" for k in ("username", "password") if not data.get(k)})
+    return username, password
+
+
+@post("/api-token-auth/", tags=["auth"], status_code=200,
+      summary="Exchange a username and password (form or JSON) for an API token")
+async def token_auth(request: Request) -> dict:
+    username, password = await _credentials(request)
+    user = await accounts.authenticate(username, password, client=client_of(request), via="token")
+    return {"token": await tokens.issue(user, "api-token-auth", client=client_of(request))}
+
+
+def user_dict(user: User, *, with_email: bool) -> dict:
+    out = {"id": user.id, "username": user.username, "is_admin": user.is_admin, "is_active": user.is_active,
+           "created": clock.iso(user.created_at), "last_login": clock.iso(user.last_login)}
+    if with_email:
+        out["email"] = user.email
+    return out
+
+
+@get("/api/v1/users", tags=["users"], dependencies={"me": Provide(api_user)},
+     summary="List accounts (emails are shown to administrators only)")
+async def list_users(me: User) -> list[dict]:
+    return [user_dict(u, with_email=me.is_admin) for u in await accounts.list_users()]
+
+
+@get("/api/v1/users/me", tags=["users"], dependencies={"me": Provide(api_user)}, summary="The calling account")
+async def users_me(me: User) -> dict:
+    return user_dict(me, with_email=True)

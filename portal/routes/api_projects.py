@@ -1,0 +1,51 @@
+"""Projects on the API: list, create, show."""
+
+from __future__ import annotations
+
+from litestar import Request, get, post
+from litestar.di import Provide
+
+from portal import projects
+from portal.auth import permissions
+from portal.auth.permissions import require_admin
+from portal.errors import Invalid
+from portal.routes._auth import api_user, client_of
+from portal.tables import User
+
+_deps = {"me": Provide(api_user)}
+
+
+@get("/api/v1/projects", tags=["projects"], dependencies=_deps, summary="Projects the caller may see")
+async def list_projects(me: User) -> list[dict]:
+    out = []
+    for project in await projects.visible_to(me):
+        out.append(projects.as_dict(project, role=await permissions.role_of(me, project)))
+    return out
+
+
+@post("/api/v1/projects", tags=["projects"], dependencies=_deps, status_code=201,
+      summary="Create a project (administrators), with its default archive")
+async def create_project(request: Request, me: User) -> dict:
+    require_admin(me)
+    try:
+        data = await request.json()
+    except Exception:
+        raise Invalid("Send a JSON object like {\"name\": \"chest-qc\"}.", "invalid_json")
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise Invalid("'name' is required.", "no_data_submitted", fields={"name": "required"})
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        raise Invalid("'description' must be text.", "invalid_value", fields={"description": "must be text"})
+    project = await projects.create(data["name"], description=description, by=me, client=client_of(request))
+    return projects.as_dict(project, archive_names=[projects.DEFAULT_ARCHIVE])
+
+
+@get("/api/v1/projects/{name:str}", tags=["projects"], dependencies=_deps, summary="One project")
+async def get_project(me: User, name: str) -> dict:
+    project = await permissions.project_for(me, name)
+    archives = [a.name for a in await projects.archives(project)]
+    out = projects.as_dict(project, role=await permissions.role_of(me, project), archive_names=archives)
+    out["permissions"] = sorted(await permissions.permissions(me, project))
+    if await permissions.may(me, "manage_members", project):
+        out["members"] = [{"username": m["username"], "role": m["role"]} for m in await projects.members(project)]
+    return out

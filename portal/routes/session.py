@@ -1,0 +1,58 @@
+"""Portal sign-in and sign-out."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from litestar import Request, get, post
+from litestar.response import Redirect, Template
+
+from portal.auth import accounts
+from portal.errors import LightboxError
+from portal.routes._auth import client_of
+from portal.routes._render import flash, page
+
+
+def _safe_next(value: str | None) -> str:
+    """Only same-site paths: never redirect a freshly signed-in user to another host."""
+    if not value or not value.startswith("/") or value.startswith("//") or urlparse(value).netloc:
+        return "/projects"
+    return value
+
+
+@get("/", include_in_schema=False)
+async def home() -> Redirect:
+    return Redirect("/projects")
+
+
+@get("/login", include_in_schema=False)
+async def login_form(request: Request, next: str | None = None) -> Template:
+    return await page(request, None, "login.html", next=_safe_next(next), username="")
+
+
+@post("/login", include_in_schema=False)
+async def login(request: Request) -> Template | Redirect:
+    form = await request.form()
+    username, password = form.get("username", ""), form.get("password", "")
+    target = _safe_next(form.get("next"))
+    try:
+        user = await accounts.authenticate(username, password, client=client_of(request), via="portal")
+    except LightboxError as exc:
+        return await page(request, None, "login.html", status_code=exc.status, error=exc.detail,
+                          next=target, username=username[:150])
+    # A fresh session on sign-in (no fixation): only the user id and a flash.
+    request.set_session({"uid": user.id})
+    flash(request, f"Signed in as {user.username}.", "success")
+    return Redirect(target, status_code=303)
+
+
+@get("/logout", include_in_schema=False)
+async def logout_get(request: Request) -> Redirect:
+    request.clear_session()
+    return Redirect("/login", status_code=303)
+
+
+@post("/logout", include_in_schema=False)
+async def logout(request: Request) -> Redirect:
+    request.clear_session()
+    return Redirect("/login", status_code=303)

@@ -1,0 +1,107 @@
+"""Settings: the environment variables of the contract, read once into small dataclasses."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    """Where the SQLite database, the queue file, image files and generated secrets live."""
+    database_url: str = ""
+    """`postgres://user:pass@host:port/db`; empty means SQLite in the data dir."""
+    queue_url: str = ""
+    """`redis://host:port/db`; empty means SqliteHuey in its own file in the data dir."""
+    smtp_url: str = ""
+    """`smtp://user:pass@host:port` (smtps:// for TLS); empty means mail goes to the outbox and the log."""
+    base_url: str = "http://127.0.0.1:8000"
+    """Public address of the portal, used for links in email."""
+    secret_key: str = field(default="", repr=False)
+    """Signs sessions and CSRF tokens; generated into the data dir when absent."""
+    admin_password: str = field(default="", repr=False)
+    """Password for the first admin; generated and stored 0600 in the data dir when absent."""
+
+    @property
+    def database_kind(self) -> str:
+        return "postgres" if self.database_url.startswith(("postgres://", "postgresql://")) else "sqlite"
+
+    @property
+    def queue_kind(self) -> str:
+        return "redis" if self.queue_url.startswith(("redis://", "rediss://", "unix://")) else "sqlite"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "lightbox.sqlite3"
+
+    @property
+    def queue_path(self) -> Path:
+        # Kept apart from the app database: the consumer and the web app write both at once.
+        return self.data_dir / "queue.sqlite3"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    def postgres_params(self) -> dict:
+        """Connection parameters for asyncpg from `database_url`."""
+        u = urlparse(self.database_url)
+        params = {
+            "host": u.hostname or "127.0.0.1",
+            "port": u.port or 5432,
+            "user": u.username or "postgres",
+            "database": (u.path or "/").lstrip("/") or "postgres",
+        }
+        if u.password:
+            params["password"] = u.password
+        return params
+
+
+def _secret_from_file(path: Path) -> str:
+    """Read a generated secret, or create it 0600 on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def load(env: dict | None = None) -> Settings:
+    """Build settings from the environment (or a given mapping)."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("LIGHTBOX_DATA_DIR") or "./data").resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = env.get("LIGHTBOX_SECRET_KEY") or _secret_from_file(data_dir / "secret_key")
+    return Settings(
+        data_dir=data_dir,
+        database_url=env.get("LIGHTBOX_DATABASE_URL", ""),
+        queue_url=env.get("LIGHTBOX_QUEUE_URL", ""),
+        smtp_url=env.get("LIGHTBOX_SMTP_URL", ""),
+        base_url=(env.get("LIGHTBOX_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
+        secret_key=secret,
+        admin_password=env.get("LIGHTBOX_ADMIN_PASSWORD", ""),
+    )
+
+
+_current: Settings | None = None
+
+
+def current() -> Settings:
+    """The settings the running process was configured with (loaded from the environment on first use)."""
+    global _current
+    if _current is None:
+        _current = load()
+    return _current
+
+
+def use(settings: Settings) -> None:
+    """Make `settings` the process-wide settings (the app factory and tests call this)."""
+    global _current
+    _current = settings

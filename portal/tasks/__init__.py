@@ -1,0 +1,1 @@
+"""The task queue: `queue.huey` and the thin task wrappers that call domain functions."""

@@ -1,0 +1,63 @@
+"""The one Huey instance: SqliteHuey in the data dir by default, RedisHuey when configured.
+
+Task modules import `huey` from here; the consumer (embedded in `lightbox serve`, or
+`lightbox worker`) imports this and every task module via `load_tasks()`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from huey import RedisHuey, SqliteHuey
+from huey.consumer import Consumer
+from huey.storage import RedisStorage, SqliteStorage
+
+from portal import settings as settings_mod
+from portal.settings import Settings
+
+log = logging.getLogger("lightbox.queue")
+
+
+def _make(settings: Settings):
+    if settings.queue_kind == "redis":
+        return RedisHuey("lightbox", url=settings.queue_url)
+    return SqliteHuey("lightbox", filename=str(settings.queue_path), timeout=60)
+
+
+huey = _make(settings_mod.current())
+
+
+def configure(settings: Settings) -> None:
+    """Point the queue at the storage `settings` name (the app factory and tests call this)."""
+    if settings.queue_kind == "redis":
+        huey.storage = RedisStorage("lightbox", url=settings.queue_url)
+    else:
+        huey.storage = SqliteStorage("lightbox", filename=str(settings.queue_path), timeout=60)
+
+
+def load_tasks() -> None:
+    """Import every task module so the consumer knows every task."""
+    import portal.tasks.maintenance  # noqa: F401
+
+
+class EmbeddedConsumer(Consumer):
+    """A consumer whose threads run inside `lightbox serve`; uvicorn owns the signals there."""
+
+    def _set_signal_handlers(self):
+        pass
+
+
+def start_embedded(threads: int) -> Consumer | None:
+    if threads <= 0:
+        return None
+    load_tasks()
+    consumer = EmbeddedConsumer(huey, workers=threads, worker_type="thread", periodic=True)
+    consumer.start()
+    log.info("queue consumer started with %d thread(s) on %s", threads, type(huey.storage).__name__)
+    return consumer
+
+
+def stop_embedded(consumer: Consumer | None) -> None:
+    if consumer is not None:
+        # Graceful: in-flight tasks finish before the process exits.
+        consumer.stop(graceful=True)
