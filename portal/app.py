@@ -29,7 +29,7 @@ log = logging.getLogger("lightbox")
 HERE = Path(__file__).resolve().parent
 
 # Paths that speak JSON to programs: token/header authentication, JSON errors, no CSRF cookie.
-API_PREFIXES = ("/api/", "/api-token-auth/", "/dicomweb/", "/healthz", "/schema")
+API_PREFIXES = ("/api/", "/api-token-auth", "/dicomweb/", "/healthz", "/schema")
 
 # Litestar's own HTTP errors, in the API's error vocabulary.
 _HTTP_ERROR_TYPES = {400: "invalid_post_value", 401: "not_authenticated", 403: "api_call_not_allowed",

@@ -142,3 +142,5 @@ def project_add_member(name: str, username: str, role: str) -> None:
 
     _run(go())
     click.echo(f"{username} is {role} in {name}")
+if __name__ == '__main__':
+    main()

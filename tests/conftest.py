@@ -1,0 +1,140 @@
+"""Test fixtures: a fresh data dir and database per test, on SQLite + SqliteHuey or PostgreSQL + RedisHuey.
+
+The backend follows LIGHTBOX_TEST_DATABASE_URL / LIGHTBOX_TEST_QUEUE_URL (set by `make test-postgres`):
+a fresh database per run is created from that server and dropped at the end. Migrations run once
+into a template (a SQLite file, or a PostgreSQL template database); each test gets a copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import pytest
+
+# Settings are read at import time by piccolo_conf and the queue module: give them a scratch dir
+# before anything from `portal` is imported.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="lightbox-tests-"))
+os.environ["LIGHTBOX_DATA_DIR"] = str(_SESSION_DIR / "bootstrap")
+os.environ.pop("LIGHTBOX_DATABASE_URL", None)
+os.environ.pop("LIGHTBOX_QUEUE_URL", None)
+
+PG_SERVER = os.environ.get("LIGHTBOX_TEST_DATABASE_URL", "")
+REDIS_URL = os.environ.get("LIGHTBOX_TEST_QUEUE_URL", "")
+RUN_ID = uuid.uuid4().hex[:8]
+SECRET = "test-secret-key-not-for-production"
+ADMIN_PASSWORD = "admin-password-123"
+
+
+def _db_url(name: str) -> str:
+    u = urlparse(PG_SERVER)
+    return urlunparse(u._replace(path=f"/{name}"))
+
+
+def _psql(sql: str) -> None:
+    """Run SQL on the server's maintenance database (CREATE/DROP DATABASE cannot run in a transaction)."""
+    import asyncpg
+
+    async def go():
+        u = urlparse(PG_SERVER)
+        con = await asyncpg.connect(host=u.hostname, port=u.port or 5432, user=u.username or "postgres",
+                                    password=u.password, database=(u.path or "/postgres").lstrip("/") or "postgres")
+        try:
+            await con.execute(sql)
+        finally:
+            await con.close()
+
+    asyncio.run(go())
+
+
+def _env_for(data_dir: Path, db_name: str | None) -> dict:
+    env = {"LIGHTBOX_DATA_DIR": str(data_dir), "LIGHTBOX_SECRET_KEY": SECRET,
+           "LIGHTBOX_ADMIN_PASSWORD": ADMIN_PASSWORD, "LIGHTBOX_BASE_URL": "http://lightbox.test"}
+    if db_name:
+        env["LIGHTBOX_DATABASE_URL"] = _db_url(db_name)
+    if REDIS_URL:
+        env["LIGHTBOX_QUEUE_URL"] = REDIS_URL
+    return env
+
+
+_created_databases: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def template() -> dict:
+    """Migrate once into a template the tests copy: {'sqlite': path} or {'postgres': dbname}."""
+    tmpl_dir = _SESSION_DIR / "template"
+    tmpl_dir.mkdir()
+    db_name = None
+    if PG_SERVER:
+        db_name = f"lightbox_tmpl_{RUN_ID}"
+        _psql(f'CREATE DATABASE "{db_name}"')
+        _created_databases.append(db_name)
+    env = {**os.environ, **_env_for(tmpl_dir, db_name)}
+    out = subprocess.run([sys.executable, "-m", "portal.cli", "migrate"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    yield {"postgres": db_name} if db_name else {"sqlite": tmpl_dir / "lightbox.sqlite3"}
+    for name in reversed(_created_databases):
+        try:
+            _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except Exception as exc:  # leave the server usable even if one drop fails
+            print(f"could not drop {name}: {exc}", file=sys.stderr)
+
+
+def fresh_env(template: dict, data_dir: Path) -> dict:
+    """A new data dir with a copy of the migrated database; returns the LIGHTBOX_* environment for it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db_name = None
+    if "postgres" in template:
+        db_name = f"lightbox_t_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+        _psql(f'CREATE DATABASE "{db_name}" TEMPLATE "{template["postgres"]}"')
+        _created_databases.append(db_name)
+    else:
+        shutil.copy(template["sqlite"], data_dir / "lightbox.sqlite3")
+    return _env_for(data_dir, db_name)
+
+
+@pytest.fixture
+def lb_env(template, tmp_path) -> dict:
+    return fresh_env(template, tmp_path / "data")
+
+
+@pytest.fixture
+def settings(lb_env):
+    from portal import settings as settings_mod
+
+    return settings_mod.load(lb_env)
+
+
+@pytest.fixture
+async def app(settings):
+    from portal.app import create_app
+    from portal.tasks.queue import huey
+
+    application = create_app(settings)
+    huey.flush()
+    yield application
+    if settings.database_kind == "postgres":
+        # Each test's database is dropped at the end; close what this test opened.
+        from portal.tables import User
+
+        engine = User._meta.db
+        if getattr(engine, "pool", None):
+            await engine.close_connection_pool()
+
+
+@pytest.fixture
+async def client(app):
+    import httpx
+
+    # Same event loop as the test, no lifespan: queries open their own connections.
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5555))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
