@@ -28,12 +28,12 @@ def is_htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
 
 
-async def page(request: Request, user: User | None, template: str, status_code: int = 200, **context) -> Template:
+async def page(request: Request, me: User | None, template: str, status_code: int = 200, **context) -> Template:
     """Render a page (or, for htmx, a partial) with what the layout needs: the user, their projects, flashes."""
-    if user is not None and not is_htmx(request):
-        context.setdefault("my_projects", await projects.visible_to(user))
+    if me is not None and not is_htmx(request):
+        context.setdefault("my_projects", await projects.visible_to(me))
     context.setdefault("flashes", [] if is_htmx(request) else _pop_flashes(request))
-    return Template(template_name=template, context={"me": user, **context}, status_code=status_code)
+    return Template(template_name=template, context={"me": me, **context}, status_code=status_code)
 
 
 def partial(template: str, status_code: int = 200, **context) -> Template:
