@@ -42,6 +42,10 @@ def _is_api(request: Request) -> bool:
 
 
 def _error_page(request: Request, status: int, title: str, detail: str) -> Template:
+    if request.headers.get("hx-request") == "true":
+        # An htmx swap gets the message in the page's flash area, not a whole page in a table cell.
+        return Template(template_name="_error.html", status_code=status, context={"detail": detail},
+                        headers={"HX-Retarget": "#flashes", "HX-Reswap": "innerHTML"})
     user = request.scope.get("lightbox_user")
     return Template(template_name="error.html", status_code=status,
                     context={"me": user, "title": title, "detail": detail, "flashes": []})

@@ -1,0 +1,293 @@
+"""Parse a DICOM file into the identifiers and descriptive fields the archive keeps."""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from portal.dicom import DicomRejected
+
+# Elements larger than this stay on disk while parsing: pixel data is never loaded here.
+DEFER_SIZE = "1 KB"
+
+PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float, Double Float
+
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_VRS = {
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"OB", b"OD",
+    b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM", b"UC", b"UI",
+    b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
+}
+_REQUIRED_UIDS = {
+    "SOPInstanceUID": "SOP Instance UID",
+    "SOPClassUID": "SOP Class UID",
+    "StudyInstanceUID": "Study Instance UID",
+    "SeriesInstanceUID": "Series Instance UID",
+}
+
+
+@dataclass(frozen=True)
+class ParsedInstance:
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    patient_id: str = ""
+    patient_name: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    study_description: str = ""
+    referring_physician_name: str = ""
+    institution_name: str = ""
+    accession_number: str = ""
+    study_id: str = ""
+    series_number: int | None = None
+    series_date: str = ""
+    series_time: str = ""
+    series_description: str = ""
+    modality: str = ""
+    body_part_examined: str = ""
+    manufacturer: str = ""
+    manufacturer_model_name: str = ""
+    instance_number: int | None = None
+    rows: int | None = None
+    columns: int | None = None
+    number_of_frames: int = 0
+    bits_allocated: int | None = None
+    photometric_interpretation: str = ""
+    has_pixel_data: bool = False
+
+
+def read_instance(path: str | Path) -> ParsedInstance:
+    """Parse `path` without loading its pixel data; reject what the archive cannot keep."""
+    with open(path, "rb") as f:
+        size = _size(f)
+        ds = _dcmread(f, size, defer_size=DEFER_SIZE)
+        _check_complete(ds, f, size)
+    return _instance_from(ds)
+
+
+def open_dataset(path: str | Path, *, defer_size: str | int | None = DEFER_SIZE,
+                 stop_before_pixels: bool = False) -> Dataset:
+    """Read `path` as a dataset (Part-10 or a bare dataset), or raise DicomRejected("not_dicom")."""
+    # Deferred elements are re-read later from the file's name, which dcmread records.
+    with open(path, "rb") as f:
+        return _dcmread(f, _size(f), defer_size=defer_size, stop_before_pixels=stop_before_pixels)
+
+
+def transfer_syntax_of(ds: Dataset) -> UID:
+    """The dataset's transfer syntax: from its file meta, else from how it was encoded."""
+    meta = getattr(ds, "file_meta", None)
+    tsyntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if tsyntax:
+        return UID(str(tsyntax).strip("\0 "))
+    implicit, little = ds.original_encoding
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def has_pixel_data(ds: Dataset) -> bool:
+    return any(tag in ds for tag in PIXEL_DATA_TAGS)
+
+
+def number_of_frames(ds: Dataset) -> int:
+    """Frames in the pixel data: NumberOfFrames when valid, else 1; 0 without pixel data."""
+    if not has_pixel_data(ds):
+        return 0
+    n = _int(ds, "NumberOfFrames")
+    return n if n and n > 0 else 1
+
+
+def valid_uid(value: str) -> bool:
+    return 0 < len(value) <= 64 and bool(_UID_RE.match(value))
+
+
+def _size(f: BinaryIO) -> int:
+    f.seek(0, 2)
+    size = f.tell()
+    f.seek(0)
+    return size
+
+
+def _dcmread(f: BinaryIO, size: int, **kwargs) -> Dataset:
+    head = f.read(132)
+    f.seek(0)
+    if size == 0:
+        raise DicomRejected("The file is empty (0 bytes); send the DICOM file itself.", "not_dicom")
+    if len(head) == 132 and head[128:132] == b"DICM":
+        force = False
+    elif _looks_like_dataset(head):
+        # A bare dataset without preamble: pydicom guesses the encoding from the first element.
+        force = True
+    else:
+        raise DicomRejected(
+            "This is not a DICOM file: it has neither the DICM marker nor a DICOM dataset at its start.",
+            "not_dicom",
+        )
+    try:
+        return dcmread(f, force=force, **kwargs)
+    except EOFError as exc:
+        raise DicomRejected(f"The file ends in the middle of a DICOM element (truncated): {exc}", "truncated") from exc
+    except InvalidDicomError as exc:
+        raise DicomRejected(f"This is not a readable DICOM file: {exc}", "not_dicom") from exc
+    except Exception as exc:  # pydicom raises many types on damaged files
+        raise DicomRejected(f"The DICOM file is damaged and cannot be read: {exc}", "corrupt") from exc
+
+
+def _looks_like_dataset(head: bytes) -> bool:
+    """True when the bytes start with a file meta (0002) or identifying (0008) element."""
+    if len(head) < 8:
+        return False
+    for order in "<>":
+        group, _elem = struct.unpack(order + "HH", head[:4])
+        if group not in (0x0002, 0x0008):
+            continue
+        if head[4:6] in _VRS:  # explicit VR
+            return True
+        if order == "<" and struct.unpack("<I", head[4:8])[0] < 0x10000:  # implicit VR, sane length
+            return True
+    return False
+
+
+def _check_complete(ds: Dataset, f: BinaryIO, size: int) -> None:
+    """Reject a file that ends before its last element does.
+
+    pydicom skips deferred values with a seek (which may pass the end of the file) and stops
+    quietly at a short read, so compare where it stopped and where the last element ends.
+    """
+    pos = f.tell()
+    if pos != size:
+        # Past the end: a skipped value (usually Pixel Data) is longer than what is left.
+        # Before the end: pydicom met the end of the file inside an element and gave up.
+        raise DicomRejected(
+            "The file ends before its last element does (truncated); send the complete file.",
+            "truncated",
+        )
+    last = None
+    for elem in _raw_elements(getattr(ds, "file_meta", None)) + _raw_elements(ds):
+        tell = _tell(elem)
+        if tell is None:
+            continue
+        if isinstance(elem, RawDataElement) and elem.length != _UNDEFINED_LENGTH and tell + elem.length > size:
+            raise DicomRejected(
+                f"The file ends inside element {elem.tag} (truncated); send the complete file.",
+                "truncated",
+            )
+        if last is None or tell > _tell(last):
+            last = elem
+    if isinstance(last, RawDataElement) and last.length != _UNDEFINED_LENGTH:
+        end = last.value_tell + last.length
+        if end < size:
+            # Fewer bytes than an element header remain: a cut header unless it is zero padding.
+            f.seek(end)
+            if f.read(size - end).strip(b"\0"):
+                raise DicomRejected(
+                    "The file ends in the middle of an element header (truncated); send the complete file.",
+                    "truncated",
+                )
+
+
+def _raw_elements(ds: Dataset | None) -> list:
+    if ds is None:
+        return []
+    return [ds.get_item(tag) for tag in ds.keys()]
+
+
+def _tell(elem) -> int | None:
+    if isinstance(elem, RawDataElement):
+        return elem.value_tell
+    return getattr(elem, "file_tell", None)
+
+
+def _instance_from(ds: Dataset) -> ParsedInstance:
+    uids = {kw: _text(ds, kw) for kw in _REQUIRED_UIDS}
+    missing = [_REQUIRED_UIDS[kw] for kw, value in uids.items() if not value]
+    if missing:
+        raise DicomRejected(
+            f"The file has no {', '.join(missing)}; every instance needs all four identifying UIDs.",
+            "missing_uid",
+        )
+    bad = [f"{_REQUIRED_UIDS[kw]} {value!r}" for kw, value in uids.items() if not valid_uid(value)]
+    if bad:
+        raise DicomRejected(
+            f"Invalid UID: {', '.join(bad)}; a UID is at most 64 characters of digits and dots.",
+            "invalid_uid",
+        )
+    pixels = has_pixel_data(ds)
+    return ParsedInstance(
+        sop_instance_uid=uids["SOPInstanceUID"],
+        sop_class_uid=uids["SOPClassUID"],
+        study_instance_uid=uids["StudyInstanceUID"],
+        series_instance_uid=uids["SeriesInstanceUID"],
+        transfer_syntax_uid=str(transfer_syntax_of(ds)),
+        patient_id=_text(ds, "PatientID"),
+        patient_name=_text(ds, "PatientName"),
+        patient_birth_date=_date(_text(ds, "PatientBirthDate")),
+        patient_sex=_text(ds, "PatientSex"),
+        study_date=_text(ds, "StudyDate"),
+        study_time=_text(ds, "StudyTime"),
+        study_description=_text(ds, "StudyDescription"),
+        referring_physician_name=_text(ds, "ReferringPhysicianName"),
+        institution_name=_text(ds, "InstitutionName"),
+        accession_number=_text(ds, "AccessionNumber"),
+        study_id=_text(ds, "StudyID"),
+        series_number=_int(ds, "SeriesNumber"),
+        series_date=_text(ds, "SeriesDate"),
+        series_time=_text(ds, "SeriesTime"),
+        series_description=_text(ds, "SeriesDescription"),
+        modality=_text(ds, "Modality"),
+        body_part_examined=_text(ds, "BodyPartExamined"),
+        manufacturer=_text(ds, "Manufacturer"),
+        manufacturer_model_name=_text(ds, "ManufacturerModelName"),
+        instance_number=_int(ds, "InstanceNumber"),
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        number_of_frames=number_of_frames(ds),
+        bits_allocated=_int(ds, "BitsAllocated"),
+        photometric_interpretation=_text(ds, "PhotometricInterpretation"),
+        has_pixel_data=pixels,
+    )
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    """The element as text (decoded with the file's character set), "" when absent or unreadable."""
+    try:
+        value = ds.get(keyword)
+    except Exception:  # a malformed value should not sink the whole instance
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue | list | tuple):
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip("\0 ")
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            return None
+        return int(value)
+    except Exception:
+        return None
+
+
+def _date(value: str) -> str:
+    """YYYYMMDD, or "" for anything else (old files carry YYYY.MM.DD or junk)."""
+    value = value.replace(".", "").replace("-", "")
+    return value if len(value) == 8 and value.isdigit() else ""

@@ -1,0 +1,137 @@
+"""Content storage on local disk: atomic writes under keys derived from UIDs, with MD5."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from portal.errors import Invalid
+
+CHUNK = 1 << 20
+_KEY_PART = re.compile(r"^[A-Za-z0-9._-]+$")
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    key: str
+    size: int
+    md5: str
+
+
+class FileStore:
+    """Files under `root`, addressed by relative keys such as `ab/cd/<sha1>.dcm`."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @staticmethod
+    def key_for(sop_instance_uid: str, suffix: str = ".dcm") -> str:
+        """The key of an instance: from a hash of its UID, never from a caller's file name."""
+        digest = hashlib.sha1(sop_instance_uid.encode("ascii", "replace")).hexdigest()
+        return f"{digest[:2]}/{digest[2:4]}/{digest}{suffix}"
+
+    def path(self, key: str) -> Path:
+        """The file of `key`; a key that could leave the root is refused."""
+        parts = key.split("/")
+        if not key or any(not _KEY_PART.match(p) or p in (".", "..") for p in parts):
+            raise Invalid(f"Storage key {key!r} is not a safe relative path.", "bad_key")
+        return self.root.joinpath(*parts)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def open(self, key: str) -> BinaryIO:
+        return self.path(key).open("rb")
+
+    def put(self, src_path: str | Path, key: str) -> StoredFile:
+        """Copy `src_path` to `key` atomically; the MD5 is computed while copying."""
+        with open(src_path, "rb") as src:
+            return self.put_fileobj(src, key)
+
+    def put_fileobj(self, src: BinaryIO, key: str) -> StoredFile:
+        """Copy a readable binary stream to `key` atomically: temp file, fsync, rename, fsync dir."""
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # The temp file sits in the destination directory so that os.replace is a same-filesystem rename.
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=dest.parent)
+        try:
+            md5 = hashlib.md5()
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    md5.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            _unlink(Path(tmp))
+            raise
+        _fsync_dir(dest.parent)
+        return StoredFile(key=key, size=size, md5=md5.hexdigest())
+
+    def delete(self, key: str) -> None:
+        """Remove `key` (missing is fine) and the directories it leaves empty."""
+        path = self.path(key)
+        _unlink(path)
+        parent = path.parent
+        root = self.root.resolve()
+        while parent.resolve() != root and root in parent.resolve().parents:
+            try:
+                parent.rmdir()
+            except OSError:  # not empty, or already gone
+                break
+            parent = parent.parent
+
+
+def md5_of(path: str | Path) -> str:
+    """MD5 hex digest of a file, read in chunks."""
+    md5 = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            md5.update(chunk)
+    return md5.hexdigest()
+
+
+def sanitize_filename(name: str, max_length: int = 128) -> str:
+    """A file name fit for display and downloads: no directories, only [A-Za-z0-9._-], never empty."""
+    base = re.split(r"[/\\]", name or "")[-1]
+    # No leading dot: nothing hidden, and never "." or "..".
+    base = _UNSAFE_CHARS.sub("_", base).lstrip(".")
+    if not base.strip("._"):
+        base = "file"
+    if len(base) > max_length:
+        stem, dot, ext = base.rpartition(".")
+        if dot and 0 < len(ext) <= 16:
+            base = stem[: max_length - len(ext) - 1] + "." + ext
+        else:
+            base = base[:max_length]
+    return base
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the rename itself durable; some platforms cannot open a directory, which is fine."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

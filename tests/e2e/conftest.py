@@ -1,0 +1,92 @@
+"""End-to-end fixtures: a real `lightbox serve` process per module and Debian's chromium."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_PASSWORD, fresh_env
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    # Playwright cannot download its browsers here: drive Debian's chromium.
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
+    }
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "viewport": {"width": 1280, "height": 900}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, url: str, env: dict, proc: subprocess.Popen, data_dir: str):
+        self.url, self.env, self.proc, self.data_dir = url, env, proc, data_dir
+
+    def api(self, method: str, path: str, **kw) -> httpx.Response:
+        """Call the server's API as the admin (CAD4TB-style headers)."""
+        headers = {"X-USERNAME": "admin", "X-PASSWORD": ADMIN_PASSWORD, **kw.pop("headers", {})}
+        return httpx.request(method, self.url + path, headers=headers, timeout=60, **kw)
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "portal.cli", *args], env={**os.environ, **self.env},
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+
+@pytest.fixture(scope="module")
+def live_server(template, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("live") / "data"
+    env = fresh_env(template, data_dir)
+    port = _free_port()
+    log = open(data_dir.parent / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "portal.cli", "serve", "--port", str(port), "--workers", "1"],
+                            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.close()
+            raise RuntimeError("server did not start:\n" + (data_dir.parent / "server.log").read_text())
+        time.sleep(0.2)
+    yield LiveServer(url, env, proc, str(data_dir))
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def sign_in(page, server: LiveServer, username: str = "admin", password: str = ADMIN_PASSWORD) -> None:
+    page.goto(server.url + "/login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/projects")
