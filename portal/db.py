@@ -26,6 +26,22 @@ def make_engine(settings: Settings) -> Engine:
     return SQLiteEngine(path=str(path), timeout=BUSY_TIMEOUT_S)
 
 
+def write_transaction():
+    """A transaction for a write that must not fail half-way under concurrency.
+
+    On SQLite it takes the write lock at BEGIN (IMMEDIATE): a deferred transaction that later
+    upgrades to a writer can fail with "database is locked" despite the busy timeout.
+    """
+    from piccolo.engine.sqlite import TransactionType
+
+    from portal.tables import Project
+
+    engine = Project._meta.db
+    if isinstance(engine, SQLiteEngine):
+        return engine.transaction(transaction_type=TransactionType.immediate)
+    return engine.transaction()
+
+
 def use_engine(engine: Engine) -> None:
     """Point every table (and Piccolo's own migration table) at `engine`."""
     import piccolo_conf

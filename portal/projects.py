@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from portal import audit, clock, names
 from portal.auth import accounts
 from portal.auth.permissions import ROLES
@@ -9,6 +11,36 @@ from portal.errors import Conflict, Invalid, NotFound
 from portal.tables import Archive, Membership, Project, User
 
 DEFAULT_ARCHIVE = "default"
+
+# Project settings and their defaults; Project.settings stores only what a manager changed.
+DEFAULT_SETTINGS: dict = {
+    # What ingest does with an instance that has no PatientID: "assign" one derived from the
+    # study, or "reject" the file.
+    "missing_patient_id": "assign",
+    # Whether a re-sent SOP Instance UID with other bytes replaces the stored file (else 409).
+    "allow_overwrite": False,
+    # DICOM AE titles that C-STORE callers may address to reach this project.
+    "ae_titles": [],
+}
+
+
+def settings_of(project: Project) -> dict:
+    stored = project.settings
+    if isinstance(stored, str):
+        stored = json.loads(stored or "{}")
+    return {**DEFAULT_SETTINGS, **(stored or {})}
+
+
+async def update_settings(project: Project, changes: dict, *, by: User | None = None, client: str = "") -> dict:
+    unknown = set(changes) - set(DEFAULT_SETTINGS)
+    if unknown:
+        raise Invalid(f"Unknown project setting(s): {', '.join(sorted(unknown))}.", "unknown_setting")
+    merged = {**settings_of(project), **changes}
+    project.settings = merged
+    await project.save([Project.settings])
+    await audit.record("project_settings_changed", user=by, object=f"project:{project.name}",
+                       detail=changes, client=client)
+    return merged
 
 
 async def create(name: str, *, description: str = "", by: User | None = None, client: str = "") -> Project:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from piccolo.columns import (
     JSON,
+    BigInt,
     Boolean,
+    Integer,
     ForeignKey,
     OnDelete,
     Serial,
@@ -73,4 +75,79 @@ class AuditEvent(Table, tablename="lb_audit_event"):
     created_at = Timestamptz(index=True)
 
 
-TABLES: list[type[Table]] = [User, ApiToken, Project, Archive, Membership, AuditEvent]
+# The image hierarchy. Each row carries a `key` unique within the database ("{project id}:{UID}",
+# or "{archive id}:{PatientID}" for patients): concurrent ingests of one series upsert on it with
+# ON CONFLICT, which works the same on SQLite and PostgreSQL.
+
+
+class Patient(Table, tablename="lb_patient"):
+    id: Serial
+    key = Varchar(length=200, unique=True, index=True)
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    archive = ForeignKey(Archive, on_delete=OnDelete.cascade, index=True)
+    patient_id = Varchar(length=64, index=True)
+    patient_name = Varchar(length=324, default="")
+    birth_date = Varchar(length=8, default="")
+    sex = Varchar(length=16, default="")
+    created_at = Timestamptz()
+
+
+class Study(Table, tablename="lb_study"):
+    id: Serial
+    key = Varchar(length=100, unique=True, index=True)
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    patient = ForeignKey(Patient, on_delete=OnDelete.cascade, index=True)
+    study_instance_uid = Varchar(length=64, index=True)
+    study_date = Varchar(length=8, default="", index=True)
+    study_time = Varchar(length=16, default="")
+    description = Varchar(length=256, default="")
+    referring_physician = Varchar(length=324, default="")
+    institution = Varchar(length=256, default="")
+    accession_number = Varchar(length=64, default="", index=True)
+    study_id = Varchar(length=64, default="")
+    modalities = Varchar(length=100, default="")
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+class Series(Table, tablename="lb_series"):
+    id: Serial
+    key = Varchar(length=100, unique=True, index=True)
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    study = ForeignKey(Study, on_delete=OnDelete.cascade, index=True)
+    series_instance_uid = Varchar(length=64, index=True)
+    series_number = Integer(null=True, default=None)
+    series_date = Varchar(length=8, default="")
+    series_time = Varchar(length=16, default="")
+    modality = Varchar(length=16, default="", index=True)
+    body_part = Varchar(length=64, default="")
+    description = Varchar(length=256, default="")
+    manufacturer = Varchar(length=128, default="")
+    model_name = Varchar(length=128, default="")
+    sop_class_uid = Varchar(length=64, default="")
+    review_status = Varchar(length=32, default="unreviewed", index=True)
+    ai_summary = Text(default="")
+    last_instance_at = Timestamptz()
+    created_at = Timestamptz()
+
+
+class Instance(Table, tablename="lb_instance"):
+    id: Serial
+    key = Varchar(length=100, unique=True, index=True)
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    series = ForeignKey(Series, on_delete=OnDelete.cascade, index=True)
+    sop_instance_uid = Varchar(length=64, index=True)
+    sop_class_uid = Varchar(length=64, default="")
+    instance_number = Integer(null=True, default=None)
+    transfer_syntax_uid = Varchar(length=64, default="")
+    rows = Integer(default=0)
+    columns = Integer(default=0)
+    frames = Integer(default=1)
+    file_key = Varchar(length=200)
+    size = BigInt(default=0)
+    md5 = Varchar(length=32)
+    created_at = Timestamptz()
+
+
+TABLES: list[type[Table]] = [User, ApiToken, Project, Archive, Membership, AuditEvent,
+                             Patient, Study, Series, Instance]

@@ -178,6 +178,8 @@ def _check_complete(ds: Dataset, f: BinaryIO, size: int) -> None:
             "The file ends before its last element does (truncated); send the complete file.",
             "truncated",
         )
+    if transfer_syntax_of(ds).is_deflated:
+        return  # offsets point into the inflated stream; zlib has already checked the file's end
     last = None
     for elem in _raw_elements(getattr(ds, "file_meta", None)) + _raw_elements(ds):
         tell = _tell(elem)
@@ -205,7 +207,7 @@ def _check_complete(ds: Dataset, f: BinaryIO, size: int) -> None:
 def _raw_elements(ds: Dataset | None) -> list:
     if ds is None:
         return []
-    return [ds.get_item(tag) for tag in ds.keys()]
+    return [ds.get_item(tag, keep_deferred=True) for tag in ds.keys()]
 
 
 def _tell(elem) -> int | None:

@@ -1,0 +1,47 @@
+"""Upload plumbing shared by the upload routes: receive the body to a temp dir, ingest every file."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from litestar import Request
+
+from portal import settings as settings_mod, uploads
+from portal.archive import IngestResult, ingest_path
+from portal.tables import Archive, Project
+
+# The largest request body an upload route accepts; bigger ones get 413 before anything is stored.
+MAX_UPLOAD_BYTES = 8 * 1024**3
+
+
+@asynccontextmanager
+async def upload_dir():
+    """A scratch folder inside the data dir (same disk as storage, so large files never hit /tmp)."""
+    root = settings_mod.current().data_dir / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="upload-", dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def receive_parts(request: Request, tmp: Path, allowed: tuple[str, ...] | None = None) -> list[uploads.Part]:
+    kw = {"allowed": allowed} if allowed else {}
+    return await uploads.receive(request.stream(), request.headers.get("content-type", ""), tmp,
+                                 max_total=MAX_UPLOAD_BYTES, **kw)
+
+
+def fields_of(parts: list[uploads.Part]) -> dict[str, str]:
+    return {p.name: p.value.decode("utf-8", "replace") for p in parts if not p.is_file and p.name}
+
+
+async def ingest_parts(parts: list[uploads.Part], project: Project, archive: Archive | None) -> list[IngestResult]:
+    results: list[IngestResult] = []
+    for part in parts:
+        if part.is_file:
+            results.extend(await ingest_path(part.path, project, archive, filename=part.filename))
+    return results

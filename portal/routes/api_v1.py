@@ -1,0 +1,181 @@
+"""The CAD4TB-style API v1: /api/v1/<command>/ with Project, Archive and DICOM UIDs as parameters.
+
+Command for command as ../shared/seeds/cad4tb-api-v1.txt names them: paths keep their trailing
+slash, errors carry the seed's error and suberror types.
+"""
+
+from __future__ import annotations
+
+from litestar import Request, get, post
+from litestar.di import Provide
+from litestar.response import Response, Stream
+
+from portal import archive as arch, projects
+from portal.auth import permissions
+from portal.dicom import stream_zip
+from portal.errors import Conflict, Invalid, NotFound
+from portal.routes._auth import api_user
+from portal.routes._uploads import MAX_UPLOAD_BYTES, fields_of, ingest_parts, receive_parts, upload_dir
+from portal.tables import Archive, Patient, Project, Series, Study, User
+
+_deps = {"me": Provide(api_user)}
+
+
+def _date(da: str) -> str:
+    """DICOM DA (YYYYMMDD) → YYYY-MM-DD, as the API reference's examples show."""
+    return f"{da[:4]}-{da[4:6]}-{da[6:8]}" if len(da) == 8 and da.isdigit() else da
+
+
+def _time(tm: str) -> str:
+    tm = tm.split(".")[0]
+    return f"{tm[:2]}:{tm[2:4]}:{tm[4:6]}" if len(tm) >= 6 and tm[:6].isdigit() else tm
+
+
+async def default_project(me: User, name: str | None, permission: str) -> Project:
+    """`Project` as given, or the caller's only project when they have exactly one."""
+    if name:
+        return await permissions.project_for(me, name, permission)
+    visible = await projects.visible_to(me)
+    if len(visible) != 1:
+        raise Invalid("Pass the 'Project' parameter (you can see "
+                      f"{len(visible)} projects, so there is no default).", "no_project_given")
+    return await permissions.project_for(me, visible[0].name, permission)
+
+
+async def _where(me: User, params: dict, permission: str) -> tuple[Project, Archive]:
+    project = await default_project(me, params.get("Project"), permission)
+    return project, await projects.archive(project, params.get("Archive"))
+
+
+async def _patient(me: User, params: dict, permission: str) -> tuple[Project, Patient]:
+    project, archive = await _where(me, params, permission)
+    return project, await arch.find_patient(archive, params.get("PatientID", ""))
+
+
+async def _study(me: User, params: dict, permission: str, suberror: str = "study_not_found") -> tuple[Project, Study]:
+    project, patient = await _patient(me, params, permission)
+    try:
+        return project, await arch.find_study(project, params.get("StudyInstanceUID", ""), patient)
+    except NotFound as exc:
+        raise NotFound(exc.detail, suberror)
+
+
+async def _series(me: User, params: dict, permission: str) -> tuple[Project, Series]:
+    project, study = await _study(me, params, permission, "series_not_found")
+    return project, await arch.find_series(project, params.get("SeriesInstanceUID", ""), study)
+
+
+def patient_dict(p: Patient) -> dict:
+    return {"PatientBirthDate": _date(p.birth_date), "PatientID": p.patient_id, "PatientName": p.patient_name,
+            "PatientSex": p.sex}
+
+
+def study_dict(s: Study) -> dict:
+    return {"StudyInstanceUID": s.study_instance_uid, "StudyDate": _date(s.study_date),
+            "StudyTime": _time(s.study_time), "StudyDescription": s.description,
+            "ReferringPhysicianName": s.referring_physician, "InstitutionName": s.institution,
+            "AccessionNumber": s.accession_number}
+
+
+def series_dict(s: Series, instances: int) -> dict:
+    return {"SeriesInstanceUID": s.series_instance_uid, "SOPClassUID": s.sop_class_uid,
+            "SeriesDate": _date(s.series_date), "SeriesTime": _time(s.series_time),
+            "SeriesDescription": s.description, "Manufacturer": s.manufacturer,
+            "ManufacturerModelName": s.model_name, "Modality": s.modality,
+            "NumberOfSeriesRelatedInstances": instances,
+            "status": "stored" if instances else "empty",
+            "status_message": f"{instances} instance(s) stored; review status: {s.review_status}"}
+
+
+@post("/api/v1/instance/upload/", dependencies=_deps, tags=["cad4tb-v1"], status_code=200,
+      request_max_body_size=MAX_UPLOAD_BYTES, summary="Upload DICOM file(s) (multipart form field 'file')")
+async def instance_upload(request: Request, me: User) -> Response:
+    async with upload_dir() as tmp:
+        parts = await receive_parts(request, tmp, allowed=("multipart/form-data",))
+        params = {**dict(request.query_params), **fields_of(parts)}
+        project, archive = await _where(me, params, "api_instance_upload")
+        await permissions.project_for(me, project.name, "upload_project")
+        if not any(p.is_file and p.size for p in parts):
+            raise Invalid("No file was submitted: send the DICOM file in the form field 'file'.",
+                          "no_data_submitted")
+        results = await ingest_parts(parts, project, archive)
+    for r in results:
+        if r.status == "rejected":
+            raise Invalid(f"{r.filename}: {r.reason}", r.suberror or "invalid_file")
+        if r.status == "conflict":
+            raise Conflict(r.reason, "conflict")
+    out = [{"PatientID": r.patient_id, "StudyInstanceUID": r.study_instance_uid,
+            "SeriesInstanceUID": r.series_instance_uid, "SOPInstanceUID": r.sop_instance_uid,
+            "status": r.status} for r in results]
+    return Response(out[0] if len(out) == 1 else out)
+
+
+@get("/api/v1/patient/get/", dependencies=_deps, tags=["cad4tb-v1"])
+async def patient_get(request: Request, me: User) -> dict:
+    _, patient = await _patient(me, dict(request.query_params), "api_get_patient")
+    return patient_dict(patient)
+
+
+@get("/api/v1/patient/delete/", dependencies=_deps, tags=["cad4tb-v1"])
+async def patient_delete(request: Request, me: User) -> dict:
+    _, patient = await _patient(me, dict(request.query_params), "api_delete_patient")
+    await arch.delete_patient(patient)
+    return {"status": "Ok"}
+
+
+@get("/api/v1/study/get/", dependencies=_deps, tags=["cad4tb-v1"])
+async def study_get(request: Request, me: User) -> dict:
+    _, study = await _study(me, dict(request.query_params), "api_get_study")
+    return study_dict(study)
+
+
+@get("/api/v1/patient/studies/list/", dependencies=_deps, tags=["cad4tb-v1"])
+async def studies_list(request: Request, me: User) -> list[dict]:
+    _, patient = await _patient(me, dict(request.query_params), "api_list_studies")
+    return [study_dict(s) for s in await arch.studies_of_patient(patient)]
+
+
+@get("/api/v1/study/delete/", dependencies=_deps, tags=["cad4tb-v1"])
+async def study_delete(request: Request, me: User) -> dict:
+    _, study = await _study(me, dict(request.query_params), "api_delete_study")
+    await arch.delete_study(study)
+    return {"status": "Ok"}
+
+
+@get("/api/v1/series/get/", dependencies=_deps, tags=["cad4tb-v1"])
+async def series_get(request: Request, me: User) -> dict:
+    _, series = await _series(me, dict(request.query_params), "api_get_series")
+    counts = await arch.count_instances([series.id])
+    return series_dict(series, counts.get(series.id, 0))
+
+
+@get("/api/v1/patient/study/series/list/", dependencies=_deps, tags=["cad4tb-v1"])
+async def series_list(request: Request, me: User) -> list[dict]:
+    _, study = await _study(me, dict(request.query_params), "api_list_series")
+    series = await arch.series_of_study(study)
+    counts = await arch.count_instances([s.id for s in series])
+    return [series_dict(s, counts.get(s.id, 0)) for s in series]
+
+
+@get("/api/v1/dicom/get/", dependencies=_deps, tags=["cad4tb-v1"], summary="Zip of the series' DICOM files")
+async def dicom_get(request: Request, me: User) -> Stream:
+    _, series = await _series(me, dict(request.query_params), "api_dicom_get")
+    instances = await arch.instances_of(series)
+    store = arch.storage()
+    entries = [(f"{i.instance_number or n + 1:04d}_{i.sop_instance_uid}.dcm", store.path(i.file_key))
+               for n, i in enumerate(instances)]
+    if not entries or not all(path.is_file() for _, path in entries):
+        raise NotFound("No DICOM files are available for this series.", "no_dicom_available")
+    return Stream(stream_zip(entries), media_type="application/zip",
+                  headers={"Content-Disposition": f'attachment; filename="{series.series_instance_uid}.zip"'})
+
+
+@get("/api/v1/series/delete/", dependencies=_deps, tags=["cad4tb-v1"])
+async def series_delete(request: Request, me: User) -> dict:
+    _, series = await _series(me, dict(request.query_params), "api_delete_series")
+    await arch.delete_series(series)
+    return {"status": "Ok"}
+
+
+ROUTES = [instance_upload, patient_get, patient_delete, study_get, studies_list, study_delete, series_get,
+          series_list, dicom_get, series_delete]

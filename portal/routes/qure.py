@@ -1,0 +1,41 @@
+"""Qure-style upload: POST /api/v1/studies (alias /api/v1/upload), multipart/related or form-data."""
+
+from __future__ import annotations
+
+from litestar import Request, post
+from litestar.di import Provide
+from litestar.response import Response
+
+from portal import archive as arch, projects
+from portal.routes._auth import api_user
+from portal.routes._uploads import MAX_UPLOAD_BYTES, fields_of, ingest_parts, receive_parts, upload_dir
+from portal.routes.api_v1 import default_project
+from portal.tables import Series, User
+
+NO_DICOM = "No DICOM files were uploaded!"
+
+
+@post(["/api/v1/studies", "/api/v1/upload"], dependencies={"me": Provide(api_user)}, tags=["qure"],
+      status_code=200, request_max_body_size=MAX_UPLOAD_BYTES,
+      summary="Upload DICOM files (multipart/related; type=application/dicom, or multipart/form-data)")
+async def upload_studies(request: Request, me: User) -> Response:
+    async with upload_dir() as tmp:
+        parts = await receive_parts(request, tmp, allowed=("multipart/related", "multipart/form-data"))
+        params = {**fields_of(parts), **dict(request.query_params)}
+        project = await default_project(me, params.get("Project"), "upload_project")
+        archive = await projects.archive(project, params.get("Archive"))
+        results = await ingest_parts(parts, project, archive)
+    failed = [{"filename": r.filename, "status": r.status, "reason": r.reason} for r in results if not r.ok]
+    series_uids = list(dict.fromkeys(r.series_instance_uid for r in results if r.ok))
+    if not series_uids:
+        return Response({"message": NO_DICOM, "error": "invalid_post_value", "suberror": "no_data_submitted",
+                         "detail": "; ".join(f"{f['filename']}: {f['reason']}" for f in failed)
+                         or "The request carried no files.", "failed": failed}, status_code=400)
+    rows = await Series.select(Series.id, Series.series_instance_uid).where(
+        Series.key.is_in([f"{project.id}:{u}" for u in series_uids]))
+    counts = await arch.count_instances([r["id"] for r in rows])
+    by_uid = {r["series_instance_uid"]: counts.get(r["id"], 0) for r in rows}
+    return Response({"message": "Success", "series_instance_uids": series_uids,
+                     "detailed_info": [{"SeriesInstanceUID": u, "NumberOfSeriesRelatedInstances": by_uid.get(u, 0)}
+                                       for u in series_uids],
+                     "failed": failed})

@@ -1,0 +1,168 @@
+"""Receiving uploaded files: a streaming multipart parser (form-data and related) that writes each
+file part straight to disk, so a large upload never sits in memory."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator
+
+from portal.dicom import sanitize_filename
+from portal.errors import Invalid, TooLarge, UnsupportedMediaType
+
+MAX_FIELD_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+
+
+@dataclass
+class Part:
+    headers: dict[str, str]
+    name: str = ""
+    filename: str = ""
+    content_type: str = ""
+    path: Path | None = None
+    value: bytes = b""
+    size: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_file(self) -> bool:
+        return self.path is not None
+
+
+def media_type(content_type: str) -> tuple[str, dict[str, str]]:
+    """'multipart/related; type="application/dicom"; boundary=x' → ('multipart/related', {...})."""
+    main, _, rest = (content_type or "").partition(";")
+    params = {}
+    for m in re.finditer(r';?\s*([A-Za-z0-9_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', ";" + rest):
+        value = m.group(2).strip()
+        if value.startswith('"') and value.endswith('"'):
+            value = value[1:-1].replace('\\"', '"')
+        params[m.group(1).lower()] = value
+    return main.strip().lower(), params
+
+
+def _parse_headers(raw: bytes) -> dict[str, str]:
+    headers = {}
+    for line in raw.decode("utf-8", "replace").split("\r\n"):
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    return headers
+
+
+def _disposition(value: str) -> dict[str, str]:
+    _, params = media_type(value)
+    return params
+
+
+async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: Path, *,
+                          max_total: int, max_parts: int = 20000) -> list[Part]:
+    """Split a multipart body into parts: file parts land in `tmpdir`, small fields stay in memory."""
+    if not boundary or len(boundary) > 200:
+        raise Invalid("The multipart body has no usable boundary parameter.", "no_boundary")
+    delim = b"\r\n--" + boundary.encode("latin-1")
+    it = chunks.__aiter__()
+    buf = bytearray(b"\r\n")  # lets the first boundary match the same delimiter as the others
+    total = 0
+
+    async def more() -> bool:
+        nonlocal total
+        try:
+            chunk = await it.__anext__()
+        except StopAsyncIteration:
+            return False
+        total += len(chunk)
+        if total > max_total:
+            raise TooLarge(f"The upload is larger than the limit of {max_total // 2**20} MB.", "too_large")
+        buf.extend(chunk)
+        return True
+
+    while (i := buf.find(delim)) < 0:
+        del buf[:max(0, len(buf) - len(delim))]
+        if not await more():
+            raise Invalid("The body is not multipart: its boundary never appears.", "no_data_submitted")
+    del buf[:i + len(delim)]
+
+    parts: list[Part] = []
+    while True:
+        while len(buf) < 2:
+            if not await more():
+                raise Invalid("The multipart body ends early (truncated).", "truncated")
+        if buf[:2] == b"--":
+            return parts
+        while (eol := buf.find(b"\r\n")) < 0:
+            if len(buf) > MAX_HEADER_BYTES or not await more():
+                raise Invalid("The multipart body is malformed.", "malformed_multipart")
+        del buf[:eol + 2]
+        if buf[:2] == b"\r\n":
+            headers, start = {}, 2
+        else:
+            while (end := buf.find(b"\r\n\r\n")) < 0:
+                if len(buf) > MAX_HEADER_BYTES or not await more():
+                    raise Invalid("A part's headers are malformed or too long.", "malformed_multipart")
+            headers, start = _parse_headers(bytes(buf[:end])), end + 4
+        del buf[:start]
+        if len(parts) >= max_parts:
+            raise TooLarge(f"More than {max_parts} parts in one request.", "too_many_parts")
+        disp = _disposition(headers.get("content-disposition", ""))
+        part = Part(headers=headers, name=disp.get("name", ""), filename=disp.get("filename", ""),
+                    content_type=media_type(headers.get("content-type", ""))[0])
+        is_file = bool(part.filename) or "content-disposition" not in headers or (
+            part.content_type not in ("", "text/plain"))
+        out = None
+        if is_file:
+            fd, tmp = tempfile.mkstemp(prefix="part-", suffix=".bin", dir=tmpdir)
+            out = os.fdopen(fd, "wb")
+            part.path = Path(tmp)
+            part.filename = sanitize_filename(part.filename or f"part-{len(parts) + 1}")
+        value = bytearray()
+
+        def write(data) -> None:
+            part.size += len(data)
+            if out is not None:
+                out.write(data)
+            else:
+                value.extend(data)
+                if len(value) > MAX_FIELD_BYTES:
+                    raise TooLarge(f"Form field '{part.name}' is too long.", "field_too_long")
+
+        try:
+            while (i := buf.find(delim)) < 0:
+                keep = len(delim) - 1
+                if len(buf) > keep:
+                    write(buf[:-keep])
+                    del buf[:-keep]
+                if not await more():
+                    raise Invalid("The multipart body ends early (truncated).", "truncated")
+            write(buf[:i])
+            del buf[:i + len(delim)]
+        finally:
+            if out is not None:
+                out.close()
+        part.value = bytes(value)
+        parts.append(part)
+
+
+async def receive(request_stream: AsyncIterator[bytes], content_type: str, tmpdir: Path, *,
+                  max_total: int, allowed: tuple[str, ...] = ("multipart/form-data", "multipart/related",
+                                                               "application/dicom")) -> list[Part]:
+    """Parts of an upload body: multipart (form-data or related) or a single application/dicom body."""
+    media, params = media_type(content_type)
+    if media not in allowed:
+        raise UnsupportedMediaType(
+            f"Unsupported content type '{media or '(none)'}': send {', '.join(allowed)}.", "unsupported_media_type")
+    if media.startswith("multipart/"):
+        return await parse_multipart(request_stream, params.get("boundary", ""), tmpdir, max_total=max_total)
+    fd, tmp = tempfile.mkstemp(prefix="body-", suffix=".dcm", dir=tmpdir)
+    size = 0
+    with os.fdopen(fd, "wb") as out:
+        async for chunk in request_stream:
+            size += len(chunk)
+            if size > max_total:
+                raise TooLarge(f"The upload is larger than the limit of {max_total // 2**20} MB.", "too_large")
+            out.write(chunk)
+    return [Part(headers={"content-type": media}, filename="body.dcm", content_type=media, path=Path(tmp), size=size)]
