@@ -25,6 +25,7 @@ install-test: $(VENV)/.installed-test
 
 run: install
 	$(BIN)/lightbox migrate
+	$(BIN)/lightbox demo
 	$(BIN)/lightbox serve --host 127.0.0.1 --port 8000 --workers 2
 
 # Debian's chromium drives Playwright (Playwright cannot download its own browsers here).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -142,5 +143,56 @@ def project_add_member(name: str, username: str, role: str) -> None:
 
     _run(go())
     click.echo(f"{username} is {role} in {name}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--project", "project_name", required=True)
+@click.option("--archive", "archive_name", default=None)
+def ingest(path: Path, project_name: str, archive_name: str | None) -> None:
+    """Ingest DICOM files, folders and zips into a project, with a progress bar and a summary."""
+    from collections import Counter
+
+    from portal import projects
+    from portal.archive import ingest_path
+    from portal.errors import NotFound
+
+    _setup()
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    counts: Counter = Counter()
+    problems: list[str] = []
+
+    async def go():
+        p = await projects.get(project_name)
+        if p is None:
+            raise NotFound(f"No project named '{project_name}'.")
+        archive = await projects.archive(p, archive_name)
+        with click.progressbar(files, label=f"Ingesting into {p.name}/{archive.name}",
+                               show_pos=True, file=sys.stderr) as bar:
+            for f in bar:
+                for r in await ingest_path(f, p, archive, filename=str(f)):
+                    counts[r.status] += 1
+                    if not r.ok:
+                        problems.append(f"{r.filename}: {r.status}: {r.reason}")
+
+    _run(go())
+    for line in problems:
+        click.echo(line, err=True)
+    click.echo(", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in
+                         ("stored", "already_stored", "conflict", "rejected")))
+    if counts["rejected"] or counts["conflict"]:
+        sys.exit(2)
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Load even when projects already exist.")
+def demo(force: bool) -> None:
+    """Load demo data (a `demo` project with sample images) into an empty install."""
+    from portal import demo as demo_mod
+
+    settings = _setup()
+    click.echo(_run(demo_mod.load(settings.data_dir, only_if_empty=not force)))
+
+
 if __name__ == '__main__':
     main()

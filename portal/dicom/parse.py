@@ -178,6 +178,17 @@ def _check_complete(ds: Dataset, f: BinaryIO, size: int) -> None:
             "The file ends before its last element does (truncated); send the complete file.",
             "truncated",
         )
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "FileMetaInformationGroupLength" in meta:
+        # pydicom reads the file meta eagerly (no offsets kept): its group length says where it ends.
+        f.seek(128)
+        start = 132 if f.read(4) == b"DICM" else 0
+        group_length = meta.FileMetaInformationGroupLength
+        if not isinstance(group_length, int) or start + 12 + group_length > size:
+            raise DicomRejected(
+                "The file ends inside its file meta information (truncated); send the complete file.",
+                "truncated",
+            )
     if transfer_syntax_of(ds).is_deflated:
         return  # offsets point into the inflated stream; zlib has already checked the file's end
     last = None
