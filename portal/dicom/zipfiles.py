@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import stat
 import time
 import zipfile
@@ -138,15 +139,11 @@ def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, total
 
 def _cleanup(written: list[Path], dest: Path, created_dest: bool) -> None:
     for path in written:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        except FileNotFoundError:
-            pass
     if created_dest:
-        try:
+        with contextlib.suppress(OSError):  # not empty: something else wrote there
             dest.rmdir()
-        except OSError:
-            pass
 
 
 def _archive_name(name: str) -> str:

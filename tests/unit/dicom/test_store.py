@@ -1,0 +1,109 @@
+"""FileStore: atomic puts with MD5, keys from UIDs, deletes; sanitize_filename."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+
+import pytest
+
+from portal.dicom import FileStore, StoredFile, md5_of, sanitize_filename
+from portal.errors import Invalid
+
+
+def _leftovers(root):
+    return [p for p in root.rglob("*") if p.name.startswith(".tmp-")]
+
+
+def test_put_copies_and_reports_size_and_md5(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(bytes(range(256)) * 10_000)  # spans several copy chunks
+    store = FileStore(tmp_path / "store")
+    key = store.key_for("1.2.3.4")
+    stored = store.put(src, key)
+    assert stored == StoredFile(key, src.stat().st_size, hashlib.md5(src.read_bytes()).hexdigest())
+    assert store.path(key).read_bytes() == src.read_bytes()
+    assert store.exists(key)
+    assert md5_of(store.path(key)) == stored.md5
+    assert _leftovers(store.root) == []
+
+
+def test_put_twice_is_idempotent(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"same bytes")
+    store = FileStore(tmp_path / "store")
+    key = store.key_for("1.2.3.4")
+    assert store.put(src, key) == store.put(src, key)
+    assert [p for p in store.root.rglob("*") if p.is_file()] == [store.path(key)]
+
+
+def test_failed_put_leaves_old_file_and_no_temp_files(tmp_path):
+    store = FileStore(tmp_path / "store")
+    key = store.key_for("1.2.3.4")
+    store.put_fileobj(io.BytesIO(b"original"), key)
+
+    class Breaks(io.RawIOBase):
+        calls = 0
+
+        def readable(self):
+            return True
+
+        def read(self, n=-1):
+            self.calls += 1
+            if self.calls > 1:
+                raise OSError("disk went away")
+            return b"x" * 1000
+
+    with pytest.raises(OSError):
+        store.put_fileobj(Breaks(), key)
+    assert store.path(key).read_bytes() == b"original"
+    assert _leftovers(store.root) == []
+
+
+def test_key_for_is_a_hash_path(tmp_path):
+    key = FileStore.key_for("1.2.840.113619.2.55.3")
+    assert re.fullmatch(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{40}\.dcm", key)
+    assert key == FileStore.key_for("1.2.840.113619.2.55.3")
+    assert key != FileStore.key_for("1.2.840.113619.2.55.4")
+    assert FileStore.key_for("../../etc/passwd").count("/") == 2
+
+
+@pytest.mark.parametrize("key", ["../x", "/etc/passwd", "a/../../b", "a//b", "", "a/./b", "a\\b"])
+def test_path_refuses_unsafe_keys(tmp_path, key):
+    with pytest.raises(Invalid) as exc:
+        FileStore(tmp_path).path(key)
+    assert exc.value.suberror == "bad_key"
+
+
+def test_delete_removes_file_and_empty_dirs(tmp_path):
+    store = FileStore(tmp_path / "store")
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"data")
+    a, b = store.key_for("1.1"), store.key_for("1.2")
+    store.put(src, a)
+    store.put(src, b)
+    store.delete(a)
+    assert not store.exists(a) and store.exists(b)
+    assert not store.path(a).parent.exists() or store.path(a).parent == store.path(b).parent
+    store.delete(b)
+    store.delete(b)  # missing is fine
+    assert store.root.exists() and list(store.root.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("chest.dcm", "chest.dcm"),
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\x\\scan 01.dcm", "scan_01.dcm"),
+        ("..", "file"),
+        ("", "file"),
+        (".hidden", "hidden"),
+        ("naïve résumé.dcm", "na_ve_r_sum_.dcm"),
+        ("a" * 300 + ".dcm", "a" * 124 + ".dcm"),
+    ],
+)
+def test_sanitize_filename(name, expected):
+    assert sanitize_filename(name) == expected
+    assert len(sanitize_filename(name)) <= 128
