@@ -19,9 +19,9 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
-from portal import __version__, db, settings as settings_mod
+from portal import __version__, db, settings as settings_mod, templates_env
 from portal.errors import LightboxError, Unauthenticated
-from portal.routes import admin, api_accounts, api_projects, api_v1, health, projects, qure, session
+from portal.routes import admin, api_accounts, api_projects, api_v1, health, projects, qure, session, studies, upload
 from portal.settings import Settings
 from portal.tasks import queue
 
@@ -98,7 +98,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             await db.close_pool(engine)
 
-    template_config = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine)
+    template_config = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine,
+                                     engine_callback=lambda engine: templates_env.register(engine.engine))
     secret = hashlib.sha256(settings.secret_key.encode()).digest()
     return Litestar(
         route_handlers=[
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             session.home, session.login_form, session.login, session.logout, session.logout_get,
             api_accounts.token_auth, api_accounts.list_users, api_accounts.users_me,
             api_projects.list_projects, api_projects.create_project, api_projects.get_project,
-            *api_v1.ROUTES, qure.upload_studies,
+            *api_v1.ROUTES, qure.upload_studies, upload.upload_page, upload.upload_batch, *studies.ROUTES,
             projects.project_list, projects.project_create, projects.project_page, projects.settings_page,
             projects.archive_create, projects.member_set, projects.member_remove,
             admin.users_page, admin.user_create, admin.user_page, admin.user_active, admin.user_admin_flag,

@@ -6,7 +6,10 @@ from litestar import Request, Response, get, post
 from litestar.di import Provide
 from litestar.response import Template
 
+from urllib.parse import urlencode
+
 from portal import projects
+from portal.archive import browse
 from portal.auth import permissions
 from portal.auth.permissions import ROLES, require_admin
 from portal.errors import LightboxError
@@ -38,12 +41,14 @@ async def project_create(request: Request, me: User) -> Template | Response:
 
 @get("/projects/{project:str}", dependencies=_deps, include_in_schema=False)
 async def project_page(request: Request, me: User, project: str) -> Template:
+    """The studies table; htmx requests (search, filter, sort, page) get just the table."""
     p = await permissions.project_for(me, project)
-    return await page(request, me, "projects/detail.html", project=p,
-                      role=await permissions.role_of(me, p),
-                      perms=await permissions.permissions(me, p),
-                      archives=await projects.archives(p),
-                      members=await projects.members(p))
+    result = await browse.search_studies(p, browse.StudyQuery.from_params(request.query_params))
+    if is_htmx(request) and request.headers.get("hx-target") == "studies":
+        return partial("projects/_studies.html", project=p, result=result, urlencode=urlencode)
+    return await page(request, me, "projects/detail.html", project=p, result=result, urlencode=urlencode,
+                      role=await permissions.role_of(me, p), perms=await permissions.permissions(me, p),
+                      statuses=browse.REVIEW_STATUSES)
 
 
 async def _settings_context(me: User, name: str) -> dict:

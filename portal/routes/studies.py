@@ -1,0 +1,92 @@
+"""Portal pages of one study and one series, and the images they show (files, thumbnails, renders)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from litestar import Request, get
+from litestar.di import Provide
+from litestar.response import File, Response, Template
+
+from portal import archive as arch, audit, settings as settings_mod
+from portal.archive import navigation
+from portal.auth import permissions
+from portal.dicom import render_frame, thumbnail
+from portal.errors import Invalid
+from portal.routes._auth import client_of, portal_user
+from portal.routes._render import page
+from portal.tables import Patient, Series, Study, User
+
+_deps = {"me": Provide(portal_user)}
+_IMAGE_CACHE = "private, max-age=3600"
+
+
+@get("/projects/{project:str}/studies/{study_uid:str}", dependencies=_deps, include_in_schema=False)
+async def study_page(request: Request, me: User, project: str, study_uid: str) -> Template:
+    p = await permissions.project_for(me, project)
+    study = await arch.find_study(p, study_uid)
+    patient = await Patient.objects().get(Patient.id == study.patient)
+    series = await arch.series_of_study(study)
+    counts = await arch.count_instances([s.id for s in series])
+    return await page(request, me, "studies/study.html", project=p, study=study, patient=patient,
+                      series=series, counts=counts)
+
+
+@get("/projects/{project:str}/series/{series_uid:str}", dependencies=_deps, include_in_schema=False)
+async def series_page(request: Request, me: User, project: str, series_uid: str) -> Template:
+    p = await permissions.project_for(me, project)
+    series = await arch.find_series(p, series_uid)
+    study = await Study.objects().get(Study.id == series.study)
+    patient = await Patient.objects().get(Patient.id == study.patient)
+    instances = await arch.instances_of(series)
+    prev_uid, next_uid = await navigation.neighbours(p, series_uid)
+    await audit.record("series_viewed", user=me, object=f"project:{p.name}/series:{series_uid}",
+                       client=client_of(request))
+    return await page(request, me, "studies/series.html", project=p, study=study, patient=patient, series=series,
+                      instances=instances, prev_uid=prev_uid, next_uid=next_uid,
+                      perms=await permissions.permissions(me, p))
+
+
+@get("/projects/{project:str}/instances/{sop_uid:str}/file", dependencies=_deps, include_in_schema=False)
+async def instance_file(request: Request, me: User, project: str, sop_uid: str) -> File:
+    """The stored Part-10 file, as the viewer's loader fetches it (wadouri)."""
+    p = await permissions.project_for(me, project, "api_dicom_get")
+    instance = await arch.find_instance(p, sop_uid)
+    return File(path=arch.storage().path(instance.file_key), media_type="application/dicom",
+                filename=f"{sop_uid}.dcm", content_disposition_type="inline",
+                headers={"Cache-Control": _IMAGE_CACHE})
+
+
+@get("/projects/{project:str}/instances/{sop_uid:str}/rendered", dependencies=_deps, include_in_schema=False)
+async def instance_rendered(request: Request, me: User, project: str, sop_uid: str, frame: int = 1,
+                            size: int | None = None) -> Response:
+    p = await permissions.project_for(me, project)
+    instance = await arch.find_instance(p, sop_uid)
+    if frame < 1 or frame > max(instance.frames, 1) or (size is not None and not 16 <= size <= 4096):
+        raise Invalid("frame must be within the instance's frames and size between 16 and 4096.", "bad_parameter")
+    png = await asyncio.to_thread(render_frame, arch.storage().path(instance.file_key), frame - 1, size=size)
+    return Response(png, media_type="image/png", headers={"Cache-Control": _IMAGE_CACHE})
+
+
+@get("/projects/{project:str}/series/{series_uid:str}/thumbnail", dependencies=_deps, include_in_schema=False)
+async def series_thumbnail(request: Request, me: User, project: str, series_uid: str) -> Response:
+    """The middle image of the series, small; rendered once and cached on disk until the series changes."""
+    p = await permissions.project_for(me, project)
+    series = await arch.find_series(p, series_uid)
+    instances = await arch.instances_of(series)
+    if not instances:
+        raise Invalid("The series has no images.", "no_dicom_available")
+    middle = instances[len(instances) // 2]
+    stamp = hashlib.sha1(f"{middle.file_key}:{len(instances)}".encode()).hexdigest()
+    cache = settings_mod.current().data_dir / "cache" / "thumbnails" / stamp[:2] / f"{stamp}.png"
+    if not cache.exists():
+        png = await asyncio.to_thread(thumbnail, arch.storage().path(middle.file_key), 160)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_bytes(png)
+        tmp.replace(cache)
+    return Response(cache.read_bytes(), media_type="image/png", headers={"Cache-Control": _IMAGE_CACHE})
+
+
+ROUTES = [study_page, series_page, instance_file, instance_rendered, series_thumbnail]
