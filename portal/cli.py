@@ -52,7 +52,9 @@ def migrate() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int, help="Queue consumer threads (0 = none).")
 @click.option("--dicom-port", default=None, type=int, help="Also run a DICOM C-STORE receiver on this port.")
-def serve(host: str, port: int, workers: int, dicom_port: int | None) -> None:
+@click.option("--dicom-default-project", default=None, metavar="NAME",
+              help="Project for C-STORE calls whose called AE title names no project (else they are rejected).")
+def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_default_project: str | None) -> None:
     """Serve the portal and APIs, with queue consumer threads in the same process."""
     import uvicorn
 
@@ -64,9 +66,17 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None) -> None:
     _run(db.migrate())
     click.echo(_run(bootstrap.ensure_admin(settings)))
     app = create_app(settings)
-    consumer = queue.start_embedded(workers)
     if dicom_port:
-        click.echo("note: the DICOM C-STORE receiver is not available in this version", err=True)
+        from portal import dimse, projects
+
+        if dicom_default_project and _run(projects.get(dicom_default_project)) is None:
+            click.echo(f"error: --dicom-default-project: no project named '{dicom_default_project}'", err=True)
+            sys.exit(1)
+        receiver = dimse.Receiver(host, dicom_port, default_project=dicom_default_project)
+        # Started on the server's event loop (after the database pool opens): ingest runs there.
+        app.on_startup.append(receiver.start)
+        app.on_shutdown.append(receiver.stop)
+    consumer = queue.start_embedded(workers)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
                                            timeout_graceful_shutdown=30))
     click.echo(f"Lightbox is serving on http://{host}:{port} ({settings.database_kind} database, "

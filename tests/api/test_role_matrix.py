@@ -20,6 +20,7 @@ PORTAL = [
     ("POST", "/projects", {"name": "new-project"}, "admin", 303),
     ("GET", "/projects/p", None, "members", 200),
     ("GET", "/projects/p/settings", None, "managers", 200),
+    ("GET", "/projects/p/upload", None, "reviewers", 200),
     ("POST", "/projects/p/settings/archives", {"name": "site-b"}, "managers", 303),
     ("POST", "/projects/p/settings/members", {"username": "target", "role": "reviewer"}, "managers", 303),
     ("POST", "/projects/p/settings/members/leaver/remove", {}, "managers", 303),
@@ -45,6 +46,7 @@ def expected(role: str, who: str, ok: int, api: bool, project_route: bool) -> in
     if role == "anonymous":
         return 401 if api else 303
     allowed = (role == "admin" or who == "all" or (who == "members" and role in MEMBERS)
+               or (who == "reviewers" and role in MEMBERS - {"viewer"})
                or (who == "managers" and role == "manager"))
     if allowed:
         return ok

@@ -1,0 +1,45 @@
+"""Writing multipart/related bodies part by part, so stored files stream instead of sitting in memory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Part:
+    """One body part: bytes in memory, or a file read in chunks as the body is sent."""
+
+    content_type: str
+    data: bytes = b""
+    path: Path | None = None
+    location: str = ""
+
+
+def new_boundary() -> str:
+    return uuid.uuid4().hex
+
+
+def content_type(media_type: str, boundary: str) -> str:
+    return f'multipart/related; type="{media_type}"; boundary={boundary}'
+
+
+def body(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
+    """The body, chunk by chunk. `parts` may be a generator: each part is made only when it is sent."""
+    for part in parts:
+        head = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
+        if part.location:
+            head += f"Content-Location: {part.location}\r\n"
+        yield (head + "\r\n").encode("ascii")
+        if part.path is not None:
+            with open(part.path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    yield chunk
+        else:
+            yield part.data
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode("ascii")

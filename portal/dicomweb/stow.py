@@ -1,0 +1,117 @@
+"""STOW-RS: store the instances of a request through the one ingest path and build the PS3.18 answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from portal.archive import IngestResult, ingest_file
+from portal.dicom import DicomRejected, read_instance
+from portal.dicomweb.links import Links
+from portal.dicomweb.qido import element
+from portal.errors import Invalid
+from portal.tables import Project
+
+log = logging.getLogger("lightbox.dicomweb")
+
+# Failure Reason (0008,1197) values: PS3.4 B.2.3 storage statuses, PS3.7 C general statuses.
+PROCESSING_FAILURE = 0x0110  # something went wrong on our side
+DUPLICATE_SOP_INSTANCE = 0x0111  # the SOP Instance UID is stored with other content (kept)
+OUT_OF_RESOURCES = 0xA700  # the disk is full or unwritable
+CANNOT_UNDERSTAND = 0xC000  # not DICOM, truncated, required UIDs missing, ...
+# Not in the standard's list: dcm4chee's code in the "cannot understand" range for an instance
+# sent to /studies/{study} that belongs to another study.
+STUDY_UID_MISMATCH = 0xC409
+
+
+@dataclass
+class _Item:
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    failure: int | None = None
+    reason: str = ""
+    url: str = ""
+
+
+@dataclass
+class StoreResponse:
+    stored: list[_Item] = field(default_factory=list)
+    failed: list[_Item] = field(default_factory=list)
+    study_url: str = ""
+
+    @property
+    def status(self) -> int:
+        """200 all stored (already stored counts), 202 some failed, 409 none stored (PS3.18 10.5.3)."""
+        return 409 if not self.stored else 202 if self.failed else 200
+
+    def as_dicom_json(self) -> dict:
+        out = {}
+        if self.study_url:
+            out.update([element("RetrieveURL", self.study_url)])
+        if self.failed:
+            out.update([_sequence("FailedSOPSequence", [
+                dict([element("ReferencedSOPClassUID", i.sop_class_uid),
+                      element("ReferencedSOPInstanceUID", i.sop_instance_uid),
+                      element("FailureReason", i.failure)]) for i in self.failed])])
+        if self.stored:
+            out.update([_sequence("ReferencedSOPSequence", [
+                dict([element("ReferencedSOPClassUID", i.sop_class_uid),
+                      element("ReferencedSOPInstanceUID", i.sop_instance_uid),
+                      element("RetrieveURL", i.url)]) for i in self.stored])])
+        return dict(sorted(out.items()))
+
+
+def _sequence(keyword: str, items: list[dict]) -> tuple[str, dict]:
+    key, value = element(keyword, None)
+    return key, {**value, "Value": items}
+
+
+async def store(files: list[tuple[Path, str]], project: Project, links: Links,
+                study_uid: str | None = None) -> StoreResponse:
+    """Ingest each (path, filename); with `study_uid`, instances of any other study are refused unstored."""
+    if not files:
+        raise Invalid("The request carried no DICOM parts; send multipart/related; type=\"application/dicom\" "
+                      "with one Part-10 file per part.", "no_data_submitted")
+    response = StoreResponse()
+    for path, filename in files:
+        item = await _store_one(path, filename, project, study_uid)
+        if item.failure is None:
+            item.url = links.instance(item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid)
+            response.stored.append(item)
+        else:
+            log.info("STOW-RS %s: %s failed (%04X): %s", project.name, filename, item.failure, item.reason)
+            response.failed.append(item)
+    studies = {i.study_instance_uid for i in response.stored}
+    if study_uid or len(studies) == 1:
+        response.study_url = links.study(study_uid or studies.pop())
+    return response
+
+
+async def _store_one(path: Path, filename: str, project: Project, study_uid: str | None) -> _Item:
+    if study_uid:
+        try:
+            parsed = await asyncio.to_thread(read_instance, path)
+        except DicomRejected as exc:
+            return _Item("", "", failure=CANNOT_UNDERSTAND, reason=exc.detail)
+        if parsed.study_instance_uid != study_uid:
+            return _Item(parsed.sop_class_uid, parsed.sop_instance_uid, failure=STUDY_UID_MISMATCH,
+                         reason=f"belongs to study {parsed.study_instance_uid}, not {study_uid}")
+    try:
+        result = await ingest_file(path, project, filename=filename)
+    except OSError as exc:
+        log.exception("STOW-RS could not write %s", filename)
+        return _Item("", "", failure=OUT_OF_RESOURCES, reason=str(exc))
+    except Exception as exc:  # one bad instance must not lose the answer for the others already stored
+        log.exception("STOW-RS failed on %s", filename)
+        return _Item("", "", failure=PROCESSING_FAILURE, reason=str(exc))
+    return _item(result)
+
+
+def _item(r: IngestResult) -> _Item:
+    failure = None if r.ok else DUPLICATE_SOP_INSTANCE if r.status == "conflict" else CANNOT_UNDERSTAND
+    return _Item(r.sop_class_uid, r.sop_instance_uid, r.study_instance_uid, r.series_instance_uid,
+                 failure=failure, reason=r.reason)
