@@ -1,0 +1,181 @@
+"""WADO-RS: the stored files of a study, series or instance, and their metadata, frames, bulk data and renderings.
+
+Instances go out byte for byte as stored, each part naming its transfer syntax (no transcoding).
+Frames go out as stored when the client accepts that media type, else decoded to native bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from portal.archive import find_instance, find_series, find_study, storage
+from portal.dicom import DicomRejected, frame_bytes, read_metadata, render_frame, to_dicom_json
+from portal.dicom.parse import PIXEL_DATA_TAGS
+from portal.dicom.render import frame_array
+from portal.dicomweb.accept import OCTET_STREAM, MediaRange, Offer, choose, frame_offers
+from portal.dicomweb.links import Links
+from portal.dicomweb.multipart import Part
+from portal.errors import Invalid, NotFound
+from portal.tables import Instance, Project
+
+DICOM = "application/dicom"
+RENDERED_OFFERS = [Offer("image/png"), Offer("image/jpeg")]  # PNG first: lossless, the default
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One stored instance, with what retrieval needs and no more."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    transfer_syntax_uid: str
+    frames: int
+    rows: int
+    columns: int
+    path: Path
+
+
+async def stored_instances(project: Project, study_uid: str, series_uid: str | None = None,
+                           sop_uid: str | None = None) -> list[Stored]:
+    """The instances of a study, a series of it, or one instance of that series; NotFound if any UID is not there."""
+    study = await find_study(project, study_uid)
+    where = Instance.series.study == study.id
+    if series_uid is not None:
+        series = await find_series(project, series_uid, study)
+        where = Instance.series == series.id
+        if sop_uid is not None:
+            instance = await find_instance(project, sop_uid)
+            if instance.series != series.id:
+                raise NotFound(f"No instance {sop_uid} in series {series_uid}.", "instance_not_found")
+            where = Instance.id == instance.id
+    rows = await Instance.select(
+        Instance.sop_instance_uid, Instance.transfer_syntax_uid, Instance.frames, Instance.rows, Instance.columns,
+        Instance.file_key, Instance.series.series_instance_uid.as_alias("series_uid"),
+    ).where(where).order_by(Instance.series, Instance.instance_number, Instance.id)
+    store = storage()
+    return [Stored(study_uid, r["series_uid"], r["sop_instance_uid"], r["transfer_syntax_uid"], r["frames"],
+                   r["rows"], r["columns"], store.path(r["file_key"])) for r in rows]
+
+
+def instance_parts(items: list[Stored], accepted: list[MediaRange], links: Links) -> list[Part]:
+    """The Part-10 files as body parts; 406 when the client does not take application/dicom."""
+    choose(accepted, [Offer(DICOM)], "instances")
+    return [Part(f"{DICOM}; transfer-syntax={i.transfer_syntax_uid}", path=i.path,
+                 location=links.instance(i.study_uid, i.series_uid, i.sop_uid)) for i in items]
+
+
+def metadata(items: list[Stored], links: Links) -> list[dict]:
+    """DICOM JSON of each instance; bulk data (pixel data above all) as BulkDataURIs."""
+    return [to_dicom_json(read_metadata(i.path),
+                          lambda tag, i=i: links.bulkdata(i.study_uid, i.series_uid, i.sop_uid, tag))
+            for i in items]
+
+
+def frame_numbers(text: str) -> list[int]:
+    """'1,3,5' → [1, 3, 5]."""
+    numbers = [n.strip() for n in text.split(",")]
+    if not numbers or not all(n.isdigit() and int(n) >= 1 for n in numbers):
+        raise Invalid(f"Frame numbers are a comma-separated list counted from 1, not {text!r}.", "invalid_frames")
+    return [int(n) for n in numbers]
+
+
+@contextmanager
+def _frames_exist():
+    """Frames a file does not have are not found (404), not bad input."""
+    try:
+        yield
+    except DicomRejected as exc:
+        if exc.suberror in ("frame_not_found", "no_pixel_data"):
+            raise NotFound(exc.detail, exc.suberror) from exc
+        raise
+
+
+def frames(item: Stored, numbers: list[int], accepted: list[MediaRange]) -> tuple[str, list[Part]]:
+    """(media type, one part per frame) in the first representation the client accepts."""
+    offer = choose(accepted, frame_offers(item.transfer_syntax_uid), "these frames")
+    with _frames_exist():
+        data = [_decoded(item.path, k) for k in numbers] if offer.decode else frame_bytes(item.path, numbers)
+    return offer.media_type, [Part(_part_type(offer), d) for d in data]
+
+
+def _part_type(offer: Offer) -> str:
+    return f"{offer.media_type}; transfer-syntax={offer.transfer_syntax}"
+
+
+def _decoded(path: Path, number: int) -> bytes:
+    """Frame `number` decompressed to native little-endian bytes (colour comes out as RGB)."""
+    arr = frame_array(path, number - 1)
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+
+
+def bulkdata(item: Stored, tag: str, accepted: list[MediaRange]) -> tuple[str, Iterator[Part]]:
+    """A top-level bulk value: pixel data as one part per frame, anything else as one octet-stream part."""
+    if not re.fullmatch(r"[0-9A-Fa-f]{8}", tag):
+        raise Invalid(f"A bulk data tag is 8 hex digits such as 7FE00010, not {tag!r}.", "invalid_tag")
+    if int(tag, 16) in PIXEL_DATA_TAGS:
+        if item.frames < 1:
+            raise NotFound("This instance has no pixel data.", "no_pixel_data")
+        offer = choose(accepted, frame_offers(item.transfer_syntax_uid), "the pixel data")
+
+        def each_frame() -> Iterator[Part]:  # one frame in memory at a time
+            for k in range(1, item.frames + 1):
+                yield Part(_part_type(offer), _decoded(item.path, k) if offer.decode else frame_bytes(item.path, [k])[0])
+
+        return offer.media_type, each_frame()
+    offer = choose(accepted, [Offer(OCTET_STREAM)], "bulk data")
+    elem = read_metadata(item.path).get(int(tag, 16))
+    if elem is None or not isinstance(elem.value, bytes | bytearray):
+        raise NotFound(f"This instance has no bulk data at {tag}.", "bulkdata_not_found")
+    return offer.media_type, iter([Part(OCTET_STREAM, bytes(elem.value))])
+
+
+def rendered(item: Stored, frame: int, accepted: list[MediaRange], *, window: str | None = None,
+             viewport: str | None = None) -> tuple[bytes, str]:
+    """(image bytes, media type): frame `frame` (from 1) as PNG or JPEG, per Accept, window and viewport."""
+    offer = choose(accepted, RENDERED_OFFERS, "a rendered image")
+    center, width = parse_window(window)
+    if item.frames and not 1 <= frame <= item.frames:
+        raise NotFound(f"Frame {frame} does not exist; the instance has {item.frames} frame(s).", "frame_not_found")
+    with _frames_exist():
+        data = render_frame(item.path, frame - 1, window_center=center, window_width=width,
+                            size=viewport_size(viewport, item.rows, item.columns),
+                            fmt="png" if offer.media_type == "image/png" else "jpeg")
+    return data, offer.media_type
+
+
+def parse_window(window: str | None) -> tuple[float | None, float | None]:
+    """`window=center,width,function` → (center, width); the file's own VOI LUT function applies."""
+    if not window:
+        return None, None
+    parts = [p.strip() for p in window.split(",")]
+    try:
+        center, width = float(parts[0]), float(parts[1])
+    except (IndexError, ValueError):
+        center = width = None
+    function = parts[2].lower() if len(parts) > 2 else "linear"
+    if center is None or width is None or width <= 0 or len(parts) > 3 or \
+            function not in ("linear", "linear-exact", "sigmoid"):
+        raise Invalid(f"window is center,width,function (width > 0; linear, linear-exact or sigmoid), "
+                      f"not {window!r}.", "invalid_window")
+    return center, width
+
+
+def viewport_size(viewport: str | None, rows: int, columns: int) -> int | None:
+    """The longest edge of the image fitted inside `viewport=width,height` (never enlarged)."""
+    if not viewport:
+        return None
+    parts = [p.strip() for p in viewport.split(",")]
+    if len(parts) not in (2, 6) or not all(p.isdigit() and int(p) > 0 for p in parts[:2]):
+        raise Invalid(f"viewport is width,height in pixels, not {viewport!r}.", "invalid_viewport")
+    vw, vh = int(parts[0]), int(parts[1])
+    if not rows or not columns:
+        return min(vw, vh)
+    scale = min(vw / columns, vh / rows)
+    return max(1, int(max(rows, columns) * scale))
