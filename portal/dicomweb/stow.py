@@ -11,8 +11,9 @@ from portal.archive import IngestResult, ingest_file
 from portal.dicom import DicomRejected, read_instance
 from portal.dicomweb.links import Links
 from portal.dicomweb.qido import element
-from portal.errors import Invalid
+from portal.errors import Invalid, UnsupportedMediaType
 from portal.tables import Project
+from portal.uploads import media_type
 
 log = logging.getLogger("lightbox.dicomweb")
 
@@ -115,3 +116,12 @@ def _item(r: IngestResult) -> _Item:
     failure = None if r.ok else DUPLICATE_SOP_INSTANCE if r.status == "conflict" else CANNOT_UNDERSTAND
     return _Item(r.sop_class_uid, r.sop_instance_uid, r.study_instance_uid, r.series_instance_uid,
                  failure=failure, reason=r.reason)
+
+
+def check_content_type(content_type: str) -> None:
+    """STOW-RS takes multipart/related; type="application/dicom" (415 otherwise)."""
+    main, params = media_type(content_type)
+    if main != "multipart/related" or params.get("type", "").strip().lower() != "application/dicom":
+        raise UnsupportedMediaType(
+            f"STOW-RS takes multipart/related; type=\"application/dicom\", not {content_type or '(none)'!r}.",
+            "unsupported_media_type")

@@ -1,0 +1,187 @@
+"""DICOMweb at /dicomweb/{project}/: STOW-RS, QIDO-RS and WADO-RS over one project's archive."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Controller, Request, get, post
+from litestar.di import Provide
+from litestar.response import Response, Stream
+
+from portal.auth.permissions import project_for
+from portal.dicomweb import Links, body, content_type, new_boundary, parse_accept, qido, stow, wado
+from portal.dicomweb.accept import Offer, choose
+from portal.routes._auth import api_user
+from portal.routes._uploads import MAX_UPLOAD_BYTES, receive_parts, upload_dir
+from portal.tables import Project, User
+
+DICOM_JSON = "application/dicom+json"
+_STUDY = "/studies/{study:str}"
+_SERIES = _STUDY + "/series/{series:str}"
+_INSTANCE = _SERIES + "/instances/{instance:str}"
+
+
+def _links(request: Request, project: Project) -> Links:
+    return Links(f"{str(request.base_url).rstrip('/')}/dicomweb/{project.name}")
+
+
+def _json(request: Request, content, *, status: int = 200, warnings: list[str] | None = None) -> Response:
+    # application/dicom+json exactly (no charset): dicomweb-client compares the header as a string.
+    media = choose(parse_accept(request.headers.get("accept")), [Offer(DICOM_JSON), Offer("application/json")],
+                   "DICOM JSON").media_type
+    headers = {"Warning": ", ".join(f'299 lightbox "{w}"' for w in warnings)} if warnings else None
+    return Response(content, media_type=media, status_code=status, headers=headers)
+
+
+def _multipart(media_type: str, parts) -> Stream:
+    boundary = new_boundary()
+    return Stream(body(parts, boundary), media_type=content_type(media_type, boundary))
+
+
+async def _store(request: Request, me: User, name: str, study: str | None) -> Response:
+    project = await project_for(me, name, "upload_project")
+    stow.check_content_type(request.headers.get("content-type", ""))
+    async with upload_dir() as tmp:
+        parts = await receive_parts(request, tmp, allowed=("multipart/related",))
+        files = [(p.path, p.filename) for p in parts if p.is_file]
+        result = await stow.store(files, project, _links(request, project), study)
+    return _json(request, result.as_dicom_json(), status=result.status)
+
+
+async def _search(request: Request, me: User, name: str, level: str, study: str | None = None,
+                  series: str | None = None) -> Response:
+    project = await project_for(me, name, "view_project")
+    result = await qido.search(project, level, request.query_params.multi_items(), _links(request, project),
+                               study_uid=study, series_uid=series)
+    return _json(request, result.matches, warnings=result.warnings)
+
+
+async def _stored(me: User, name: str, study: str, series: str | None = None, instance: str | None = None):
+    project = await project_for(me, name, "api_dicom_get")
+    return project, await wado.stored_instances(project, study, series, instance)
+
+
+async def _retrieve(request: Request, me: User, name: str, study: str, series: str | None = None,
+                    instance: str | None = None) -> Stream:
+    project, items = await _stored(me, name, study, series, instance)
+    accepted = parse_accept(request.headers.get("accept"))
+    return _multipart(wado.DICOM, wado.instance_parts(items, accepted, _links(request, project)))
+
+
+async def _metadata(request: Request, me: User, name: str, study: str, series: str | None = None,
+                    instance: str | None = None) -> Response:
+    project, items = await _stored(me, name, study, series, instance)
+    return _json(request, await asyncio.to_thread(wado.metadata, items, _links(request, project)))
+
+
+async def _rendered(request: Request, me: User, name: str, study: str, series: str, instance: str,
+                    frame: int) -> Response:
+    _, (item,) = await _stored(me, name, study, series, instance)
+    data, media = await asyncio.to_thread(
+        wado.rendered, item, frame, parse_accept(request.headers.get("accept")),
+        window=request.query_params.get("window"), viewport=request.query_params.get("viewport"))
+    return Response(data, media_type=media)
+
+
+class DicomWeb(Controller):
+    """One project's DICOMweb root. Reads need view access; STOW needs upload rights."""
+
+    path = "/dicomweb/{project:str}"
+    dependencies = {"me": Provide(api_user)}
+    tags = ["dicomweb"]
+
+    # STOW-RS
+
+    @post("/studies", status_code=200, request_max_body_size=MAX_UPLOAD_BYTES,
+          summary='Store instances (multipart/related; type="application/dicom")')
+    async def store(self, request: Request, me: User, project: str) -> Response:
+        return await _store(request, me, project, None)
+
+    @post(_STUDY, status_code=200, request_max_body_size=MAX_UPLOAD_BYTES,
+          summary="Store instances of one study; instances of other studies are refused")
+    async def store_in_study(self, request: Request, me: User, project: str, study: str) -> Response:
+        return await _store(request, me, project, study)
+
+    # QIDO-RS
+
+    @get("/studies", summary="Search for studies")
+    async def search_studies(self, request: Request, me: User, project: str) -> Response:
+        return await _search(request, me, project, qido.STUDY)
+
+    @get("/series", summary="Search for series")
+    async def search_series(self, request: Request, me: User, project: str) -> Response:
+        return await _search(request, me, project, qido.SERIES)
+
+    @get("/instances", summary="Search for instances")
+    async def search_instances(self, request: Request, me: User, project: str) -> Response:
+        return await _search(request, me, project, qido.INSTANCE)
+
+    @get(_STUDY + "/series", summary="Search for series of a study")
+    async def search_study_series(self, request: Request, me: User, project: str, study: str) -> Response:
+        return await _search(request, me, project, qido.SERIES, study)
+
+    @get(_STUDY + "/instances", summary="Search for instances of a study")
+    async def search_study_instances(self, request: Request, me: User, project: str, study: str) -> Response:
+        return await _search(request, me, project, qido.INSTANCE, study)
+
+    @get(_SERIES + "/instances", summary="Search for instances of a series")
+    async def search_series_instances(self, request: Request, me: User, project: str, study: str,
+                                      series: str) -> Response:
+        return await _search(request, me, project, qido.INSTANCE, study, series)
+
+    # WADO-RS
+
+    @get(_STUDY, summary="Retrieve a study's instances (multipart/related, as stored)")
+    async def retrieve_study(self, request: Request, me: User, project: str, study: str) -> Stream:
+        return await _retrieve(request, me, project, study)
+
+    @get(_SERIES, summary="Retrieve a series' instances (multipart/related, as stored)")
+    async def retrieve_series(self, request: Request, me: User, project: str, study: str, series: str) -> Stream:
+        return await _retrieve(request, me, project, study, series)
+
+    @get(_INSTANCE, summary="Retrieve an instance (multipart/related, as stored)")
+    async def retrieve_instance(self, request: Request, me: User, project: str, study: str, series: str,
+                                instance: str) -> Stream:
+        return await _retrieve(request, me, project, study, series, instance)
+
+    @get(_STUDY + "/metadata", summary="Metadata of a study's instances (DICOM JSON)")
+    async def study_metadata(self, request: Request, me: User, project: str, study: str) -> Response:
+        return await _metadata(request, me, project, study)
+
+    @get(_SERIES + "/metadata", summary="Metadata of a series' instances (DICOM JSON)")
+    async def series_metadata(self, request: Request, me: User, project: str, study: str, series: str) -> Response:
+        return await _metadata(request, me, project, study, series)
+
+    @get(_INSTANCE + "/metadata", summary="Metadata of an instance (DICOM JSON)")
+    async def instance_metadata(self, request: Request, me: User, project: str, study: str, series: str,
+                                instance: str) -> Response:
+        return await _metadata(request, me, project, study, series, instance)
+
+    @get(_INSTANCE + "/frames/{frames:str}", summary="Frames (1-based, comma-separated), as stored or decoded")
+    async def frames(self, request: Request, me: User, project: str, study: str, series: str, instance: str,
+                     frames: str) -> Stream:
+        numbers = wado.frame_numbers(frames)
+        _, (item,) = await _stored(me, project, study, series, instance)
+        media, parts = await asyncio.to_thread(wado.frames, item, numbers,
+                                               parse_accept(request.headers.get("accept")))
+        return _multipart(media, parts)
+
+    @get(_INSTANCE + "/bulkdata/{tag:str}", summary="A bulk data value named by a BulkDataURI")
+    async def bulkdata(self, request: Request, me: User, project: str, study: str, series: str, instance: str,
+                       tag: str) -> Stream:
+        _, (item,) = await _stored(me, project, study, series, instance)
+        media, parts = await asyncio.to_thread(wado.bulkdata, item, tag, parse_accept(request.headers.get("accept")))
+        return _multipart(media, parts)
+
+    @get(_INSTANCE + "/rendered", summary="The first frame rendered as PNG or JPEG (window, viewport)")
+    async def rendered(self, request: Request, me: User, project: str, study: str, series: str,
+                       instance: str) -> Response:
+        return await _rendered(request, me, project, study, series, instance, 1)
+
+    @get(_INSTANCE + "/frames/{frame:int}/rendered", summary="One frame rendered as PNG or JPEG (window, viewport)")
+    async def frame_rendered(self, request: Request, me: User, project: str, study: str, series: str,
+                             instance: str, frame: int) -> Response:
+        return await _rendered(request, me, project, study, series, instance, frame)
+
+
+ROUTES = [DicomWeb]
