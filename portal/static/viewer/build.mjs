@@ -6,7 +6,7 @@
 //                                   import.meta.url), so it must sit beside viewer.js
 //   dist/*.wasm                     codec binaries, loaded by the worker relative to itself
 import { build } from 'esbuild';
-import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -51,6 +51,8 @@ const common = {
   // The emscripten codecs reach for these only when running under Node.
   external: ['fs', 'path'],
   define: { 'process.env.NODE_ENV': '"production"' },
+  // Cornerstone logs every prefetched image with console.log; keep warnings and errors.
+  pure: ['console.log', 'console.debug'],
   logLevel: 'info',
   plugins: [wasmUrlPlugin],
 };
@@ -74,7 +76,9 @@ await build({
 });
 
 for (const file of Object.values(WASM)) {
-  copyFileSync(join(nm, '@cornerstonejs', file), join(out, file.split('/').pop()));
+  const dest = join(out, file.split('/').pop());
+  copyFileSync(join(nm, '@cornerstonejs', file), dest);
+  chmodSync(dest, 0o644); // the packages ship them executable
 }
 
 let total = 0;

@@ -32,7 +32,8 @@ import {
   synchronizers,
   utilities as toolUtils,
 } from '@cornerstonejs/tools';
-import { init as loaderInit, wadouri } from '@cornerstonejs/dicom-image-loader';
+// The ./imageLoader entry has init and wadouri without the codecs (those live in the worker).
+import { init as loaderInit, wadouri } from '@cornerstonejs/dicom-image-loader/imageLoader';
 
 export const VERSION = '1.0.0';
 
@@ -102,7 +103,7 @@ export function instancesToImageIds(instances) {
 function toIdList(v) {
   if (!v) return [];
   const ids = Array.isArray(v) ? v : v.instances ? instancesToImageIds(v.instances) : v.imageIds || [];
-  return ids.map((id) => (/^[a-z][\w+.-]*:/i.test(id) ? id : `wadouri:${id}`));
+  return ids.map((id) => (/^(wadouri|wadors|dicomweb|dicomfile):/.test(id) ? id : `wadouri:${id}`));
 }
 
 function urlOf(imageId) {
@@ -150,7 +151,6 @@ function decache(imageIds, keep = new Set()) {
   const urls = new Set();
   for (const id of imageIds) {
     if (keep.has(id)) continue;
-    imageLoader.cancelLoadImage?.(id);
     if (cache.getImageLoadObject(id)) {
       try {
         cache.removeImageLoadObject(id, { force: true });
@@ -171,6 +171,15 @@ function decache(imageIds, keep = new Set()) {
 
 // ---------------------------------------------------------------------------
 // Window / level helpers
+
+// Viewport properties, or {} while a volume viewport has no volume yet.
+function propsOf(vp) {
+  try {
+    return vp.getProperties() || {};
+  } catch (e) {
+    return {};
+  }
+}
 
 function toWL(voiRange) {
   if (!voiRange) return { windowCenter: undefined, windowWidth: undefined };
@@ -373,7 +382,7 @@ class Controller {
       index = vp.getSliceIndex();
       count = vp.getNumberOfSlices();
     }
-    const props = vp ? vp.getProperties() : {};
+    const props = vp ? propsOf(vp) : {};
     const { windowCenter, windowWidth } = toWL(props.voiRange);
     const r = (v) => (v === undefined ? undefined : Math.round(v * 100) / 100);
     return {
@@ -418,7 +427,7 @@ class Controller {
 
   invert() {
     for (const vp of this._viewports()) {
-      vp.setProperties({ invert: !vp.getProperties().invert });
+      vp.setProperties({ invert: !propsOf(vp).invert });
       vp.render();
     }
     this._updateOverlay();
@@ -427,9 +436,9 @@ class Controller {
   reset() {
     this.stopCine();
     for (const vp of this._viewports()) {
+      // Back to the image's defaults (MONOCHROME1 images default to inverted).
       vp.resetProperties?.();
       vp.resetCamera();
-      vp.setProperties({ invert: false });
       vp.render();
     }
     this._applyInitialWindow(true);
@@ -697,9 +706,7 @@ class Controller {
       tg.addTool(ZoomTool.toolName);
       tg.addTool(StackScrollTool.toolName);
       tg.addTool(LengthTool.toolName);
-      tg.addTool(MarkTool.toolName, {
-        getTextLines: () => ['mark'],
-      });
+      tg.addTool(MarkTool.toolName, { getTextLines: () => [] });
       tg.setToolActive(WindowLevelTool.toolName, { bindings: [{ mouseButton: MouseBindings.Primary }] });
       tg.setToolActive(PanTool.toolName, {
         bindings: [
@@ -904,11 +911,11 @@ class Controller {
     this._setActive(this.viewportIds[0]);
     const tg = ToolGroupManager.getToolGroup(this.mprGroupId);
     for (const id of this.viewportIds) tg.addViewport(id, ENGINE_ID);
-    this._firstPaintPending = true;
     const volume = await volumeLoader.createAndCacheVolume(volumeId, { imageIds: this.imageIds });
     this.volumeId = volumeId;
     volume.load();
     await setVolumesForViewports(this.engine, [{ volumeId }], this.viewportIds);
+    this._firstPaintPending = true;
     this.voiSync?.destroy();
     this.voiSync = synchronizers.createVOISynchronizer(`lbv-${this.n}-voi-${this.loadToken}`, {
       syncInvertState: true,
@@ -933,6 +940,15 @@ class Controller {
   }
 
   _applyInitialWindow(ignoreLock) {
+    this._applyingWindow = true;
+    try {
+      this._applyInitialWindowInner(ignoreLock);
+    } finally {
+      this._applyingWindow = false;
+    }
+  }
+
+  _applyInitialWindowInner(ignoreLock) {
     const vps = this._viewports();
     if (!vps.length) return;
     if (!ignoreLock && this.lock.locked && this.lock.windowWidth) {
@@ -945,13 +961,14 @@ class Controller {
     const ww = voi && [].concat(voi.windowWidth ?? [])[0];
     if (wc !== undefined && ww) {
       this.setWindow(ww, wc);
-    } else {
+    } else if (!isColor(id)) {
+      // No window in the header: use the histogram rather than the full pixel range.
       this.autoWindow();
     }
   }
 
   _voiChanged() {
-    if (this.lock.locked) {
+    if (this.lock.locked && !this._firstPaintPending && !this._applyingWindow) {
       const { windowCenter, windowWidth } = this.getState();
       if (windowWidth) {
         this.lock = { locked: true, windowCenter, windowWidth };
@@ -992,9 +1009,9 @@ class Controller {
       }
       const patient = this.overlay.patient || patientName(imageId);
       const series = this.overlay.series || seriesDescription(imageId);
-      const props = vp.getProperties();
+      const props = propsOf(vp);
       const { windowCenter, windowWidth } = toWL(props.voiRange);
-      const tl = [patient, series].filter(Boolean).join('\n');
+      const tl = id === this.viewportIds[0] ? [patient, series].filter(Boolean).join('\n') : '';
       const bl = `${ov.label ? ov.label + '  ' : ''}${index + 1} / ${count}`;
       const br = windowWidth !== undefined ? `W ${Math.round(windowWidth)}  L ${Math.round(windowCenter)}${props.invert ? '  INV' : ''}` : '';
       const tr = this.lock.locked ? 'W/L locked' : '';
@@ -1121,6 +1138,11 @@ export function isVolumeStack(imageIds) {
   return positions.size === imageIds.length;
 }
 
+function isColor(imageId) {
+  const pi = metaData.get('imagePixelModule', imageId)?.photometricInterpretation || '';
+  return !!pi && !pi.startsWith('MONOCHROME');
+}
+
 function patientName(imageId) {
   if (!imageId) return '';
   const p = metaData.get('patientModule', imageId);
@@ -1154,6 +1176,32 @@ export function mount(element, options = {}) {
 
 export { instancesToImageIds as toImageIds };
 
-const api = { mount, instancesToImageIds, frameImageId, histogramWindow, isVolumeStack, PRESETS, VERSION };
+/** Memory in use: Cornerstone's image cache and the parsed Part-10 files the loader keeps. */
+export function cacheInfo() {
+  const ds = wadouri.dataSetCacheManager.getInfo();
+  return {
+    imageCacheBytes: cache.getCacheSize(),
+    maxImageCacheBytes: cache.getMaxCacheSize(),
+    dataSetBytes: ds.cacheSizeInBytes,
+    dataSets: ds.numberOfDataSetsCached,
+  };
+}
+
+/** Whether an image id is (being) loaded into the cache, e.g. by prefetch. */
+export function isCached(imageId) {
+  return !!cache.getImageLoadObject(toIdList([imageId])[0]);
+}
+
+const api = {
+  mount,
+  instancesToImageIds,
+  frameImageId,
+  histogramWindow,
+  isVolumeStack,
+  cacheInfo,
+  isCached,
+  PRESETS,
+  VERSION,
+};
 if (typeof window !== 'undefined') window.LightboxViewer = api;
 export default api;
