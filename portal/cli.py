@@ -26,8 +26,18 @@ def _setup() -> settings_mod.Settings:
 
 def _run(coro):
     """Run a domain coroutine; domain errors become a clear message and exit status 1."""
+
+    async def run_and_close():
+        try:
+            return await coro
+        finally:
+            from portal.tables import Project
+
+            # Closing pooled SQLite connections checkpoints the WAL into the database file.
+            await db.close_pool(Project._meta.db)
+
     try:
-        return asyncio.run(coro)
+        return asyncio.run(run_and_close())
     except LightboxError as exc:
         click.echo(f"error: {exc.detail}", err=True)
         sys.exit(1)

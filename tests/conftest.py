@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -97,7 +97,9 @@ def fresh_env(template: dict, data_dir: Path) -> dict:
         _psql(f'CREATE DATABASE "{db_name}" TEMPLATE "{template["postgres"]}"')
         _created_databases.append(db_name)
     else:
-        shutil.copy(template["sqlite"], data_dir / "lightbox.sqlite3")
+        # The backup API copies what is still in the WAL file too.
+        with sqlite3.connect(template["sqlite"]) as src, sqlite3.connect(data_dir / "lightbox.sqlite3") as dst:
+            src.backup(dst)
     return _env_for(data_dir, db_name)
 
 

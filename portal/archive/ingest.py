@@ -70,43 +70,56 @@ async def _write_rows(project: Project, archive: Archive, p: ParsedInstance, pat
                       file_key: str, size: int, md5: str) -> tuple[bool, dict | None]:
     """Upsert the hierarchy and insert the instance; (inserted, existing instance row if not)."""
     now = clock.now()
+    series_key = _key(project.id, p.series_instance_uid)
     async with db.write_transaction():
-        patient = await _upsert(Patient, f"{archive.id}:{patient_id}", Patient(
-            key=f"{archive.id}:{patient_id}", project=project.id, archive=archive.id, patient_id=patient_id,
-            patient_name=p.patient_name[:324], birth_date=p.patient_birth_date[:8], sex=p.patient_sex[:16],
-            created_at=now))
-        study_key = _key(project.id, p.study_instance_uid)
-        study = await _upsert(Study, study_key, Study(
-            key=study_key, project=project.id, patient=patient, study_instance_uid=p.study_instance_uid,
-            study_date=p.study_date[:8], study_time=p.study_time[:16], description=p.study_description[:256],
-            referring_physician=p.referring_physician_name[:324], institution=p.institution_name[:256],
-            accession_number=p.accession_number[:64], study_id=p.study_id[:64], modalities=p.modality[:16],
-            created_at=now, updated_at=now))
-        series_key = _key(project.id, p.series_instance_uid)
-        series = await _upsert(Series, series_key, Series(
-            key=series_key, project=project.id, study=study, series_instance_uid=p.series_instance_uid,
-            series_number=p.series_number, series_date=p.series_date[:8], series_time=p.series_time[:16],
-            modality=p.modality[:16], body_part=p.body_part_examined[:64], description=p.series_description[:256],
-            manufacturer=p.manufacturer[:128], model_name=p.manufacturer_model_name[:128],
-            sop_class_uid=p.sop_class_uid, last_instance_at=now, created_at=now))
-        instance_key = _key(project.id, p.sop_instance_uid)
+        known = await Series.select(Series.id, Series.study).where(Series.key == series_key).first()
+        if known:  # the common case: the next instance of a series being received
+            series, study = known["id"], known["study"]
+        else:
+            series, study = await _new_series(project, archive, p, patient_id, series_key, now)
         inserted = await Instance.insert(Instance(
-            key=instance_key, project=project.id, series=series, sop_instance_uid=p.sop_instance_uid,
-            sop_class_uid=p.sop_class_uid, instance_number=p.instance_number,
+            key=_key(project.id, p.sop_instance_uid), project=project.id, series=series,
+            sop_instance_uid=p.sop_instance_uid, sop_class_uid=p.sop_class_uid, instance_number=p.instance_number,
             transfer_syntax_uid=p.transfer_syntax_uid, rows=p.rows or 0, columns=p.columns or 0,
             frames=p.number_of_frames, file_key=file_key, size=size, md5=md5, created_at=now,
         )).on_conflict(target=Instance.key, action="DO NOTHING").returning(Instance.id)
         if not inserted:
-            existing = await Instance.select().where(Instance.key == instance_key).first()
+            existing = await Instance.select().where(Instance.key == _key(project.id, p.sop_instance_uid)).first()
             return False, existing
+        # Quiet-period inference and "recently changed" sorting read these.
         await Series.update({Series.last_instance_at: now}).where(Series.id == series)
-        study_row = await Study.select(Study.modalities).where(Study.id == study).first()
-        modalities = set(filter(None, study_row["modalities"].split("\\")))
-        changes = {Study.updated_at: now}
-        if p.modality and p.modality not in modalities:
-            changes[Study.modalities] = "\\".join(sorted(modalities | {p.modality}))[:100]
-        await Study.update(changes).where(Study.id == study)
+        await Study.update({Study.updated_at: now}).where(Study.id == study)
     return True, None
+
+
+async def _new_series(project: Project, archive: Archive, p: ParsedInstance, patient_id: str, series_key: str,
+                      now) -> tuple[int, int]:
+    """Patient, study and series rows for the first instance of a series (upserts: others may race us)."""
+    patient_key = f"{archive.id}:{patient_id}"
+    patient = await _upsert(Patient, patient_key, Patient(
+        key=patient_key, project=project.id, archive=archive.id, patient_id=patient_id,
+        patient_name=p.patient_name[:324], birth_date=p.patient_birth_date[:8], sex=p.patient_sex[:16],
+        created_at=now))
+    study_key = _key(project.id, p.study_instance_uid)
+    study = await _upsert(Study, study_key, Study(
+        key=study_key, project=project.id, patient=patient, study_instance_uid=p.study_instance_uid,
+        study_date=p.study_date[:8], study_time=p.study_time[:16], description=p.study_description[:256],
+        referring_physician=p.referring_physician_name[:324], institution=p.institution_name[:256],
+        accession_number=p.accession_number[:64], study_id=p.study_id[:64], modalities="",
+        created_at=now, updated_at=now))
+    series = await _upsert(Series, series_key, Series(
+        key=series_key, project=project.id, study=study, series_instance_uid=p.series_instance_uid,
+        series_number=p.series_number, series_date=p.series_date[:8], series_time=p.series_time[:16],
+        modality=p.modality[:16], body_part=p.body_part_examined[:64], description=p.series_description[:256],
+        manufacturer=p.manufacturer[:128], model_name=p.manufacturer_model_name[:128],
+        sop_class_uid=p.sop_class_uid, last_instance_at=now, created_at=now))
+    if p.modality:
+        row = await Study.select(Study.modalities).where(Study.id == study).first()
+        modalities = set(filter(None, row["modalities"].split("\\")))
+        if p.modality not in modalities:
+            await Study.update({Study.modalities: "\\".join(sorted(modalities | {p.modality}))[:100]}).where(
+                Study.id == study)
+    return series, study
 
 
 def _result(status: str, p: ParsedInstance, patient_id: str, filename: str, reason: str = "",
