@@ -41,11 +41,21 @@ async def series_page(request: Request, me: User, project: str, series_uid: str)
     patient = await Patient.objects().get(Patient.id == study.patient)
     instances = await arch.instances_of(series)
     prev_uid, next_uid = await navigation.neighbours(p, series_uid)
+    # The viewer prefetches the next series so that ↓ shows it at once.
+    next_instances = await arch.instances_of(await arch.find_series(p, next_uid)) if next_uid else []
     await audit.record("series_viewed", user=me, object=f"project:{p.name}/series:{series_uid}",
                        client=client_of(request))
     return await page(request, me, "studies/series.html", project=p, study=study, patient=patient, series=series,
                       instances=instances, prev_uid=prev_uid, next_uid=next_uid,
+                      viewer_instances=_viewer_instances(p.name, instances),
+                      prefetch_instances=_viewer_instances(p.name, next_instances),
                       perms=await permissions.permissions(me, p))
+
+
+def _viewer_instances(project: str, instances) -> list[dict]:
+    """What the viewer loads: each instance's file URL and its frame count."""
+    return [{"url": f"/projects/{project}/instances/{i.sop_instance_uid}/file", "frames": max(i.frames, 1)}
+            for i in instances]
 
 
 @get("/projects/{project:str}/instances/{sop_uid:str}/file", dependencies=_deps, include_in_schema=False)
