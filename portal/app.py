@@ -22,6 +22,7 @@ from litestar.template import TemplateConfig
 from portal import __version__, db, settings as settings_mod, templates_env
 from portal.errors import LightboxError, Unauthenticated
 from portal.routes import admin, api_accounts, api_projects, api_v1, health, projects, qure, session, studies, upload
+from portal.routes import dicomweb
 from portal.settings import Settings
 from portal.tasks import queue
 
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             api_accounts.token_auth, api_accounts.list_users, api_accounts.users_me,
             api_projects.list_projects, api_projects.create_project, api_projects.get_project,
             *api_v1.ROUTES, qure.upload_studies, upload.upload_page, upload.upload_batch, *studies.ROUTES,
+            *dicomweb.ROUTES,
             projects.project_list, projects.project_create, projects.project_page, projects.settings_page,
             projects.archive_create, projects.member_set, projects.member_remove,
             admin.users_page, admin.user_create, admin.user_page, admin.user_active, admin.user_admin_flag,

@@ -6,12 +6,14 @@ import re
 from dataclasses import dataclass
 
 from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
+    JPEG2000MC,
     UID,
     ExplicitVRLittleEndian,
-    JPEG2000,
-    HTJ2K,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     JPEG2000Lossless,
-    JPEG2000MC,
     JPEG2000MCLossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -19,8 +21,6 @@ from pydicom.uid import (
     JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
-    HTJ2KLossless,
-    HTJ2KLosslessRPCL,
     RLELossless,
 )
 

@@ -19,6 +19,7 @@ from piccolo.query.functions.aggregate import Count
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from portal.archive import count_instances
+from portal.dicomweb._json import element
 from portal.dicomweb.links import Links
 from portal.errors import Invalid
 from portal.tables import Instance, Project, Series, Study
@@ -36,6 +37,7 @@ STUDY_RETURN = ("StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy"
 SERIES_RETURN = ("Modality", "SeriesDescription", "SeriesNumber", "SeriesInstanceUID")
 INSTANCE_RETURN = ("SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "NumberOfFrames")
 
+_ZERO_IS_EMPTY = {"Rows", "Columns", "NumberOfFrames"}
 _COUNTS = {STUDY: ("NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"),
            SERIES: ("NumberOfSeriesRelatedInstances",), INSTANCE: ()}
 
@@ -276,27 +278,11 @@ async def _counts(level: str, ids: list[int]) -> dict[int, dict[str, int]]:
 
 
 def _match(level: str, row: dict, keys: list[str], counts: dict[str, int], links: Links) -> dict:
-    out = dict(element(k, row[k]) for k in keys)
+    # The archive keeps 0 for "no pixel data"; in the answer that is an empty attribute.
+    out = dict(element(k, None if k in _ZERO_IS_EMPTY and not row[k] else row[k]) for k in keys)
     out.update(element(k, counts.get(k, 0)) for k in _COUNTS[level])
     study, series = row["StudyInstanceUID"], row.get("SeriesInstanceUID")
     url = (links.study(study) if level == STUDY else links.series(study, series) if level == SERIES
            else links.instance(study, series, row["SOPInstanceUID"]))
     out.update([element("RetrieveURL", url)])
     return dict(sorted(out.items()))
-
-
-def element(keyword: str, value) -> tuple[str, dict]:
-    """One DICOM JSON attribute: ("0020000D", {"vr": "UI", "Value": [...]}); no Value when empty."""
-    tag = tag_for_keyword(keyword)
-    vr = dictionary_VR(tag)
-    if value is None or value == "" or (keyword in ("Rows", "Columns", "NumberOfFrames") and not value):
-        return f"{tag:08X}", {"vr": vr}
-    if vr == "PN":
-        values = [{"Alphabetic": str(value)}]
-    elif vr in ("IS", "US", "UL", "SL", "SS"):
-        values = [int(value)]
-    elif keyword == "ModalitiesInStudy":
-        values = [m for m in str(value).split("\\") if m]
-    else:
-        values = [str(value)]
-    return f"{tag:08X}", {"vr": vr, "Value": values}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from portal.archive import IngestResult, ingest_file
 from portal.dicom import DicomRejected, read_instance
+from portal.dicomweb._json import element, sequence
 from portal.dicomweb.links import Links
-from portal.dicomweb.qido import element
 from portal.errors import Invalid, UnsupportedMediaType
 from portal.tables import Project
 from portal.uploads import media_type
@@ -54,21 +54,16 @@ class StoreResponse:
         if self.study_url:
             out.update([element("RetrieveURL", self.study_url)])
         if self.failed:
-            out.update([_sequence("FailedSOPSequence", [
+            out.update([sequence("FailedSOPSequence", [
                 dict([element("ReferencedSOPClassUID", i.sop_class_uid),
                       element("ReferencedSOPInstanceUID", i.sop_instance_uid),
                       element("FailureReason", i.failure)]) for i in self.failed])])
         if self.stored:
-            out.update([_sequence("ReferencedSOPSequence", [
+            out.update([sequence("ReferencedSOPSequence", [
                 dict([element("ReferencedSOPClassUID", i.sop_class_uid),
                       element("ReferencedSOPInstanceUID", i.sop_instance_uid),
                       element("RetrieveURL", i.url)]) for i in self.stored])])
         return dict(sorted(out.items()))
-
-
-def _sequence(keyword: str, items: list[dict]) -> tuple[str, dict]:
-    key, value = element(keyword, None)
-    return key, {**value, "Value": items}
 
 
 async def store(files: list[tuple[Path, str]], project: Project, links: Links,

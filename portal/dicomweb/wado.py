@@ -86,6 +86,14 @@ def frame_numbers(text: str) -> list[int]:
     return [int(n) for n in numbers]
 
 
+def frame_number(text: str) -> int:
+    """One frame number, for a rendered frame."""
+    numbers = frame_numbers(text)
+    if len(numbers) != 1:
+        raise Invalid(f"A rendered frame is one frame number, not {text!r}.", "invalid_frames")
+    return numbers[0]
+
+
 @contextmanager
 def _frames_exist():
     """Frames a file does not have are not found (404), not bad input."""
@@ -126,7 +134,8 @@ def bulkdata(item: Stored, tag: str, accepted: list[MediaRange]) -> tuple[str, I
 
         def each_frame() -> Iterator[Part]:  # one frame in memory at a time
             for k in range(1, item.frames + 1):
-                yield Part(_part_type(offer), _decoded(item.path, k) if offer.decode else frame_bytes(item.path, [k])[0])
+                data = _decoded(item.path, k) if offer.decode else frame_bytes(item.path, [k])[0]
+                yield Part(_part_type(offer), data)
 
         return offer.media_type, each_frame()
     offer = choose(accepted, [Offer(OCTET_STREAM)], "bulk data")

@@ -25,12 +25,16 @@ def _links(request: Request, project: Project) -> Links:
     return Links(f"{str(request.base_url).rstrip('/')}/dicomweb/{project.name}")
 
 
-def _json(request: Request, content, *, status: int = 200, warnings: list[str] | None = None) -> Response:
+def _json_type(request: Request) -> str:
+    return choose(parse_accept(request.headers.get("accept")), [Offer(DICOM_JSON), Offer("application/json")],
+                  "DICOM JSON").media_type
+
+
+def _json(request: Request, content, *, status: int = 200, warnings: list[str] | None = None,
+          media_type: str | None = None) -> Response:
     # application/dicom+json exactly (no charset): dicomweb-client compares the header as a string.
-    media = choose(parse_accept(request.headers.get("accept")), [Offer(DICOM_JSON), Offer("application/json")],
-                   "DICOM JSON").media_type
     headers = {"Warning": ", ".join(f'299 lightbox "{w}"' for w in warnings)} if warnings else None
-    return Response(content, media_type=media, status_code=status, headers=headers)
+    return Response(content, media_type=media_type or _json_type(request), status_code=status, headers=headers)
 
 
 def _multipart(media_type: str, parts) -> Stream:
@@ -41,11 +45,12 @@ def _multipart(media_type: str, parts) -> Stream:
 async def _store(request: Request, me: User, name: str, study: str | None) -> Response:
     project = await project_for(me, name, "upload_project")
     stow.check_content_type(request.headers.get("content-type", ""))
+    answer_type = _json_type(request)  # a 406 must come before anything is stored
     async with upload_dir() as tmp:
         parts = await receive_parts(request, tmp, allowed=("multipart/related",))
         files = [(p.path, p.filename) for p in parts if p.is_file]
         result = await stow.store(files, project, _links(request, project), study)
-    return _json(request, result.as_dicom_json(), status=result.status)
+    return _json(request, result.as_dicom_json(), status=result.status, media_type=answer_type)
 
 
 async def _search(request: Request, me: User, name: str, level: str, study: str | None = None,
@@ -178,10 +183,10 @@ class DicomWeb(Controller):
                        instance: str) -> Response:
         return await _rendered(request, me, project, study, series, instance, 1)
 
-    @get(_INSTANCE + "/frames/{frame:int}/rendered", summary="One frame rendered as PNG or JPEG (window, viewport)")
+    @get(_INSTANCE + "/frames/{frames:str}/rendered", summary="One frame rendered as PNG or JPEG (window, viewport)")
     async def frame_rendered(self, request: Request, me: User, project: str, study: str, series: str,
-                             instance: str, frame: int) -> Response:
-        return await _rendered(request, me, project, study, series, instance, frame)
+                             instance: str, frames: str) -> Response:
+        return await _rendered(request, me, project, study, series, instance, wado.frame_number(frames))
 
 
 ROUTES = [DicomWeb]
