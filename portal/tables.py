@@ -149,5 +149,61 @@ class Instance(Table, tablename="lb_instance"):
     created_at = Timestamptz()
 
 
+# Review: decisions are append-only; the history is the record.
+
+
+class Decision(Table, tablename="lb_decision"):
+    id: Serial
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    series = ForeignKey(Series, on_delete=OnDelete.cascade, index=True)
+    user = ForeignKey(User, on_delete=OnDelete.set_null, null=True, default=None)
+    username = Varchar(length=150, default="")
+    role = Varchar(length=32, default="")  # the maker's role then: "made by a senior reviewer" stays true
+    code = Varchar(length=16)
+    note = Text(default="")
+    artifacts = JSON(default="{}")  # {artifact: 1 present | 0 absent | -1 undecided}
+    location = JSON(default="null")  # {"x", "y", "z"} in patient mm, or null
+    created_at = Timestamptz(index=True)
+
+
+# Report forms: a definition is immutable once saved; editing saves the next version.
+
+
+class FormDefinition(Table, tablename="lb_form_definition"):
+    id: Serial
+    key = Varchar(length=120, unique=True, index=True)  # "{name}:{version}"
+    name = Varchar(length=100, index=True)
+    version = Integer(default=1)
+    title = Varchar(length=200, default="")
+    description = Text(default="")
+    fields = JSON(default="[]")
+    created_by = Varchar(length=150, default="")
+    created_at = Timestamptz()
+
+
+class ProjectForm(Table, tablename="lb_project_form"):
+    """Which forms (by name, newest version) a project's series pages show, in order."""
+
+    id: Serial
+    key = Varchar(length=200, unique=True, index=True)  # "{project id}:{form name}"
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    form_name = Varchar(length=100)
+    position = Integer(default=0)
+
+
+class FormSubmission(Table, tablename="lb_form_submission"):
+    id: Serial
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    series = ForeignKey(Series, on_delete=OnDelete.cascade, index=True)
+    form = ForeignKey(FormDefinition, on_delete=OnDelete.restrict, index=True)  # the exact version used
+    user = ForeignKey(User, on_delete=OnDelete.set_null, null=True, default=None)
+    username = Varchar(length=150, default="")
+    user_email = Varchar(length=254, default="")
+    entry = JSON(default="{}")
+    entry_formatted = Text(default="")
+    created_at = Timestamptz(index=True)
+
+
 TABLES: list[type[Table]] = [User, ApiToken, Project, Archive, Membership, AuditEvent,
-                             Patient, Study, Series, Instance]
+                             Patient, Study, Series, Instance, Decision, FormDefinition, ProjectForm,
+                             FormSubmission]
