@@ -8,6 +8,7 @@ from portal import audit, clock, names
 from portal.auth import accounts
 from portal.auth.permissions import ROLES
 from portal.errors import Conflict, Invalid, NotFound
+from portal.review import vocabulary
 from portal.tables import Archive, Membership, Project, User
 
 DEFAULT_ARCHIVE = "default"
@@ -21,6 +22,9 @@ DEFAULT_SETTINGS: dict = {
     "allow_overwrite": False,
     # DICOM AE titles that C-STORE callers may address to reach this project.
     "ae_titles": [],
+    # Review vocabulary: decision codes (with the roles that may give each) and artifacts.
+    "decisions": vocabulary.DEFAULT_DECISIONS,
+    "artifacts": vocabulary.DEFAULT_ARTIFACTS,
 }
 
 

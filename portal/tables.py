@@ -162,7 +162,7 @@ class Decision(Table, tablename="lb_decision"):
     code = Varchar(length=16)
     note = Text(default="")
     artifacts = JSON(default="{}")  # {artifact: 1 present | 0 absent | -1 undecided}
-    location = JSON(default="null")  # {"x", "y", "z"} in patient mm, or null
+    location = JSON(default="{}")  # {"x", "y", "z"} in patient mm, or {} when none was marked
     created_at = Timestamptz(index=True)
 
 

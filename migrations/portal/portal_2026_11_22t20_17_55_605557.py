@@ -752,7 +752,7 @@ async def forwards():
         column_class_name="JSON",
         column_class=JSON,
         params={
-            "default": "null",
+            "default": "{}",
             "null": False,
             "primary_key": False,
             "unique": False,

@@ -36,8 +36,8 @@ async def page(request: Request, me: User | None, template: str, status_code: in
     return Template(template_name=template, context={"me": me, **context}, status_code=status_code)
 
 
-def partial(template: str, status_code: int = 200, **context) -> Template:
-    return Template(template_name=template, context=context, status_code=status_code)
+def partial(template: str, status_code: int = 200, headers: dict | None = None, **context) -> Template:
+    return Template(template_name=template, context=context, status_code=status_code, headers=headers)
 
 
 def redirect(request: Request, path: str) -> Response:

@@ -13,6 +13,7 @@ from portal.archive import browse
 from portal.auth import permissions
 from portal.auth.permissions import ROLES, require_admin
 from portal.errors import LightboxError
+from portal.review import vocabulary
 from portal.routes._auth import client_of, portal_user
 from portal.routes._render import flash, is_htmx, page, partial, redirect
 from portal.tables import User
@@ -51,15 +52,17 @@ async def project_page(request: Request, me: User, project: str) -> Template:
                       statuses=browse.REVIEW_STATUSES)
 
 
-async def _settings_context(me: User, name: str) -> dict:
+async def settings_page_context(me: User, name: str) -> dict:
     p = await permissions.project_for(me, name, "manage_project")
+    conf = projects.settings_of(p)
     return {"project": p, "archives": await projects.archives(p), "members": await projects.members(p),
-            "roles": ROLES}
+            "roles": ROLES, "vocabulary": conf["decisions"], "artifacts": conf["artifacts"],
+            "review_roles": vocabulary.ROLES}
 
 
 @get("/projects/{project:str}/settings", dependencies=_deps, include_in_schema=False)
 async def settings_page(request: Request, me: User, project: str) -> Template:
-    return await page(request, me, "projects/settings.html", **await _settings_context(me, project))
+    return await page(request, me, "projects/settings.html", **await settings_page_context(me, project))
 
 
 @post("/projects/{project:str}/settings/archives", dependencies=_deps, include_in_schema=False)
@@ -70,14 +73,14 @@ async def archive_create(request: Request, me: User, project: str) -> Template |
         archive = await projects.create_archive(p, form.get("name", ""), by=me, client=client_of(request))
     except LightboxError as exc:
         return await page(request, me, "projects/settings.html", status_code=exc.status,
-                          archive_error=exc.detail, **await _settings_context(me, project))
+                          archive_error=exc.detail, **await settings_page_context(me, project))
     flash(request, f"Archive '{archive.name}' created.", "success")
     return redirect(request, f"/projects/{p.name}/settings")
 
 
 async def _members_response(request: Request, me: User, project: str, *, status_code: int = 200,
                             error: str = "", notice: str = "") -> Template | Response:
-    ctx = await _settings_context(me, project)
+    ctx = await settings_page_context(me, project)
     if is_htmx(request):
         return partial("projects/_members.html", status_code=status_code, member_error=error,
                        member_notice=notice, **ctx)

@@ -15,6 +15,7 @@ from portal.auth import permissions
 from portal.dicom import render_frame, thumbnail
 from portal.errors import Invalid
 from portal.routes._auth import client_of, portal_user
+from portal.routes import review
 from portal.routes._render import page
 from portal.tables import Patient, Series, Study, User
 
@@ -49,7 +50,7 @@ async def series_page(request: Request, me: User, project: str, series_uid: str)
                       instances=instances, prev_uid=prev_uid, next_uid=next_uid,
                       viewer_instances=_viewer_instances(p.name, instances),
                       prefetch_instances=_viewer_instances(p.name, next_instances),
-                      perms=await permissions.permissions(me, p))
+                      perms=await permissions.permissions(me, p), **await review.panel_context(me, p, series))
 
 
 def _viewer_instances(project: str, instances) -> list[dict]:

@@ -1,0 +1,1 @@
+"""Review: decision vocabularies and tiers, the append-only decision history, review status, queues, progress."""

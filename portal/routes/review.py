@@ -1,0 +1,157 @@
+"""Review routes: the decision panel (portal), my queue, the progress dashboard, vocabulary settings, and the
+scan-decisions API."""
+
+from __future__ import annotations
+
+import json
+
+from litestar import Request, Response, get, post
+from litestar.di import Provide
+from litestar.response import Redirect, Template
+
+from portal import archive as arch, projects
+from portal.auth import permissions
+from portal.errors import Invalid, LightboxError
+from portal.review import decisions, progress, queue, vocabulary
+from portal.routes._auth import api_user, client_of, portal_user
+from portal.routes._render import flash, page, partial, redirect
+from portal.tables import Project, Series, User
+
+_portal = {"me": Provide(portal_user)}
+_api = {"me": Provide(api_user)}
+
+
+async def panel_context(me: User, project: Project, series: Series) -> dict:
+    """What the decision panel shows: the vocabulary (with the caller's codes), artifacts, history."""
+    conf = projects.settings_of(project)
+    role = await decisions.role_for_decision(me, project)
+    may_review = await permissions.may(me, "review_series", project)
+    return {"vocabulary": conf["decisions"], "artifacts": conf["artifacts"],
+            "allowed": vocabulary.allowed_codes(conf["decisions"], role, me.is_admin) if may_review else [],
+            "history": await decisions.history(series), "review_role": role}
+
+
+def _artifacts_from_form(form) -> dict[str, int]:
+    out = {}
+    for key, value in form.items():
+        if key.startswith("artifact."):
+            try:
+                out[key[len("artifact."):]] = int(value)
+            except ValueError:
+                raise Invalid(f"Artifact value '{value}' is not -1, 0 or 1.", "invalid_value")
+    return out
+
+
+def _location_from_form(form) -> dict | None:
+    raw = form.get("location") or ""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise Invalid("The location is not valid JSON.", "invalid_location")
+
+
+@post("/projects/{project:str}/series/{series_uid:str}/decisions", dependencies=_portal, include_in_schema=False)
+async def decide(request: Request, me: User, project: str, series_uid: str) -> Template:
+    p = await permissions.project_for(me, project, "review_series")
+    series = await arch.find_series(p, series_uid)
+    form = await request.form()
+    made = await decisions.record(p, series, me, form.get("code", ""), note=form.get("note", ""),
+                                  artifacts=_artifacts_from_form(form), location=_location_from_form(form),
+                                  client=client_of(request))
+    series = await arch.find_series(p, series_uid)
+    return partial("review/_panel.html", project=p, series=series, notice=f"Recorded {made['decision']}.",
+                   headers={"HX-Trigger": json.dumps({"lightbox:decided": {"decision": made["decision"],
+                                                                           "status": series.review_status}})},
+                   **await panel_context(me, p, series))
+
+
+@get("/projects/{project:str}/queue", dependencies=_portal, include_in_schema=False)
+async def my_queue(request: Request, me: User, project: str, after: str | None = None) -> Redirect:
+    """Open the next series that needs my tier (after `after`), or say the queue is empty."""
+    p = await permissions.project_for(me, project, "review_series")
+    uid = await queue.next_in_queue(p, await decisions.role_for_decision(me, p), after)
+    if uid is None:
+        flash(request, "Your review queue is empty: nothing in this project needs your tier.", "success")
+        return Redirect(f"/projects/{p.name}", status_code=303)
+    return Redirect(f"/projects/{p.name}/series/{uid}?queue=1", status_code=303)
+
+
+@get("/projects/{project:str}/dashboard", dependencies=_portal, include_in_schema=False)
+async def dashboard(request: Request, me: User, project: str) -> Template:
+    p = await permissions.project_for(me, project)
+    return await page(request, me, "review/dashboard.html", project=p, summary=await progress.summary(p),
+                      vocabulary=projects.settings_of(p)["decisions"], statuses=decisions_statuses())
+
+
+def decisions_statuses() -> list[str]:
+    return [decisions.UNREVIEWED, decisions.NEEDS_SENIOR, decisions.COMPLETE]
+
+
+@post("/projects/{project:str}/settings/review", dependencies=_portal, include_in_schema=False)
+async def vocabulary_save(request: Request, me: User, project: str) -> Template | Response:
+    """Save the decision vocabulary (rows code/label/colour/key/roles) and the artifact list."""
+    p = await permissions.project_for(me, project, "manage_project")
+    form = await request.form()
+    rows = []
+    for i in range(int(form.get("rows", "0") or 0) + 1):
+        code = (form.get(f"code.{i}") or "").strip()
+        if code and form.get(f"delete.{i}") != "on":
+            rows.append({"code": code, "label": form.get(f"label.{i}", ""), "colour": form.get(f"colour.{i}", ""),
+                         "key": form.get(f"key.{i}", ""),
+                         "roles": [r for r in vocabulary.ROLES if form.get(f"role.{i}.{r}") == "on"]})
+    try:
+        changes = {"decisions": vocabulary.check_decisions(rows),
+                   "artifacts": vocabulary.check_artifacts((form.get("artifacts") or "").splitlines())}
+        await projects.update_settings(p, changes, by=me, client=client_of(request))
+    except LightboxError as exc:
+        from portal.routes.projects import settings_page_context
+
+        return await page(request, me, "projects/settings.html", status_code=exc.status, review_error=exc.detail,
+                          **await settings_page_context(me, project))
+    flash(request, "Review vocabulary saved.", "success")
+    return redirect(request, f"/projects/{p.name}/settings#review")
+
+
+# --- API --------------------------------------------------------------------------------------------
+
+_DECISION_KEYS = {"series", "decision", "note", "artifacts", "location"}
+
+
+@post("/api/v1/scan-decisions", dependencies=_api, tags=["review"], status_code=201,
+      summary="Record a QC decision on a series (append-only)")
+async def api_decide(request: Request, me: User, Project: str | None = None) -> dict:  # noqa: N803
+    try:
+        body = await request.json()
+    except Exception:
+        raise Invalid("Send a JSON object.", "invalid_json")
+    if not isinstance(body, dict):
+        raise Invalid("Send a JSON object.", "invalid_json")
+    extra = set(body) - _DECISION_KEYS
+    if extra:
+        raise Invalid(f"Unknown field(s): {', '.join(sorted(extra))}. Allowed: {', '.join(sorted(_DECISION_KEYS))}.",
+                      "unknown_field")
+    if not isinstance(body.get("series"), str) or not isinstance(body.get("decision"), str):
+        raise Invalid("'series' (a SeriesInstanceUID) and 'decision' (a code) are required.", "no_data_submitted")
+    if not isinstance(body.get("note", ""), str):
+        raise Invalid("'note' must be text.", "invalid_value")
+    artifacts = body.get("artifacts") or {}
+    if not isinstance(artifacts, dict) or set(artifacts) - {"present", "absent"} or not all(
+            isinstance(v, list) and all(isinstance(n, str) for n in v) for v in artifacts.values()):
+        raise Invalid("'artifacts' must be {\"present\": [names], \"absent\": [names]}.", "invalid_artifacts")
+    marks = {**{n: vocabulary.ABSENT for n in artifacts.get("absent", [])},
+             **{n: vocabulary.PRESENT for n in artifacts.get("present", [])}}
+    project, series = await decisions.visible_series(me, body["series"], Project)
+    return await decisions.record(project, series, me, body["decision"], note=body.get("note", ""),
+                                  artifacts=marks, location=body.get("location"), client=client_of(request))
+
+
+@get("/api/v1/scan-decisions", dependencies=_api, tags=["review"],
+     summary="The decision history of a series, newest first")
+async def api_history(me: User, series: str, Project: str | None = None) -> list[dict]:  # noqa: N803
+    _, found = await decisions.visible_series(me, series, Project)
+    return await decisions.history(found)
+
+
+ROUTES = [decide, my_queue, dashboard, vocabulary_save, api_decide, api_history]
