@@ -28,9 +28,11 @@ run: install
 	$(BIN)/lightbox demo
 	$(BIN)/lightbox serve --host 127.0.0.1 --port 8000 --workers 2
 
-# Debian's chromium drives Playwright (Playwright cannot download its own browsers here).
+# Debian's chromium drives Playwright (Playwright cannot download its own browsers here);
+# dcmtk's storescu/echoscu are the real DICOM peers of the C-STORE tests.
 chromium:
-	@command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+	@(command -v chromium && command -v storescu) >/dev/null || (apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium dcmtk)
 
 # PostgreSQL and Redis for the second test run; started when they are not running.
 services:

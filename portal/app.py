@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -22,7 +23,8 @@ from litestar.template import TemplateConfig
 from portal import __version__, db, settings as settings_mod, templates_env
 from portal.errors import LightboxError, Unauthenticated
 from portal.routes import admin, api_accounts, api_projects, api_v1, health, projects, qure, session, studies, upload
-from portal.routes import dicomweb
+from portal.routes import dicomweb, review
+from portal.routes import forms
 from portal.settings import Settings
 from portal.tasks import queue
 
@@ -85,7 +87,7 @@ def handle_unexpected(request: Request, exc: Exception) -> Response:
     return _error_page(request, 500, "Something went wrong", "The error has been logged. Please try again.")
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) -> Litestar:
     settings = settings or settings_mod.load()
     settings_mod.use(settings)
     engine = db.configure(settings)
@@ -108,8 +110,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             session.home, session.login_form, session.login, session.logout, session.logout_get,
             api_accounts.token_auth, api_accounts.list_users, api_accounts.users_me,
             api_projects.list_projects, api_projects.create_project, api_projects.get_project,
-            *api_v1.ROUTES, qure.upload_studies, upload.upload_page, upload.upload_batch, *studies.ROUTES,
+            *api_v1.ROUTES, *review.ROUTES, qure.upload_studies, upload.upload_page, upload.upload_batch, *studies.ROUTES,
             *dicomweb.ROUTES,
+            *forms.ROUTES,
             projects.project_list, projects.project_create, projects.project_page, projects.settings_page,
             projects.archive_create, projects.member_set, projects.member_remove,
             admin.users_page, admin.user_create, admin.user_page, admin.user_active, admin.user_admin_flag,
@@ -125,6 +128,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers={LightboxError: handle_lightbox_error, HTTPException: handle_http_error,
                             Exception: handle_unexpected},
         openapi_config=OpenAPIConfig(title="Lightbox", version=__version__, path="/schema"),
-        lifespan=[lifespan],
+        lifespan=[lifespan, *lifespans],  # entered after the database pool opens, left before it closes
         debug=False,
     )

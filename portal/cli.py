@@ -75,7 +75,7 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
     settings = _setup()
     _run(db.migrate())
     click.echo(_run(bootstrap.ensure_admin(settings)))
-    app = create_app(settings)
+    receiver = None
     if dicom_port:
         from portal import dimse, projects
 
@@ -83,9 +83,9 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
             click.echo(f"error: --dicom-default-project: no project named '{dicom_default_project}'", err=True)
             sys.exit(1)
         receiver = dimse.Receiver(host, dicom_port, default_project=dicom_default_project)
-        # Started on the server's event loop (after the database pool opens): ingest runs there.
-        app.on_startup.append(receiver.start)
-        app.on_shutdown.append(receiver.stop)
+    # The receiver lives inside the app's lifespan, on the server's event loop (where ingest runs):
+    # it starts after the database pool opens and stops, letting transfers finish, before it closes.
+    app = create_app(settings, lifespans=[receiver.serving] if receiver else [])
     consumer = queue.start_embedded(workers)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
                                            timeout_graceful_shutdown=30))

@@ -8,6 +8,7 @@ import socket
 import threading
 import uuid
 from collections import Counter
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,8 @@ DUPLICATE_SOP_INSTANCE = 0x0111  # Failure: this SOP Instance UID is stored with
 
 # Waiting longer than this for ingest means something is stuck; the sender gets OUT_OF_RESOURCES.
 INGEST_TIMEOUT_S = 300
+# On shutdown, associations still sending get this long to finish before they are aborted.
+STOP_TIMEOUT_S = 30
 
 
 @dataclass
@@ -93,6 +96,19 @@ def _response(status: int, comment: str = "") -> int | Dataset:
     return ds
 
 
+class _QuickAckSocket(socket.socket):
+    """A TCP socket that acknowledges what it has received before every read.
+
+    Senders that leave Nagle's algorithm on (dcmtk's storescu does unless TCP_NODELAY=1 is in its
+    environment) hold back the rest of a message until its start is acknowledged, and Linux delays
+    that acknowledgement by up to 40 ms: 3 to 4 times fewer images a second without this.
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return super().recv(bufsize, flags)
+
+
 class Receiver:
     """A C-STORE SCP on host:port; each instance is ingested on the event loop that started it.
 
@@ -134,20 +150,36 @@ class Receiver:
         log.info("DICOM C-STORE receiver %s listening on %s:%d (default project: %s)", self.ae_title,
                  self.host, self.port, self.default_project or "none")
 
-    async def stop(self, timeout: float = 30) -> None:
-        """Stop accepting, give running associations `timeout` seconds to finish, then abort them."""
+    async def stop(self) -> None:
+        """Stop accepting, give running associations STOP_TIMEOUT_S to finish, then abort them."""
         server, self._server = self._server, None
         if server is None:
             return
         await asyncio.to_thread(server.shutdown)  # waits for the accept loop to notice
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + STOP_TIMEOUT_S
         # Running associations still need this loop for ingest: wait without blocking it.
         while server.active_associations and loop.time() < deadline:
             await asyncio.sleep(0.1)
         for assoc in server.active_associations:
-            assoc.abort()
+            await asyncio.to_thread(assoc.abort)
+        # An aborted association may still be ingesting its last instance: let that finish first.
+        while self._busy() and loop.time() < deadline + 10:
+            await asyncio.sleep(0.05)
         log.info("DICOM C-STORE receiver stopped")
+
+    def _busy(self) -> bool:
+        with self._lock:
+            return any(a.busy for a in self._associations.values())
+
+    @asynccontextmanager
+    async def serving(self, _app=None):
+        """start() ... stop() around the block; usable as a Litestar lifespan (it passes the app)."""
+        self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
 
     # -- pynetdicom event handlers (called in pynetdicom's threads) ------------------------------
 
@@ -165,10 +197,14 @@ class Receiver:
             raise
 
     def _on_open(self, event) -> None:
-        # Without TCP_NODELAY each small C-STORE response waits for the peer's delayed ACK (~40 ms).
-        sock = event.assoc.dul.socket.socket
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        wrapper = event.assoc.dul.socket
+        raw = wrapper.socket
+        # Our small C-STORE responses go out at once instead of waiting for the peer's delayed ACK.
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_QUICKACK"):  # Linux
+            timeout = raw.gettimeout()
+            wrapper.socket = _QuickAckSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
+            wrapper.socket.settimeout(timeout)
 
     def _on_requested(self, event) -> None:
         assoc = event.assoc

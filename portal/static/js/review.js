@@ -36,7 +36,9 @@ function showLocation() {
 document.addEventListener("lightbox:location", (e) => { lastLocation = e.detail; showLocation(); });
 
 document.addEventListener("keydown", (e) => {
-  if (e.target.closest("input, textarea, select, [contenteditable]") || e.ctrlKey || e.metaKey || e.altKey) return;
+  // Typing in a text field must never trigger a shortcut (checkboxes and buttons are fine).
+  if (e.target.closest("textarea, select, [contenteditable], input:not([type=checkbox]):not([type=radio]):not([type=button]):not([type=submit])")
+      || e.ctrlKey || e.metaKey || e.altKey) return;
   const button = panel()?.querySelector(`button.decision[data-key="${e.key.toLowerCase()}"]:not([disabled])`);
   if (button) { e.preventDefault(); button.click(); }
 });

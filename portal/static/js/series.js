@@ -28,8 +28,9 @@ function go(id) {
 }
 
 document.addEventListener("keydown", (e) => {
-  // Typing in a field (a note, a form) must never move the viewer.
-  if (e.target.closest("input, textarea, select, [contenteditable]") || e.ctrlKey || e.metaKey || e.altKey) return;
+  // Typing in a text field must never trigger a shortcut (checkboxes and buttons are fine).
+  if (e.target.closest("textarea, select, [contenteditable], input:not([type=checkbox]):not([type=radio]):not([type=button]):not([type=submit])")
+      || e.ctrlKey || e.metaKey || e.altKey) return;
   const actions = {
     ArrowUp: () => go("prev-series"),
     ArrowDown: () => go("next-series"),
