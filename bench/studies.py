@@ -47,7 +47,8 @@ async def run(n: int) -> None:
                          review_status=rnd.choice(["unreviewed", "needs_senior_review", "complete"]),
                          last_instance_at=now, created_at=now)
                   for i, s in zip(range(start, start + 1000), srows) for k in range(3)]
-        await Series.insert(*series)
+        for k in range(0, len(series), 500):  # PostgreSQL takes at most 32767 parameters per query
+            await Series.insert(*series[k:k + 500])
     print(f"inserted {n} studies / {3 * n} series in {time.perf_counter() - t0:.1f} s")
     cases = {
         "default (date, newest first)": {},
