@@ -7,27 +7,14 @@ from litestar.di import Provide
 
 from portal import clock
 from portal.auth import accounts, tokens
-from portal.errors import Invalid, UnsupportedMediaType
+from portal.errors import Invalid
+from portal.routes._body import json_or_form
 from portal.routes._auth import api_user, client_of
 from portal.tables import User
 
 
 async def _credentials(request: Request) -> tuple[str, str]:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media == "application/json":
-        try:
-            data = await request.json()
-        except Exception:
-            raise Invalid("The body is not valid JSON.", "invalid_json")
-        if not isinstance(data, dict):
-            raise Invalid("Send a JSON object with 'username' and 'password'.", "invalid_json")
-    elif media in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        data = dict(await request.form())
-    elif not media:
-        raise Invalid("Send 'username' and 'password' as a form or as JSON.", "no_data_submitted")
-    else:
-        raise UnsupportedMediaType(f"Unsupported content type '{media}': send a form or JSON.",
-                                   "unsupported_media_type")
+    data = await json_or_form(request)
     username, password = data.get("username"), data.get("password")
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         raise Invalid("Both 'username' and 'password' are required.", "no_data_submitted",

@@ -10,6 +10,7 @@ from portal.auth import permissions
 from portal.auth.permissions import require_admin
 from portal.errors import Invalid
 from portal.routes._auth import api_user, client_of
+from portal.routes._body import json_object
 from portal.tables import User
 
 _deps = {"me": Provide(api_user)}
@@ -27,11 +28,8 @@ async def list_projects(me: User) -> list[dict]:
       summary="Create a project (administrators), with its default archive")
 async def create_project(request: Request, me: User) -> dict:
     require_admin(me)
-    try:
-        data = await request.json()
-    except Exception:
-        raise Invalid("Send a JSON object like {\"name\": \"chest-qc\"}.", "invalid_json")
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+    data = await json_object(request, '{"name": "chest-qc"}')
+    if not isinstance(data.get("name"), str):
         raise Invalid("'name' is required.", "no_data_submitted", fields={"name": "required"})
     description = data.get("description") or ""
     if not isinstance(description, str):

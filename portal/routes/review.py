@@ -14,6 +14,7 @@ from portal.auth import permissions
 from portal.errors import Invalid, LightboxError
 from portal.review import decisions, progress, queue, vocabulary
 from portal.routes._auth import api_user, client_of, portal_user
+from portal.routes._body import json_object
 from portal.routes._render import flash, page, partial, redirect
 from portal.tables import Project, Series, User
 
@@ -122,12 +123,7 @@ _DECISION_KEYS = {"series", "decision", "note", "artifacts", "location"}
 @post("/api/v1/scan-decisions", dependencies=_api, tags=["review"], status_code=201,
       summary="Record a QC decision on a series (append-only)")
 async def api_decide(request: Request, me: User, Project: str | None = None) -> dict:  # noqa: N803
-    try:
-        body = await request.json()
-    except Exception:
-        raise Invalid("Send a JSON object.", "invalid_json")
-    if not isinstance(body, dict):
-        raise Invalid("Send a JSON object.", "invalid_json")
+    body = await json_object(request, '{"series": "1.2.3", "decision": "U"}')
     extra = set(body) - _DECISION_KEYS
     if extra:
         raise Invalid(f"Unknown field(s): {', '.join(sorted(extra))}. Allowed: {', '.join(sorted(_DECISION_KEYS))}.",
