@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -23,10 +24,10 @@ from litestar.template import TemplateConfig
 from portal import __version__, db, settings as settings_mod, templates_env
 from portal.errors import LightboxError, Unauthenticated
 from portal.routes import admin, api_accounts, api_projects, api_v1, health, projects, qure, session, studies, upload
-from portal.routes import dicomweb, review
+from portal.routes import dicomweb, inference, review
 from portal.routes import forms
 from portal.settings import Settings
-from portal.tasks import queue
+from portal.tasks import queue, runner
 
 log = logging.getLogger("lightbox")
 HERE = Path(__file__).resolve().parent
@@ -92,13 +93,16 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
     settings_mod.use(settings)
     engine = db.configure(settings)
     queue.configure(settings)
+    queue.load_tasks()  # registers ingest's hook that queues inference for new series
 
     @asynccontextmanager
     async def lifespan(app: Litestar):
         await db.start_pool(engine)
+        runner.attach(asyncio.get_running_loop())  # embedded queue threads run their queries here
         try:
             yield
         finally:
+            runner.attach(None)
             await db.close_pool(engine)
 
     template_config = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine,
@@ -110,7 +114,7 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
             session.home, session.login_form, session.login, session.logout, session.logout_get,
             api_accounts.token_auth, api_accounts.list_users, api_accounts.users_me,
             api_projects.list_projects, api_projects.create_project, api_projects.get_project,
-            *api_v1.ROUTES, *review.ROUTES, qure.upload_studies, upload.upload_page, upload.upload_batch, *studies.ROUTES,
+            *api_v1.ROUTES, *review.ROUTES, *inference.ROUTES, qure.upload_studies, upload.upload_page, upload.upload_batch, *studies.ROUTES,
             *dicomweb.ROUTES,
             *forms.ROUTES,
             projects.project_list, projects.project_create, projects.project_page, projects.settings_page,

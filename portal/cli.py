@@ -21,6 +21,7 @@ def _setup() -> settings_mod.Settings:
     from portal.tasks import queue
 
     queue.configure(settings)
+    queue.load_tasks()  # so that what the CLI ingests is queued for inference too
     return settings
 
 

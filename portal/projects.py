@@ -8,6 +8,7 @@ from portal import audit, clock, names
 from portal.auth import accounts
 from portal.auth.permissions import ROLES
 from portal.errors import Conflict, Invalid, NotFound
+from portal.inference import routing
 from portal.review import vocabulary
 from portal.tables import Archive, Membership, Project, User
 
@@ -25,6 +26,11 @@ DEFAULT_SETTINGS: dict = {
     # Review vocabulary: decision codes (with the roles that may give each) and artifacts.
     "decisions": vocabulary.DEFAULT_DECISIONS,
     "artifacts": vocabulary.DEFAULT_ARTIFACTS,
+    # AI: ordered routing rules (first match wins), seconds of quiet before a series is scored,
+    # and the artifact probability above which the series page suggests an artifact.
+    "ai_routing": routing.DEFAULT_RULES,
+    "ai_quiet_seconds": 5,
+    "ai_suggest_threshold": 0.5,
 }
 
 

@@ -7,6 +7,7 @@ from piccolo.columns import (
     BigInt,
     Boolean,
     Integer,
+    Real,
     ForeignKey,
     OnDelete,
     Serial,
@@ -127,6 +128,8 @@ class Series(Table, tablename="lb_series"):
     sop_class_uid = Varchar(length=64, default="")
     review_status = Varchar(length=32, default="unreviewed", index=True)
     ai_summary = Text(default="")
+    ai_score = Real(null=True, default=None, index=True)  # the headline score (built-in model: quality 0-1)
+    ai_status = Varchar(length=32, default="", index=True)  # "" | queued | running | done | failed | not_applicable
     last_instance_at = Timestamptz()
     created_at = Timestamptz()
 
@@ -204,6 +207,64 @@ class FormSubmission(Table, tablename="lb_form_submission"):
     created_at = Timestamptz(index=True)
 
 
+# AI: one job per (series, model version) run; results and assets belong to the job that made them.
+
+
+class InferenceJob(Table, tablename="lb_inference_job"):
+    id: Serial
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    series = ForeignKey(Series, on_delete=OnDelete.cascade, index=True)
+    model_name = Varchar(length=100, default="")
+    model_version = Varchar(length=40, default="")
+    state = Varchar(length=16, default="queued", index=True)  # queued running retrying done failed not_applicable
+    attempts = Integer(default=0)
+    error = Text(default="")
+    queued_at = Timestamptz()
+    started_at = Timestamptz(null=True, default=None)
+    heartbeat_at = Timestamptz(null=True, default=None)
+    finished_at = Timestamptz(null=True, default=None)
+
+
+class Result(Table, tablename="lb_result"):
+    id: Serial
+    job = ForeignKey(InferenceJob, on_delete=OnDelete.cascade, index=True)
+    series = ForeignKey(Series, on_delete=OnDelete.cascade, index=True)
+    name = Varchar(length=100)
+    algorithm = Varchar(length=100, default="")
+    value = Real(null=True, default=None)
+    text = Text(default="")
+    type = Varchar(length=16, default="float")  # float | probability | string
+    model_name = Varchar(length=100, default="")
+    model_version = Varchar(length=40, default="")
+    created_at = Timestamptz()
+
+
+class Asset(Table, tablename="lb_asset"):
+    id: Serial
+    job = ForeignKey(InferenceJob, on_delete=OnDelete.cascade, index=True)
+    series = ForeignKey(Series, on_delete=OnDelete.cascade, index=True)
+    kind = Varchar(length=32)  # heatmap | json | report
+    media_type = Varchar(length=100)
+    file_key = Varchar(length=200)
+    created_at = Timestamptz()
+
+
+class AiAlert(Table, tablename="lb_ai_alert"):
+    """A critical result, once per series and model version; the mail issue delivers it."""
+
+    id: Serial
+    key = Varchar(length=200, unique=True, index=True)  # "{series id}:{model}:{version}"
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    series = ForeignKey(Series, on_delete=OnDelete.cascade, index=True)
+    model_name = Varchar(length=100)
+    model_version = Varchar(length=40)
+    output = Varchar(length=100)
+    value = Real(null=True, default=None)
+    message = Text(default="")
+    created_at = Timestamptz()
+    delivered_at = Timestamptz(null=True, default=None)
+
+
 TABLES: list[type[Table]] = [User, ApiToken, Project, Archive, Membership, AuditEvent,
                              Patient, Study, Series, Instance, Decision, FormDefinition, ProjectForm,
-                             FormSubmission]
+                             FormSubmission, InferenceJob, Result, Asset, AiAlert]

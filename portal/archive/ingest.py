@@ -25,6 +25,10 @@ STORED, ALREADY_STORED, CONFLICT, REJECTED = "stored", "already_stored", "confli
 # A zip may expand to at most this much; more is refused rather than filling the disk.
 MAX_ZIP_BYTES = 4 * 1024**3
 
+# Called with (project, series id) after the first instance of a new series is stored; the task
+# queue registers itself here (portal/tasks/inference.py) so that ingest needs no queue import.
+new_series_hooks: list = []
+
 
 @dataclass
 class IngestResult:
@@ -73,6 +77,7 @@ async def _write_rows(project: Project, archive: Archive, p: ParsedInstance, pat
     series_key = _key(project.id, p.series_instance_uid)
     async with db.write_transaction():
         known = await Series.select(Series.id, Series.study).where(Series.key == series_key).first()
+        new = not known
         if known:  # the common case: the next instance of a series being received
             series, study = known["id"], known["study"]
         else:
@@ -89,6 +94,9 @@ async def _write_rows(project: Project, archive: Archive, p: ParsedInstance, pat
         # Quiet-period inference and "recently changed" sorting read these.
         await Series.update({Series.last_instance_at: now}).where(Series.id == series)
         await Study.update({Study.updated_at: now}).where(Study.id == study)
+    if new:
+        for hook in new_series_hooks:
+            hook(project, series)
     return True, None
 
 

@@ -1,0 +1,166 @@
+"""The inference job lifecycle: requested → queued → running → done | failed (with the reason) | retrying.
+
+Plain async functions over the tables; the Huey tasks in portal/tasks/inference.py drive them and
+run the model itself in a worker thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+
+from portal import archive as arch, clock, projects
+from portal.inference import models, routing
+from portal.tables import AiAlert, Asset, InferenceJob, Project, Result, Series
+
+QUEUED, RUNNING, RETRYING, DONE, FAILED, NOT_APPLICABLE = (
+    "queued", "running", "retrying", "done", "failed", "not_applicable")
+ACTIVE = (QUEUED, RUNNING, RETRYING)
+MAX_ATTEMPTS = 3
+
+
+async def _set_series(series_id: int, **changes) -> None:
+    await Series.update({getattr(Series, k): v for k, v in changes.items()}).where(Series.id == series_id)
+
+
+async def request(project: Project, series: Series, *, force: bool = False) -> tuple[dict, bool]:
+    """The job for `series` under the project's routing: (job, created). An active job is reused; a
+    finished one too unless `force` (a person asked again)."""
+    conf = projects.settings_of(project)
+    model_name = routing.route(conf["ai_routing"], modality=series.modality, body_part=series.body_part,
+                               sop_class=series.sop_class_uid, description=series.description)
+    version = ""
+    if model_name:
+        manifest = models.manifest_for(model_name)
+        version = manifest["version"] if manifest else ""
+    existing = await InferenceJob.select().where(InferenceJob.series == series.id).order_by(
+        InferenceJob.id, ascending=False).first()
+    if existing and existing["model_name"] == (model_name or "") and (
+            existing["state"] in ACTIVE or (not force and existing["model_version"] == version
+                                            and existing["state"] in (DONE, NOT_APPLICABLE))):
+        return existing, False
+    now = clock.now()
+    state = QUEUED if model_name else NOT_APPLICABLE
+    job = InferenceJob(project=project.id, series=series.id, model_name=model_name or "", model_version=version,
+                       state=state, queued_at=now,
+                       error="" if model_name else "No routing rule of this project matches this series.")
+    if model_name and not version:
+        job.state, job.error = FAILED, f"Model '{model_name}' is not installed (see `lightbox model list`)."
+    await job.save()
+    await _set_series(series.id, ai_status=job.state)
+    return (await InferenceJob.select().where(InferenceJob.id == job.id).first()), job.state == QUEUED
+
+
+async def quiet_check(series_id: int) -> tuple[str, float | dict]:
+    """("wait", seconds) while instances still arrive; ("job", job) once quiet; ("gone", 0) if deleted."""
+    series = await Series.objects().get(Series.id == series_id)
+    if series is None:
+        return "gone", 0
+    project = await Project.objects().get(Project.id == series.project)
+    quiet = float(projects.settings_of(project)["ai_quiet_seconds"])
+    idle = (clock.now() - series.last_instance_at).total_seconds()
+    if idle < quiet:
+        return "wait", max(quiet - idle, 0.5)
+    job, created = await request(project, series)
+    return ("job", job) if created else ("exists", job)
+
+
+async def start(job_id: int) -> dict | None:
+    """Mark the job running and return what the worker needs: instance files and the model directory."""
+    job = await InferenceJob.objects().get(InferenceJob.id == job_id)
+    if job is None or job.state not in (QUEUED, RETRYING, RUNNING):
+        return None
+    series = await Series.objects().get(Series.id == job.series)
+    now = clock.now()
+    await InferenceJob.update({InferenceJob.state: RUNNING, InferenceJob.attempts: job.attempts + 1,
+                               InferenceJob.started_at: now, InferenceJob.heartbeat_at: now}).where(
+        InferenceJob.id == job_id)
+    await _set_series(series.id, ai_status=RUNNING)
+    store = arch.storage()
+    return {"job_id": job_id, "attempts": job.attempts + 1, "model_name": job.model_name,
+            "model_version": job.model_version, "model_dir": models.model_dir(job.model_name),
+            "paths": [store.path(i.file_key) for i in await arch.instances_of(series)]}
+
+
+async def fail(job_id: int, reason: str) -> bool:
+    """Record a failed attempt; True when the job will be retried, False when it has failed for good."""
+    job = await InferenceJob.objects().get(InferenceJob.id == job_id)
+    if job is None:
+        return False
+    retry = job.attempts < MAX_ATTEMPTS
+    await InferenceJob.update({InferenceJob.state: RETRYING if retry else FAILED, InferenceJob.error: reason[:2000],
+                               InferenceJob.finished_at: None if retry else clock.now()}).where(
+        InferenceJob.id == job_id)
+    await _set_series(job.series, ai_status=RETRYING if retry else FAILED)
+    return retry
+
+
+async def finish(job_id: int, outcome: dict) -> None:
+    """Store scores, assets (heatmap, JSON, report), the series' AI summary, and a critical alert once."""
+    job = await InferenceJob.objects().get(InferenceJob.id == job_id)
+    if job is None:
+        return
+    manifest = models.manifest_for(job.model_name) or {}
+    now = clock.now()
+    types = {o["name"]: o.get("type", "float") for o in manifest.get("outputs", [])}
+    await Result.delete().where(Result.job == job_id)  # a retried job replaces a partial earlier write
+    for name, value in outcome["scores"].items():
+        await Result.insert(Result(job=job_id, series=job.series, name=name, algorithm=job.model_name,
+                                   value=float(value), type=types.get(name, "float"), model_name=job.model_name,
+                                   model_version=job.model_version, created_at=now))
+    store = arch.storage()
+    payload = {"model": {"name": job.model_name, "version": job.model_version}, "scores": outcome["scores"],
+               "per_instance": outcome.get("per_instance", []), "critical": bool(outcome.get("critical"))}
+    files = {"heatmap": ("image/png", outcome.get("heatmap_png") or b""),
+             "json": ("application/json", json.dumps(payload, indent=2).encode()),
+             "report": ("text/plain; charset=utf-8", (outcome.get("report") or "").encode())}
+    for kind, (media, data) in files.items():
+        if not data:
+            continue
+        key = f"ai/{job_id}/{kind}"
+        store.put_fileobj(io.BytesIO(data), key)
+        await Asset.insert(Asset(job=job_id, series=job.series, kind=kind, media_type=media, file_key=key,
+                                 created_at=now))
+    headline = manifest.get("critical", {}).get("output", "quality")
+    score = outcome["scores"].get(headline)
+    summary = f"{job.model_name} {job.model_version}: {headline} {score:.2f}" if score is not None else ""
+    if outcome.get("critical"):
+        summary += " — CRITICAL"
+        critical = manifest.get("critical", {})
+        await AiAlert.insert(AiAlert(
+            key=f"{job.series}:{job.model_name}:{job.model_version}", project=job.project, series=job.series,
+            model_name=job.model_name, model_version=job.model_version, output=headline, value=score,
+            message=critical.get("meaning", "critical result"), created_at=now,
+        )).on_conflict(target=AiAlert.key, action="DO NOTHING")
+    await InferenceJob.update({InferenceJob.state: DONE, InferenceJob.error: "", InferenceJob.finished_at: now}).where(
+        InferenceJob.id == job_id)
+    await _set_series(job.series, ai_status=DONE, ai_score=score, ai_summary=summary)
+
+
+async def heartbeat(job_id: int) -> None:
+    await InferenceJob.update({InferenceJob.heartbeat_at: clock.now()}).where(InferenceJob.id == job_id)
+
+
+async def stuck(older_than: dt.timedelta) -> list[int]:
+    """Jobs whose worker went quiet (killed mid-job): put back to retrying and returned for re-queueing."""
+    cutoff = clock.now() - older_than
+    rows = await InferenceJob.select(InferenceJob.id, InferenceJob.series).where(
+        (InferenceJob.state == RUNNING) & (InferenceJob.heartbeat_at < cutoff))
+    for r in rows:
+        await InferenceJob.update({InferenceJob.state: RETRYING,
+                                   InferenceJob.error: "The worker stopped during the job; retrying."}).where(
+            InferenceJob.id == r["id"])
+        await _set_series(r["series"], ai_status=RETRYING)
+    return [r["id"] for r in rows]
+
+
+async def latest(series: Series) -> dict | None:
+    """The newest job of a series with its results and assets."""
+    job = await InferenceJob.select().where(InferenceJob.series == series.id).order_by(
+        InferenceJob.id, ascending=False).first()
+    if job is None:
+        return None
+    job["results"] = await Result.select().where(Result.job == job["id"]).order_by(Result.id)
+    job["assets"] = {a["kind"]: a for a in await Asset.select().where(Asset.job == job["id"])}
+    return job

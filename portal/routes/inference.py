@@ -1,0 +1,138 @@
+"""AI routes: run and watch inference on the series page, and the Qure- and CAD4TB-style results APIs."""
+
+from __future__ import annotations
+
+from litestar import Request, get, post
+from litestar.di import Provide
+from litestar.response import File, Response, Template
+
+from portal import archive as arch, projects
+from portal.auth import permissions
+from portal.errors import NotFound
+from portal.inference import jobs, results
+from portal.review.decisions import visible_series
+from portal.routes._auth import api_user, portal_user
+from portal.routes._render import partial
+from portal.routes.api_v1 import _series as cad4tb_series
+from portal.tables import Asset, Instance, Project, Series, User
+
+_portal = {"me": Provide(portal_user)}
+_api = {"me": Provide(api_user)}
+
+
+def _enqueue(job: dict) -> None:
+    from portal.tasks.inference import run_job
+
+    run_job(job["id"])
+
+
+async def panel(request: Request, me: User, p: Project, series: Series) -> Template:
+    job = await jobs.latest(series)
+    threshold = float(projects.settings_of(p)["ai_suggest_threshold"])
+    suggested = [r["name"] for r in (job or {}).get("results", [])
+                 if r["type"] == "probability" and r["value"] is not None and r["value"] >= threshold]
+    return partial("inference/_panel.html", project=p, series=series, job=job, suggested=suggested,
+                   threshold=threshold, active=bool(job and job["state"] in jobs.ACTIVE),
+                   may_run=await permissions.may(me, "request_inference", p))
+
+
+@get("/projects/{project:str}/series/{series_uid:str}/ai", dependencies=_portal, include_in_schema=False)
+async def ai_panel(request: Request, me: User, project: str, series_uid: str) -> Template:
+    p = await permissions.project_for(me, project)
+    return await panel(request, me, p, await arch.find_series(p, series_uid))
+
+
+@post("/projects/{project:str}/series/{series_uid:str}/ai", dependencies=_portal, include_in_schema=False)
+async def ai_run(request: Request, me: User, project: str, series_uid: str) -> Template:
+    p = await permissions.project_for(me, project, "request_inference")
+    series = await arch.find_series(p, series_uid)
+    job, created = await jobs.request(p, series, force=True)
+    if created:
+        _enqueue(job)
+    return await panel(request, me, p, await arch.find_series(p, series_uid))
+
+
+@get("/projects/{project:str}/series/{series_uid:str}/ai/{kind:str}", dependencies=_portal, include_in_schema=False)
+async def ai_asset(me: User, project: str, series_uid: str, kind: str) -> File:
+    p = await permissions.project_for(me, project)
+    job = await jobs.latest(await arch.find_series(p, series_uid))
+    asset = (job or {}).get("assets", {}).get(kind)
+    if asset is None:
+        raise NotFound(f"No {kind} for this series yet.", "result_not_found")
+    return File(path=arch.storage().path(asset["file_key"]), media_type=asset["media_type"],
+                content_disposition_type="inline", filename=f"{series_uid}-{kind}")
+
+
+# --- APIs -------------------------------------------------------------------------------------------
+
+
+async def _series_by_any_uid(me: User, uid: str, project: str | None) -> tuple[Project, Series]:
+    """A SeriesInstanceUID, or the SOPInstanceUID of one of its instances."""
+    try:
+        return await visible_series(me, uid, project)
+    except NotFound:
+        for instance in await Instance.objects().where(Instance.sop_instance_uid == uid):
+            series = await Series.objects().get(Series.id == instance.series)
+            return await visible_series(me, series.series_instance_uid, project)
+        raise NotFound(f"{uid} is not yet uploaded (or not in a project you can see).", "series_not_found")
+
+
+@get("/api/v1/compute/{uid:str}", dependencies=_api, tags=["qure"],
+     summary="Queue AI computation of a series (SeriesInstanceUID)")
+async def compute(me: User, uid: str, Project: str | None = None) -> dict:  # noqa: N803
+    p, series = await visible_series(me, uid, Project)
+    await permissions.project_for(me, p.name, "request_inference")
+    job, created = await jobs.request(p, series, force=True)
+    if created:
+        _enqueue(job)
+    return {"success": job["state"] in jobs.ACTIVE or job["state"] == jobs.DONE,
+            "message": f"Computation of {uid} is {job['state'].replace('_', ' ')}.", "job": results.job_dict(job)}
+
+
+@get("/api/v1/results/{uid:str}", dependencies=_api, tags=["qure"],
+     summary="AI results of a series (SeriesInstanceUID or SOPInstanceUID)")
+async def qure_results(request: Request, me: User, uid: str, Project: str | None = None) -> Response:  # noqa: N803
+    try:
+        p, series = await _series_by_any_uid(me, uid, Project)
+    except NotFound:
+        return Response({"success": False, "message": f"{uid} is not yet uploaded."}, status_code=404)
+    await permissions.project_for(me, p.name, "api_series_results")
+    job = await jobs.latest(series)
+    base = str(request.base_url).rstrip("/")
+    return Response(results.qure(uid, job, lambda a: f"{base}/api/v1/assets/{a['id']}"))
+
+
+@get("/api/v1/assets/{asset_id:int}", dependencies=_api, tags=["qure"], summary="One AI result file")
+async def asset_file(me: User, asset_id: int) -> File:
+    asset = await Asset.objects().get(Asset.id == asset_id)
+    series = await Series.objects().get(Series.id == asset.series) if asset else None
+    project = await Project.objects().get(Project.id == series.project) if series else None
+    if project is None:
+        raise NotFound("No such result file.", "result_not_found")
+    await permissions.project_for(me, project.name, "api_series_results")
+    return File(path=arch.storage().path(asset.file_key), media_type=asset.media_type,
+                filename=f"{series.series_instance_uid}-{asset.kind}")
+
+
+@get("/api/v1/series/results/", dependencies=_api, tags=["cad4tb-v1"],
+     summary="Algorithm results of a series: scalars as JSON, files as a zip with an XML of the scalars")
+async def cad4tb_results(request: Request, me: User) -> Response:
+    params = dict(request.query_params)
+    _, series = await cad4tb_series(me, params, "api_series_results")
+    job = await jobs.latest(series)
+    if job is None or job["state"] != jobs.DONE:
+        raise NotFound("No results for this series yet" + (f" ({job['state'].replace('_', ' ')})" if job else "") + ".",
+                       "result_not_found")
+    names = [n.strip() for n in params.get("Results", "").split(",") if n.strip()]
+    scalar_names = {r["name"] for r in job["results"]}
+    unknown = [n for n in names if n not in scalar_names and n not in job["assets"]]
+    if unknown:
+        raise NotFound(f"No result named {', '.join(unknown)}. Available: "
+                       f"{', '.join(sorted(scalar_names | set(job['assets'])))}.", "result_not_found")
+    if any(n in job["assets"] for n in names):
+        return Response(results.results_zip(job, names), media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="{series.series_instance_uid}-results.zip"'})
+    return Response(results.scalars(job, names))
+
+
+ROUTES = [ai_panel, ai_run, ai_asset, compute, qure_results, asset_file, cad4tb_results]

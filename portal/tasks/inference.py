@@ -1,0 +1,62 @@
+"""Inference tasks: score a series once it has been quiet, run a job (model in this worker thread), recover jobs
+whose worker died."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from huey import crontab
+
+from portal import projects
+from portal.archive import ingest
+from portal.inference import jobs
+from portal.tasks import runner
+from portal.tasks.queue import huey
+
+log = logging.getLogger("lightbox.inference")
+RETRY_DELAY_S = 5
+STUCK_AFTER = dt.timedelta(minutes=5)
+
+
+@huey.task()
+def check_quiet(series_id: int) -> None:
+    """Queue the series' job once no instance has arrived for the project's quiet period."""
+    what, value = runner.run(jobs.quiet_check(series_id))
+    if what == "wait":
+        check_quiet.schedule((series_id,), delay=value)
+    elif what == "job":
+        run_job(value["id"])
+
+
+@huey.task()
+def run_job(job_id: int) -> None:
+    ctx = runner.run(jobs.start(job_id))
+    if ctx is None:
+        return
+    try:
+        from portal.ai.infer import score_series  # torch is imported here, in the worker, never by the web app
+
+        if not ctx["model_dir"]:
+            raise RuntimeError(f"Model '{ctx['model_name']}' is not installed.")
+        outcome = score_series(ctx["paths"], ctx["model_dir"])
+    except Exception as exc:  # any failure is recorded with its reason; the portal carries on
+        log.warning("inference job %s failed (attempt %s): %s", job_id, ctx["attempts"], exc)
+        if runner.run(jobs.fail(job_id, f"{type(exc).__name__}: {exc}")):
+            run_job.schedule((job_id,), delay=RETRY_DELAY_S)
+        return
+    runner.run(jobs.finish(job_id, outcome))
+
+
+@huey.periodic_task(crontab(minute="*"))
+def recover_stuck_jobs() -> None:
+    for job_id in runner.run(jobs.stuck(STUCK_AFTER)):
+        run_job(job_id)
+
+
+def _on_new_series(project, series_id: int) -> None:
+    quiet = float(projects.settings_of(project)["ai_quiet_seconds"])
+    check_quiet.schedule((series_id,), delay=quiet)
+
+
+ingest.new_series_hooks.append(_on_new_series)
