@@ -215,5 +215,66 @@ def demo(force: bool) -> None:
     click.echo(_run(demo_mod.load(settings.data_dir, only_if_empty=not force)))
 
 
+@main.group()
+def model() -> None:
+    """AI models: list the installed ones, add one, train the built-in quality model."""
+
+
+@model.command("list")
+def model_list() -> None:
+    from portal.inference import models
+
+    _setup()
+    found = models.installed()
+    if not found:
+        click.echo("no models installed")
+    for m in found:
+        critical = m.get("critical", {})
+        outputs = ", ".join(o["name"] for o in m.get("outputs", []))
+        click.echo(f"{m['name']} {m['version']}  outputs: {outputs}  critical: {critical.get('output', '-')} "
+                   f"< {critical.get('below', '-')}  ({m['dir']})")
+
+
+@model.command("add")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def model_add(path: Path) -> None:
+    """Install a model directory (manifest.json + model file) into the data dir."""
+    import shutil
+
+    from portal.ai import registry
+
+    settings = _setup()
+    try:
+        manifest = registry.load_manifest(path / "manifest.json")
+        registry.load_model(path)  # refuse a model that would fail every job
+    except Exception as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    dest = settings.data_dir / "models" / manifest["name"] / manifest["version"]
+    if dest.exists():
+        click.echo(f"error: {manifest['name']} {manifest['version']} is already installed at {dest}", err=True)
+        sys.exit(1)
+    shutil.copytree(path, dest)
+    click.echo(f"installed {manifest['name']} {manifest['version']} into {dest}")
+
+
+@model.command("train")
+@click.option("--version", "version", default=None, help="Version of the trained model (default: next patch).")
+def model_train(version: str | None) -> None:
+    """Train the built-in quality model reproducibly into the data dir (it is then used for new jobs)."""
+    import subprocess
+
+    from portal.inference import models
+
+    settings = _setup()
+    current = models.manifest_for("lightbox-quality")
+    if version is None:
+        parts = (current or {"version": "1.0.0"})["version"].split(".")
+        version = ".".join(parts[:-1] + [str(int(parts[-1]) + 1)]) if current else "1.0.0"
+    out = settings.data_dir / "models" / "lightbox-quality" / version
+    sys.exit(subprocess.call([sys.executable, "-m", "portal.ai.train_quality", "--out", str(out),
+                              "--version", version]))
+
+
 if __name__ == '__main__':
     main()
