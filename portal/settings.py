@@ -17,6 +17,8 @@ class Settings:
     """`postgres://user:pass@host:port/db`; empty means SQLite in the data dir."""
     queue_url: str = ""
     """`redis://host:port/db`; empty means SqliteHuey in its own file in the data dir."""
+    queue_name: str = "lightbox"
+    """Name of the queue in Redis: installs sharing one Redis server need different names."""
     smtp_url: str = ""
     """`smtp://user:pass@host:port` (smtps:// for TLS); empty means mail goes to the outbox and the log."""
     base_url: str = "http://127.0.0.1:8000"
@@ -83,6 +85,7 @@ def load(env: dict | None = None) -> Settings:
         data_dir=data_dir,
         database_url=env.get("LIGHTBOX_DATABASE_URL", ""),
         queue_url=env.get("LIGHTBOX_QUEUE_URL", ""),
+        queue_name=env.get("LIGHTBOX_QUEUE_NAME") or "lightbox",
         smtp_url=env.get("LIGHTBOX_SMTP_URL", ""),
         base_url=(env.get("LIGHTBOX_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
         secret_key=secret,

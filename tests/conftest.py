@@ -60,7 +60,9 @@ def _env_for(data_dir: Path, db_name: str | None) -> dict:
     if db_name:
         env["LIGHTBOX_DATABASE_URL"] = _db_url(db_name)
     if REDIS_URL:
+        # One Redis server, many installs: each test's queue has its own name.
         env["LIGHTBOX_QUEUE_URL"] = REDIS_URL
+        env["LIGHTBOX_QUEUE_NAME"] = f"lightbox-test-{uuid.uuid4().hex[:12]}"
     return env
 
 
@@ -123,6 +125,7 @@ async def app(settings):
     application = create_app(settings)
     huey.flush()
     yield application
+    huey.flush()  # leave nothing behind in a shared Redis
     if settings.database_kind == "postgres":
         # Each test's database is dropped at the end; close what this test opened.
         from portal.tables import User

@@ -20,7 +20,7 @@ log = logging.getLogger("lightbox.queue")
 
 def _make(settings: Settings):
     if settings.queue_kind == "redis":
-        return RedisHuey("lightbox", url=settings.queue_url)
+        return RedisHuey(settings.queue_name, url=settings.queue_url)
     return SqliteHuey("lightbox", filename=str(settings.queue_path), timeout=60)
 
 
@@ -30,7 +30,8 @@ huey = _make(settings_mod.current())
 def configure(settings: Settings) -> None:
     """Point the queue at the storage `settings` name (the app factory and tests call this)."""
     if settings.queue_kind == "redis":
-        huey.storage = RedisStorage("lightbox", url=settings.queue_url)
+        huey.name = settings.queue_name
+        huey.storage = RedisStorage(settings.queue_name, url=settings.queue_url)
     else:
         huey.storage = SqliteStorage("lightbox", filename=str(settings.queue_path), timeout=60)
 
