@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from portal import audit, clock, names
+from portal import audit, clock, forms, names
 from portal.auth import accounts
 from portal.auth.permissions import ROLES
 from portal.errors import Conflict, Invalid, NotFound
@@ -63,6 +63,7 @@ async def create(name: str, *, description: str = "", by: User | None = None, cl
                           created_at=clock.now())
         await project.save()
         await Archive.insert(Archive(project=project.id, name=DEFAULT_ARCHIVE, created_at=clock.now()))
+    await forms.assign_builtin_forms(project)  # every project starts with the built-in report forms
     await audit.record("project_created", user=by, object=f"project:{name}", client=client)
     return project
 

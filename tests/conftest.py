@@ -8,6 +8,7 @@ into a template (a SQLite file, or a PostgreSQL template database); each test ge
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import sqlite3
 import subprocess
@@ -51,7 +52,9 @@ def _psql(sql: str) -> None:
         finally:
             await con.close()
 
-    asyncio.run(go())
+    # In a thread: Playwright's sync API may be running an event loop in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, go()).result()
 
 
 def _env_for(data_dir: Path, db_name: str | None) -> dict:
@@ -143,3 +146,9 @@ async def client(app):
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5555))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
+
+
+def pytest_collection_modifyitems(items):
+    """Browser tests last: Playwright's sync API keeps an event loop running in the main thread once
+    its session browser has started, and async tests cannot run after that."""
+    items.sort(key=lambda item: "/tests/e2e/" in str(item.fspath))

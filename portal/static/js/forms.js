@@ -55,6 +55,11 @@
     if (form) refresh(form);
   });
   document.addEventListener("htmx:load", () => refreshAll());
+  // The builder remembers which fields are unfolded, so that a re-render leaves them as they were.
+  document.addEventListener("toggle", (e) => {
+    const flag = e.target.tagName === "DETAILS" && e.target.querySelector(":scope > input[data-open]");
+    if (flag) flag.value = e.target.open ? "1" : "";
+  }, true);
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", () => refreshAll());
   else refreshAll();
 
