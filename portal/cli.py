@@ -250,12 +250,12 @@ def model_add(path: Path) -> None:
     except Exception as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    dest = settings.data_dir / "models" / manifest["name"] / manifest["version"]
+    dest = settings.data_dir / "models" / manifest.name / manifest.version
     if dest.exists():
-        click.echo(f"error: {manifest['name']} {manifest['version']} is already installed at {dest}", err=True)
+        click.echo(f"error: {manifest.name} {manifest.version} is already installed at {dest}", err=True)
         sys.exit(1)
     shutil.copytree(path, dest)
-    click.echo(f"installed {manifest['name']} {manifest['version']} into {dest}")
+    click.echo(f"installed {manifest.name} {manifest.version} into {dest}")
 
 
 @model.command("train")
@@ -272,8 +272,16 @@ def model_train(version: str | None) -> None:
         parts = (current or {"version": "1.0.0"})["version"].split(".")
         version = ".".join(parts[:-1] + [str(int(parts[-1]) + 1)]) if current else "1.0.0"
     out = settings.data_dir / "models" / "lightbox-quality" / version
-    sys.exit(subprocess.call([sys.executable, "-m", "portal.ai.train_quality", "--out", str(out),
-                              "--version", version]))
+    status = subprocess.call([sys.executable, "-m", "portal.ai.train_quality", "--out", str(out)])
+    if status == 0:
+        import json
+
+        manifest_file = out / "manifest.json"
+        manifest = json.loads(manifest_file.read_text())
+        manifest["version"] = version  # new jobs use the newest version installed
+        manifest_file.write_text(json.dumps(manifest, indent=2) + "\n")
+        click.echo(f"trained lightbox-quality {version} into {out}")
+    sys.exit(status)
 
 
 if __name__ == '__main__':

@@ -113,7 +113,7 @@ async def finish(job_id: int, outcome: dict) -> None:
     payload = {"model": {"name": job.model_name, "version": job.model_version}, "scores": outcome["scores"],
                "per_instance": outcome.get("per_instance", []), "critical": bool(outcome.get("critical"))}
     files = {"heatmap": ("image/png", outcome.get("heatmap_png") or b""),
-             "json": ("application/json", json.dumps(payload, indent=2).encode()),
+             "json": ("application/json", json.dumps(payload, indent=2, default=str).encode()),
              "report": ("text/plain; charset=utf-8", (outcome.get("report") or "").encode())}
     for kind, (media, data) in files.items():
         if not data:
