@@ -20,8 +20,9 @@ def job_dict(job: dict | None) -> dict | None:
             "started": clock.iso(job["started_at"]), "finished": clock.iso(job["finished_at"])}
 
 
-def qure(uid: str, job: dict | None, asset_url) -> dict:
-    """The Qure-style results document; `asset_url(asset_row)` makes each file's URL."""
+def qure(uid: str, job: dict | None, asset_url, *, critical: bool = False) -> dict:
+    """The Qure-style results document; `asset_url(asset_row)` makes each file's URL; `critical` when the
+    job raised an alert."""
     if job is None or job["state"] in jobs.ACTIVE:
         return {"success": False, "message": QURE_PENDING.format(uid=uid)}
     if job["state"] == jobs.NOT_APPLICABLE:
@@ -30,12 +31,10 @@ def qure(uid: str, job: dict | None, asset_url) -> dict:
         return {"success": False, "message": f"Processing {uid} failed: {job['error']}"}
     manifest = models.manifest_for(job["model_name"]) or {}
     scores = {r["name"]: r["value"] for r in job["results"]}
-    critical = manifest.get("critical", {})
-    is_critical = critical.get("output") in scores and scores[critical["output"]] < critical.get("below", -1)
     report = job["assets"].get("report")
     return {
         "success": True, "message": "Results are available.",
-        "triage_status": "Critical" if is_critical else "Routine",
+        "triage_status": "Critical" if critical else "Routine",
         "usecase": manifest.get("usecase", "image quality"),
         "model": {"name": job["model_name"], "version": job["model_version"]},
         "result": {"report": _text(report), "scores": scores,

@@ -14,7 +14,7 @@ from portal.review.decisions import visible_series
 from portal.routes._auth import api_user, portal_user
 from portal.routes._render import partial
 from portal.routes.api_v1 import _series as cad4tb_series
-from portal.tables import Asset, Instance, Project, Series, User
+from portal.tables import AiAlert, Asset, Instance, Project, Series, User
 
 _portal = {"me": Provide(portal_user)}
 _api = {"me": Provide(api_user)}
@@ -99,7 +99,9 @@ async def qure_results(request: Request, me: User, uid: str, Project: str | None
     await permissions.project_for(me, p.name, "api_series_results")
     job = await jobs.latest(series)
     base = str(request.base_url).rstrip("/")
-    return Response(results.qure(uid, job, lambda a: f"{base}/api/v1/assets/{a['id']}"))
+    critical = bool(job) and await AiAlert.exists().where(
+        AiAlert.key == f"{series.id}:{job['model_name']}:{job['model_version']}")
+    return Response(results.qure(uid, job, lambda a: f"{base}/api/v1/assets/{a['id']}", critical=critical))
 
 
 @get("/api/v1/assets/{asset_id:int}", dependencies=_api, tags=["qure"], summary="One AI result file")
