@@ -154,7 +154,9 @@ async def test_a_job_whose_worker_died_is_retried_to_a_result(client, consumer, 
         InferenceJob.id == job["id"])
     from portal.tasks.inference import recover_stuck_jobs
 
-    recover_stuck_jobs.call_local()
+    import asyncio
+
+    await asyncio.to_thread(recover_stuck_jobs.call_local)  # as the periodic task would, off the test loop
     done = await _wait_for(lambda j: j["state"] == "done", timeout=90)
     assert done["id"] == job["id"] and done["attempts"] == 2
 
