@@ -15,6 +15,7 @@ Output: the seven probabilities of `OUTPUTS`, in that order: `quality` (overall,
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -193,7 +194,9 @@ def build_model(**kwargs) -> QualityNet:
 
 def to_torchscript(model: nn.Module) -> torch.jit.ScriptModule:
     """The model as TorchScript on the CPU, in eval mode, with `features`/`head` kept for heatmaps."""
-    return torch.jit.script(model.cpu().eval())
+    with warnings.catch_warnings():  # torch 2.13 calls TorchScript deprecated; it is the format we ship
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(model.cpu().eval())
 
 
 # --- devices, prediction, heatmaps -------------------------------------------------------------

@@ -22,6 +22,7 @@ import json
 import logging
 import re
 import threading
+import warnings
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -333,7 +334,9 @@ def load_model(manifest_dir: str | Path, *, device: str | None = None) -> ModelR
             return _CACHE[key]
     label = f"{manifest.name} {manifest.version}"
     try:
-        module = torch.jit.load(str(manifest.model_path), map_location=target)
+        with warnings.catch_warnings():  # torch 2.13 calls TorchScript deprecated; it is the format we ship
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(manifest.model_path), map_location=target)
     except Exception as exc:  # torch raises RuntimeError, ValueError, zip errors... for a bad file
         raise ModelUnavailable(f"The model file {manifest.model_path} of {label} cannot be loaded by torch "
                                f"{torch.__version__} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "

@@ -240,12 +240,13 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 
 def calibrate_thresholds(probs: np.ndarray, data: dict) -> dict[str, float]:
     """Per artifact: the probability that SPECIFICITY of the validation samples without that
-    artifact stay below (clipped to 0.1-0.9, two decimals)."""
+    artifact stay below, but never under 0.5 (the validation sources are few: a lower cut would
+    flag clean images of other kinds) nor over 0.9; two decimals."""
     out = {}
     for j, name in enumerate(ARTIFACTS):
         negatives = probs[data["labels"][:, j] == 0, j + 1]
         value = float(np.quantile(negatives, SPECIFICITY)) if len(negatives) else 0.5
-        out[name] = round(min(max(value, 0.1), 0.9), 2)
+        out[name] = round(min(max(value, 0.5), 0.9), 2)
     return out
 
 
@@ -543,7 +544,8 @@ def evaluation_markdown(ev: dict, manifest: dict, model_bytes: int) -> str:
         "",
         "Severity bands: AUC of the samples with the artifact at that severity against all samples without it. "
         f"Thresholds (in the manifest): the probability that {SPECIFICITY:.0%} of the validation samples "
-        "without the artifact stay below; sensitivity and specificity on the test samples at that threshold.",
+        "without the artifact stay below, but at least 0.5; sensitivity and specificity on the test samples "
+        "at that threshold.",
         "",
         f"Quality score mean absolute error against its target (prod(1 - severity)): {t['quality_mae']:.3f}.",
         "",
@@ -576,10 +578,25 @@ def evaluation_markdown(ev: dict, manifest: dict, model_bytes: int) -> str:
             c = ff["detected"][name][sev]
             cells.append(f"{c['detected']}/{c['n']}, quality {c['quality_mean']:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    weakest = sorted(ARTIFACTS, key=lambda n: t["auc"][n] or 0.0)[:2]
+    clean_flags = [f"{row['source']} frame {row['frame']}: {a} {row[a]:.2f}" for row in ff["clean"] for a in ARTIFACTS
+                   if row[a] >= ev["thresholds"].get(a, 0.5)]
     lines += [
         "",
         "## What it can and cannot do",
         "",
+        f"- Macro AUC on the test sources is {t['macro_auc']:.3f}"
+        + (" — below the 0.95 aimed for." if t["macro_auc"] < 0.95 else ".")
+        + " Weakest: " + ", ".join(f"{n} (AUC {t['auc'][n]:.3f}; at its threshold it finds "
+                                    f"{t['sensitivity'][n]:.0%} of test cases)" for n in weakest)
+        + ". Noise, spike and Gibbs ringing are detected reliably, wrap-around fairly; a bias field is often "
+        "indistinguishable from natural shading in a single frame, and mild or late-in-acquisition motion "
+        "changes an image little. More training (the script's --train-samples/--epochs) helps: a trial of an "
+        "earlier version of this design with 64,000 samples and 8 epochs reached about 0.94, at several times "
+        "the 10-minute CPU budget.",
+        "- Clean whole frames flagged at the manifest thresholds: "
+        + ("; ".join(clean_flags) if clean_flags else "none") + ". Clean images are not always clean "
+        "(an MR may show real ringing), but expect such false alarms.",
         "- It detects the six *synthetic* artifacts it was trained on, simulated in k-space the way they arise "
         "in MR (see `portal/ai/artifacts.py`), on any greyscale frame. The AUCs above are for those "
         "simulations on images from held-out sources; they are not a clinical validation. Real artifacts "
@@ -588,8 +605,8 @@ def evaluation_markdown(ev: dict, manifest: dict, model_bytes: int) -> str:
         "- The training images are few (15 sources; 2 more for validation) and mostly not MR; the model has "
         "seen no real clinical variety (other anatomy, contrasts, scanners, paediatric images, implants, "
         "contrast agents). Expect false alarms on images unlike these, and scores that vary from frame to frame.",
-        "- Images that look like an artifact by nature are flagged: ultrasound speckle and low-dose CT look like "
-        "noise, smooth shading in radiographs like a bias field, upscaled small matrices like truncation. "
+        "- Images that look like an artifact by nature may be flagged: ultrasound speckle or low-dose CT can look "
+        "like noise, smooth shading in radiographs like a bias field, upscaled small matrices like truncation. "
         "A mild artifact (severity < 0.4) is much harder to detect than a severe one (table above).",
         "- Wrap-around is only detectable when the folded part carries signal; a fold of dark background is "
         "invisible and was labelled absent.",
@@ -622,6 +639,36 @@ def write_outputs(result: dict, out: Path, seed: int) -> dict:
     return manifest
 
 
+def reevaluate(args) -> None:
+    """Evaluate the model already in --out again (same seed, same samples), recalibrate the
+    thresholds, and rewrite evaluation.json, EVALUATION.md and the manifest's thresholds; the
+    training record is kept."""
+    import torch
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    out = args.out
+    ev = json.loads((out / "evaluation.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    model = torch.jit.load(str(out / manifest["file"]), map_location="cpu").eval()
+    cpu = torch.device("cpu")
+    seed, counts = ev["seed"], ev["data"]["samples"]
+    val_data = make_split("val", counts["val"], seed, args.workers)
+    test_data = make_split("test", counts["test"], seed, args.workers)
+    val_probs = _predict_array(torch, model, val_data["x"], cpu)
+    thresholds = calibrate_thresholds(val_probs, val_data)
+    ev.update(thresholds=thresholds, val=evaluate(val_probs, val_data, thresholds),
+              test=evaluate(_predict_array(torch, model, test_data["x"], cpu), test_data, thresholds),
+              full_frames=full_frame_check(torch, model, seed, thresholds))
+    for o in manifest["outputs"]:
+        if o["name"] in thresholds:
+            o["threshold"] = thresholds[o["name"]]
+    manifest["trained"]["test_macro_auc"] = round(ev["test"]["macro_auc"], 4)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / "evaluation.json").write_text(json.dumps(ev, indent=2) + "\n")
+    rewrite_report(out)
+
+
 def rewrite_report(out: Path) -> None:
     """Write EVALUATION.md again from evaluation.json and manifest.json (no training)."""
     ev = json.loads((out / "evaluation.json").read_text())
@@ -650,6 +697,8 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--coarse", action=argparse.BooleanOptionalAction, default=True,
                     help="the 16x16 intensity-layout branch (default on)")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="evaluate the model in --out again and rewrite its evaluation and thresholds (no training)")
     ap.add_argument("--rewrite-report", action="store_true",
                     help="only rewrite EVALUATION.md in --out from its evaluation.json and manifest.json")
     return ap.parse_args(argv)
@@ -659,6 +708,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.rewrite_report:
         rewrite_report(args.out)
+        return 0
+    if args.evaluate_only:
+        reevaluate(args)
         return 0
     result = train(args)
     manifest = write_outputs(result, args.out, args.seed)
