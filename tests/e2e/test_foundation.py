@@ -32,7 +32,7 @@ def test_admin_sets_up_a_project(page, live_server, tmp_path):
     page.get_by_label("Username to add").fill("rita")
     page.get_by_label("Role", exact=True).select_option("reviewer")
     page.get_by_role("button", name="Add member").click()
-    expect(page.locator("#members")).to_contain_text("rita is now reviewer in chest-qc")
+    expect(page.locator("main")).to_contain_text("rita is now reviewer in chest-qc")
     expect(page.get_by_label("Role of rita")).to_have_value("reviewer")
 
     # Change the role in place.
