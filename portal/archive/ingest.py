@@ -25,9 +25,11 @@ STORED, ALREADY_STORED, CONFLICT, REJECTED = "stored", "already_stored", "confli
 # A zip may expand to at most this much; more is refused rather than filling the disk.
 MAX_ZIP_BYTES = 4 * 1024**3
 
-# Called with (project, series id) after the first instance of a new series is stored; the task
+# Called with (project, series id) after the first instance of a new series is stored, and after
+# the first new instance of a series already scored (its score is then out of date); the task
 # queue registers itself here (portal/tasks/inference.py) so that ingest needs no queue import.
 new_series_hooks: list = []
+RESCORE_AFTER = ("done", "failed")  # AI states after which a new instance queues the series again
 
 
 @dataclass
@@ -76,8 +78,9 @@ async def _write_rows(project: Project, archive: Archive, p: ParsedInstance, pat
     now = clock.now()
     series_key = _key(project.id, p.series_instance_uid)
     async with db.write_transaction():
-        known = await Series.select(Series.id, Series.study).where(Series.key == series_key).first()
+        known = await Series.select(Series.id, Series.study, Series.ai_status).where(Series.key == series_key).first()
         new = not known
+        rescore = bool(known) and known["ai_status"] in RESCORE_AFTER
         if known:  # the common case: the next instance of a series being received
             series, study = known["id"], known["study"]
         else:
@@ -92,9 +95,10 @@ async def _write_rows(project: Project, archive: Archive, p: ParsedInstance, pat
             existing = await Instance.select().where(Instance.key == _key(project.id, p.sop_instance_uid)).first()
             return False, existing
         # Quiet-period inference and "recently changed" sorting read these.
-        await Series.update({Series.last_instance_at: now}).where(Series.id == series)
+        changes = {Series.last_instance_at: now, **({Series.ai_status: ""} if rescore else {})}
+        await Series.update(changes).where(Series.id == series)
         await Study.update({Study.updated_at: now}).where(Study.id == study)
-    if new:
+    if new or rescore:
         for hook in new_series_hooks:
             hook(project, series)
     return True, None

@@ -36,8 +36,10 @@ async def request(project: Project, series: Series, *, force: bool = False) -> t
         version = manifest["version"] if manifest else ""
     existing = await InferenceJob.select().where(InferenceJob.series == series.id).order_by(
         InferenceJob.id, ascending=False).first()
+    # A finished job still stands unless a person asked again or instances arrived after it was queued.
+    stale = bool(existing) and series.last_instance_at is not None and series.last_instance_at > existing["queued_at"]
     if existing and existing["model_name"] == (model_name or "") and (
-            existing["state"] in ACTIVE or (not force and existing["model_version"] == version
+            existing["state"] in ACTIVE or (not force and not stale and existing["model_version"] == version
                                             and existing["state"] in (DONE, NOT_APPLICABLE))):
         return existing, False
     now = clock.now()

@@ -173,3 +173,26 @@ async def test_critical_result_raises_one_alert(client, tmp_path, app):
     assert await AiAlert.count() == 1
     r = (await client.get(f"/api/v1/results/{body['SeriesInstanceUID']}", headers=creds("view"))).json()
     assert r["triage_status"] == "Critical"
+
+
+@needs_model
+async def test_instances_arriving_after_scoring_queue_the_series_again(client, consumer, tmp_path):
+    await _project()
+    files = samples.make_series(samples.sample_path("MR_small.dcm"), tmp_path, 3, patient_id="AI-1")
+
+    async def send(f):
+        with open(f, "rb") as fh:
+            r = await client.post("/api/v1/instance/upload/", headers=creds("rev"), data={"Project": "ai"},
+                                  files={"file": (f.name, fh)})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    body = await send(files[0])
+    first = await _wait_for(lambda j: j["state"] == "done")
+    await send(files[1])
+    await send(files[1])  # a re-send changes nothing: no third job
+    second = await _wait_for(lambda j: j["id"] != first["id"] and j["state"] == "done")
+    assert second["model_version"] == first["model_version"]
+    series = await Series.objects().get(Series.series_instance_uid == body["SeriesInstanceUID"])
+    assert series.ai_status == "done"
+    assert await InferenceJob.count().where(InferenceJob.series == series.id) == 2
