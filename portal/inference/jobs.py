@@ -113,7 +113,9 @@ async def finish(job_id: int, outcome: dict) -> None:
                                    model_version=job.model_version, created_at=now))
     store = arch.storage()
     payload = {"model": {"name": job.model_name, "version": job.model_version}, "scores": outcome["scores"],
-               "per_instance": outcome.get("per_instance", []), "critical": bool(outcome.get("critical"))}
+               "per_instance": outcome.get("per_instance", []), "critical": bool(outcome.get("critical")),
+               # Which frame the heatmap belongs to: the viewer overlays it there.
+               "representative": {k: v for k, v in (outcome.get("representative") or {}).items() if k != "path"}}
     files = {"heatmap": ("image/png", outcome.get("heatmap_png") or b""),
              "json": ("application/json", json.dumps(payload, indent=2, default=str).encode()),
              "report": ("text/plain; charset=utf-8", (outcome.get("report") or "").encode())}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from xml.sax.saxutils import escape
 
@@ -48,6 +49,17 @@ def _text(asset: dict | None) -> str:
     from portal.archive import storage
 
     return storage().path(asset["file_key"]).read_text(encoding="utf-8", errors="replace")
+
+
+def representative(job: dict | None) -> dict | None:
+    """The frame the job's heatmap belongs to ({sop_instance_uid, frame, ...}), from its JSON asset."""
+    asset = (job or {}).get("assets", {}).get("json")
+    if asset is None:
+        return None
+    try:
+        return json.loads(_text(asset)).get("representative") or None
+    except ValueError:
+        return None
 
 
 def scalars(job: dict, names: list[str]) -> list[dict]:

@@ -6,7 +6,7 @@ from litestar import Request, get, post
 from litestar.di import Provide
 from litestar.response import File, Response, Template
 
-from portal import archive as arch, projects
+from portal import archive as arch, clock, projects
 from portal.auth import permissions
 from portal.errors import NotFound
 from portal.inference import jobs, results
@@ -31,8 +31,13 @@ async def panel(request: Request, me: User, p: Project, series: Series) -> Templ
     threshold = float(projects.settings_of(p)["ai_suggest_threshold"])
     suggested = [r["name"] for r in (job or {}).get("results", [])
                  if r["type"] == "probability" and r["value"] is not None and r["value"] >= threshold]
-    return partial("inference/_panel.html", project=p, series=series, job=job, suggested=suggested,
-                   threshold=threshold, active=bool(job and job["state"] in jobs.ACTIVE),
+    # A series whose instances arrived lately and has no (current) job yet is waiting for its quiet period.
+    quiet = float(projects.settings_of(p)["ai_quiet_seconds"])
+    waiting = series.ai_status == "" and series.last_instance_at is not None and (
+        clock.now() - series.last_instance_at).total_seconds() < quiet + 120
+    return partial("inference/_panel.html", project=p, series=series, job=job, suggested=suggested, waiting=waiting,
+                   representative=results.representative(job) if job and job["state"] == jobs.DONE else None,
+                   threshold=threshold, active=waiting or bool(job and job["state"] in jobs.ACTIVE),
                    may_run=await permissions.may(me, "request_inference", p))
 
 

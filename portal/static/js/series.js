@@ -17,6 +17,38 @@ if (el && instances.length) {
   window.lightboxViewer = viewer;
 }
 
+// The AI panel's "Show heatmap on image": go to the frame the model scored worst and overlay the
+// heatmap there (the panel is swapped in by htmx, so listen on the document).
+function imageIndexOf(sop, frame) {
+  let index = 0;
+  for (const inst of instances) {
+    if (inst.url.includes(`/instances/${sop}/file`)) return index + frame;
+    index += inst.frames || 1;
+  }
+  return null;
+}
+
+document.addEventListener("click", async (e) => {
+  const button = e.target.closest("#heatmap-toggle");
+  if (!button || !viewer) return;
+  const on = button.getAttribute("aria-pressed") !== "true";
+  if (on) {
+    const index = imageIndexOf(button.dataset.sop, Number(button.dataset.frame || 0));
+    if (index === null) return;
+    viewer.goTo(index);
+    await viewer.setHeatmap(button.dataset.url, { imageIndex: index });
+  } else {
+    await viewer.setHeatmap(null);
+  }
+  button.setAttribute("aria-pressed", String(on));
+  button.textContent = on ? "Hide heatmap" : "Show heatmap on image";
+});
+
+// A re-run replaces the panel (and its button): drop an overlay the new panel does not know of.
+document.addEventListener("htmx:afterSwap", (e) => {
+  if (e.target.id === "ai-panel" || e.detail?.elt?.id === "ai-panel") viewer?.setHeatmap(null);
+});
+
 const dialog = document.getElementById("shortcuts");
 const toggleHelp = () => (dialog.open ? dialog.close() : dialog.showModal());
 document.getElementById("show-shortcuts")?.addEventListener("click", toggleHelp);

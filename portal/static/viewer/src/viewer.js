@@ -283,6 +283,7 @@ const CSS = `
   white-space:pre;font-size:12px;z-index:2}
 .lbv-tl{top:4px;left:6px}.lbv-bl{bottom:4px;left:6px}.lbv-br{bottom:4px;right:6px;text-align:right}
 .lbv-tr{top:4px;right:6px;text-align:right;color:#f3c969}
+.lbv-heat{position:absolute;inset:0;width:100%;height:100%;pointer-events:none;z-index:1}
 .lbv-msg{position:absolute;left:50%;top:50%;transform:translate(-50%,-50%);color:#aaa;pointer-events:none;z-index:3}
 `;
 
@@ -396,6 +397,7 @@ class Controller {
       locked: !!this.lock.locked,
       cine: this.cineOn,
       imageId: this.mode === 'stack' && vp ? vp.getCurrentImageId() : undefined,
+      heatmap: this.heatmap ? { url: this.heatmap.url, imageIndex: this.heatmap.imageIndex, shown: !!this._heatShown } : null,
     };
   }
 
@@ -409,6 +411,29 @@ class Controller {
   preset(name) {
     const p = PRESETS[name];
     if (p) this.setWindow(p.windowWidth, p.windowCenter);
+  }
+
+  /**
+   * Overlay an image (the AI heatmap: an RGBA PNG the size of the DICOM image) on the stack.
+   * `imageIndex` is the 0-based image it belongs to (null: every image); it shows only there and
+   * follows zoom, pan, rotation and flips. `setHeatmap(null)` removes it. Resolves true when set.
+   */
+  async setHeatmap(url, { imageIndex = null, opacity = 0.6 } = {}) {
+    if (!url) {
+      this.heatmap = null;
+    } else {
+      const img = new Image();
+      img.src = url;
+      await img.decode();
+      this.heatmap = { url, img, imageIndex, opacity };
+    }
+    for (const id of this.viewportIds) this._drawHeatmap(id);
+    return !!this.heatmap;
+  }
+
+  /** Show image `index` (0-based) of the stack; returns the index shown. */
+  goTo(index) {
+    return this.scroll(index - this.getState().index);
   }
 
   autoWindow() {
@@ -782,6 +807,10 @@ class Controller {
       vpEl.appendChild(ov[pos]);
     }
     ov.label = label;
+    // The AI heatmap layer: drawn over the image, under the text, following zoom and pan.
+    ov.heat = document.createElement('canvas');
+    ov.heat.className = 'lbv-heat';
+    vpEl.prepend(ov.heat);
     vpEl.prepend(el);
     this.stage.appendChild(vpEl);
     this._overlays.set(viewportId, ov);
@@ -811,6 +840,7 @@ class Controller {
   async _load(opts) {
     const token = ++this.loadToken;
     this.stopCine();
+    this.heatmap = null; // a heatmap belongs to one series
     let ids = toIdList(opts.instances ? { instances: opts.instances } : opts.imageIds);
     if (opts.overlay) this.overlay = { ...this.overlay, ...opts.overlay };
     const oldIds = this.imageIds;
@@ -980,6 +1010,7 @@ class Controller {
 
   _rendered(viewportId) {
     this._updateOverlay(viewportId);
+    this._drawHeatmap(viewportId);
     if (this._firstPaintPending && this.viewportIds.includes(viewportId)) {
       const vp = this.engine.getViewport(viewportId);
       const hasImage = this.mode === 'stack' ? !!vp?.getCurrentImageId() && !!cache.getImage(vp.getCurrentImageId()) : true;
@@ -988,6 +1019,42 @@ class Controller {
       this.element.dispatchEvent(new CustomEvent('lightbox:rendered', { detail: this.getState() }));
       this._schedulePrefetch();
     }
+  }
+
+  _drawHeatmap(viewportId) {
+    const canvas = this._overlays.get(viewportId)?.heat;
+    const vp = this.engine.getViewport(viewportId);
+    if (!canvas) return;
+    const dpr = window.devicePixelRatio || 1;
+    const w = Math.round(canvas.clientWidth * dpr);
+    const h = Math.round(canvas.clientHeight * dpr);
+    if (canvas.width !== w || canvas.height !== h) {
+      canvas.width = w;
+      canvas.height = h;
+    }
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    this._heatShown = false;
+    const hm = this.heatmap;
+    if (!hm || !vp || this.mode !== 'stack') return;
+    if (hm.imageIndex !== null && vp.getCurrentImageIdIndex() !== hm.imageIndex) return;
+    const data = vp.getImageData?.();
+    if (!data?.imageData || !data.dimensions) return;
+    const [cols, rows] = data.dimensions;
+    // Map the heatmap's corners through the image's index → world → canvas transforms, so that
+    // zoom, pan, rotation and flips apply to it as to the image.
+    const at = (i, j) => vp.worldToCanvas(data.imageData.indexToWorld([i, j, 0]));
+    const p0 = at(-0.5, -0.5);
+    const px = at(cols - 0.5, -0.5);
+    const py = at(-0.5, rows - 0.5);
+    const iw = hm.img.naturalWidth;
+    const ih = hm.img.naturalHeight;
+    ctx.setTransform(dpr * (px[0] - p0[0]) / iw, dpr * (px[1] - p0[1]) / iw,
+      dpr * (py[0] - p0[0]) / ih, dpr * (py[1] - p0[1]) / ih, dpr * p0[0], dpr * p0[1]);
+    ctx.globalAlpha = hm.opacity;
+    ctx.drawImage(hm.img, 0, 0);
+    this._heatShown = true;
   }
 
   _updateOverlay(onlyId) {
