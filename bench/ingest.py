@@ -13,6 +13,7 @@ SQLite; a 2 GB upload with server peak RSS < 300 MB.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -49,13 +50,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_lightbox(data_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_lightbox(data_dir: Path, workers: int = 0, settings: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """A Lightbox on a free port with project 'bench' (its `settings` changed as given)."""
     env = {**os.environ, "LIGHTBOX_DATA_DIR": str(data_dir), "LIGHTBOX_ADMIN_PASSWORD": ADMIN_PASSWORD}
     port = free_port()
     lb = [sys.executable, "-m", "portal.cli"]
     subprocess.run([*lb, "migrate"], env=env, check=True, capture_output=True)
     subprocess.run([*lb, "project", "create", "bench"], env=env, check=True, capture_output=True)
-    proc = subprocess.Popen([*lb, "serve", "--port", str(port), "--workers", "0"], env=env,
+    if settings:
+        code = ("import json, sys; from portal import cli, projects; from portal.tables import Project; cli._setup()\n"
+                "async def go():\n    p = await Project.objects().get(Project.name == 'bench')\n"
+                "    await projects.update_settings(p, json.loads(sys.argv[1]))\ncli._run(go())")
+        subprocess.run([sys.executable, "-c", code, json.dumps(settings)], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen([*lb, "serve", "--port", str(port), "--workers", str(workers)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
