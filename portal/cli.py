@@ -260,13 +260,19 @@ def model_add(path: Path) -> None:
 
 @model.command("train")
 @click.option("--version", "version", default=None, help="Version of the trained model (default: next patch).")
-def model_train(version: str | None) -> None:
-    """Train the built-in quality model reproducibly into the data dir (it is then used for new jobs)."""
+@click.option("--project", "project_name", default=None, metavar="NAME",
+              help="Instead: fine-tune the model on this project's reviewer labels; kept only if it is better.")
+def model_train(version: str | None, project_name: str | None) -> None:
+    """Train the built-in quality model reproducibly into the data dir (it is then used for new jobs),
+    or, with --project, retrain it from that project's reviewers."""
     import subprocess
 
     from portal.inference import models
 
     settings = _setup()
+    if project_name:
+        _retrain(project_name)
+        return
     current = models.manifest_for("lightbox-quality")
     if version is None:
         parts = (current or {"version": "1.0.0"})["version"].split(".")
@@ -282,6 +288,43 @@ def model_train(version: str | None) -> None:
         manifest_file.write_text(json.dumps(manifest, indent=2) + "\n")
         click.echo(f"trained lightbox-quality {version} into {out}")
     sys.exit(status)
+
+
+def _retrain(project_name: str) -> None:
+    """A retraining run in this process (as a worker would run it), its progress and outcome printed."""
+    from portal.errors import NotFound
+    from portal.inference import retrain as retraining
+    from portal.tables import Project
+    from portal.tasks import runner
+    from portal.tasks.inference import run_retrain
+
+    async def begin():
+        p = await Project.objects().get(Project.name == project_name)
+        if p is None:
+            raise NotFound(f"No project named '{project_name}'.", "project_not_found")
+        return await retraining.request(p)
+
+    try:
+        run = runner.run(begin())
+        run_retrain(run["id"], echo=click.echo)
+        run = runner.run(retraining.get(run["id"]))
+    except LightboxError as exc:
+        click.echo(f"error: {exc.detail}", err=True)
+        sys.exit(1)
+    finally:
+        runner.run(db.close_pool(Project._meta.db))
+    if run["state"] == retraining.FAILED:
+        click.echo(f"error: {run['error']}", err=True)
+        sys.exit(1)
+    c = run["comparison"]
+    for name in c["outputs"]:
+        click.echo(f"  {name:<12} AUC {c['base']['auc'].get(name, float('nan')):.3f} → {c['new']['auc'].get(name, float('nan')):.3f}")
+    if run["registered"]:
+        click.echo(f"{run['model_name']} {run['new_version']} is better on {c['held_out_series']} held-out series "
+                   f"(mean AUC {c['base']['macro']:.3f} → {c['new']['macro']:.3f}) and now serves {project_name}")
+    else:
+        click.echo(f"not better on {c['held_out_series']} held-out series (mean AUC {c['base']['macro']:.3f} → "
+                   f"{c['new']['macro']:.3f}): {run['model_name']} {run['base_version']} stays in use")
 
 
 if __name__ == '__main__':

@@ -265,6 +265,26 @@ class AiAlert(Table, tablename="lb_ai_alert"):
     delivered_at = Timestamptz(null=True, default=None)
 
 
+
+class RetrainRun(Table, tablename="lb_retrain_run"):
+    """Fine-tuning a model on one project's reviewer labels: its state and the before/after comparison."""
+
+    id: Serial
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    model_name = Varchar(length=100)
+    base_version = Varchar(length=40, default="")
+    new_version = Varchar(length=40, default="")
+    state = Varchar(length=16, default="queued", index=True)  # queued running done failed
+    registered = Boolean(default=False)  # the new version was better and serves the project now
+    comparison = JSON(default="{}")  # portal.ai.finetune's outcome: AUC per output before and after
+    progress = Varchar(length=200, default="")
+    error = Text(default="")
+    requested_by = Varchar(length=150, default="")
+    created_at = Timestamptz()
+    started_at = Timestamptz(null=True, default=None)
+    finished_at = Timestamptz(null=True, default=None)
+
+
 TABLES: list[type[Table]] = [User, ApiToken, Project, Archive, Membership, AuditEvent,
                              Patient, Study, Series, Instance, Decision, FormDefinition, ProjectForm,
-                             FormSubmission, InferenceJob, Result, Asset, AiAlert]
+                             FormSubmission, InferenceJob, Result, Asset, AiAlert, RetrainRun]

@@ -32,7 +32,7 @@ async def request(project: Project, series: Series, *, force: bool = False) -> t
                                sop_class=series.sop_class_uid, description=series.description)
     version = ""
     if model_name:
-        manifest = models.manifest_for(model_name)
+        manifest = models.manifest_for(model_name, project.name)
         version = manifest["version"] if manifest else ""
     existing = await InferenceJob.select().where(InferenceJob.series == series.id).order_by(
         InferenceJob.id, ascending=False).first()
@@ -81,7 +81,7 @@ async def start(job_id: int) -> dict | None:
     await _set_series(series.id, ai_status=RUNNING)
     store = arch.storage()
     return {"job_id": job_id, "attempts": job.attempts + 1, "model_name": job.model_name,
-            "model_version": job.model_version, "model_dir": models.model_dir(job.model_name),
+            "model_version": job.model_version, "model_dir": models.model_dir(job.model_name, job.model_version),
             "paths": [store.path(i.file_key) for i in await arch.instances_of(series)]}
 
 
@@ -103,7 +103,7 @@ async def finish(job_id: int, outcome: dict) -> None:
     job = await InferenceJob.objects().get(InferenceJob.id == job_id)
     if job is None:
         return
-    manifest = models.manifest_for(job.model_name) or {}
+    manifest = models.manifest_for(job.model_name, version=job.model_version) or {}
     now = clock.now()
     types = {o["name"]: o.get("type", "float") for o in manifest.get("outputs", [])}
     await Result.delete().where(Result.job == job_id)  # a retried job replaces a partial earlier write

@@ -32,11 +32,32 @@ def _version_key(version: str) -> tuple:
     return tuple(int(p) if p.isdigit() else 0 for p in str(version).split("."))
 
 
-def manifest_for(name: str) -> dict | None:
-    """The newest installed version of model `name`."""
-    return next((m for m in installed() if m["name"] == name), None)
+def manifest_for(name: str, project: str | None = None, version: str | None = None) -> dict | None:
+    """The newest installed version of model `name` that serves `project` (or exactly `version`).
+
+    A version fine-tuned on one project's labels (its manifest names the project) serves that
+    project only; general versions serve every project."""
+    for m in installed():
+        if m["name"] != name:
+            continue
+        if version is not None:
+            if m["version"] == version:
+                return m
+            continue
+        if not m.get("project") or m.get("project") == project:
+            return m
+    return None
 
 
-def model_dir(name: str) -> str:
-    m = manifest_for(name)
+def model_dir(name: str, version: str | None = None, project: str | None = None) -> str:
+    m = manifest_for(name, project, version)
     return m["dir"] if m else ""
+
+
+def next_version(name: str) -> str:
+    """The next patch version over every installed version of `name` (whichever project it serves)."""
+    versions = [m["version"] for m in installed() if m["name"] == name]
+    if not versions:
+        return "1.0.0"
+    newest = max(versions, key=_version_key).split("-")[0].split("+")[0].split(".")
+    return ".".join(newest[:-1] + [str(int(newest[-1]) + 1)])

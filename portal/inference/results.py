@@ -30,7 +30,7 @@ def qure(uid: str, job: dict | None, asset_url, *, critical: bool = False) -> di
         return {"success": False, "message": f"No model applies to {uid}: {job['error']}"}
     if job["state"] == jobs.FAILED:
         return {"success": False, "message": f"Processing {uid} failed: {job['error']}"}
-    manifest = models.manifest_for(job["model_name"]) or {}
+    manifest = models.manifest_for(job["model_name"], version=job["model_version"]) or {}
     scores = {r["name"]: r["value"] for r in job["results"]}
     report = job["assets"].get("report")
     return {

@@ -8,11 +8,11 @@ from litestar.response import File, Response, Template
 
 from portal import archive as arch, clock, projects
 from portal.auth import permissions
-from portal.errors import NotFound
-from portal.inference import jobs, results
+from portal.errors import Invalid, LightboxError, NotFound
+from portal.inference import jobs, models, results, retrain as retraining, routing
 from portal.review.decisions import visible_series
-from portal.routes._auth import api_user, portal_user
-from portal.routes._render import partial
+from portal.routes._auth import api_user, client_of, portal_user
+from portal.routes._render import flash, page, partial, redirect
 from portal.routes.api_v1 import _series as cad4tb_series
 from portal.tables import AiAlert, Asset, Instance, Project, Series, User
 
@@ -66,6 +66,87 @@ async def ai_asset(me: User, project: str, series_uid: str, kind: str) -> File:
         raise NotFound(f"No {kind} for this series yet.", "result_not_found")
     return File(path=arch.storage().path(asset["file_key"]), media_type=asset["media_type"],
                 content_disposition_type="inline", filename=f"{series_uid}-{kind}")
+
+
+# --- the project's AI page: routing, models, retraining from reviewers ----------------------------
+
+
+async def _ai_page_context(me: User, p: Project) -> dict:
+    conf = projects.settings_of(p)
+    runs = await retraining.runs(p)
+    installed = [m for m in models.installed() if not m.get("project") or m.get("project") == p.name]
+    return {"project": p, "rules": conf["ai_routing"], "quiet": conf["ai_quiet_seconds"],
+            "threshold": conf["ai_suggest_threshold"], "models": installed,
+            "serving": {name: models.manifest_for(name, p.name) for name in {m["name"] for m in installed}},
+            "runs": runs, "active": any(r["state"] in retraining.ACTIVE for r in runs),
+            "chart": next((r["comparison"] for r in runs if r["state"] == retraining.DONE), None),
+            "labels": await retraining.label_counts(p), "min_series": _min_series(),
+            "may_manage": await permissions.may(me, "manage_project", p)}
+
+
+def _min_series() -> int:
+    from portal.ai.finetune import MIN_SERIES  # numpy only; torch is imported when a run trains
+
+    return MIN_SERIES
+
+
+@get("/projects/{project:str}/ai", dependencies=_portal, include_in_schema=False)
+async def ai_page(request: Request, me: User, project: str) -> Template:
+    p = await permissions.project_for(me, project)
+    return await page(request, me, "inference/project.html", **await _ai_page_context(me, p))
+
+
+@get("/projects/{project:str}/ai/runs", dependencies=_portal, include_in_schema=False)
+async def ai_runs(me: User, project: str) -> Template:
+    p = await permissions.project_for(me, project)
+    return partial("inference/_runs.html", **await _ai_page_context(me, p))
+
+
+@post("/projects/{project:str}/ai/retrain", dependencies=_portal, include_in_schema=False)
+async def ai_retrain(request: Request, me: User, project: str) -> Template:
+    p = await permissions.project_for(me, project, "manage_project")
+    run = await retraining.request(p, by=me)
+    from portal.tasks.inference import retrain
+
+    retrain(run["id"])
+    return partial("inference/_runs.html", **await _ai_page_context(me, p))
+
+
+@post("/projects/{project:str}/ai/settings", dependencies=_portal, include_in_schema=False)
+async def ai_settings(request: Request, me: User, project: str) -> Template | Response:
+    p = await permissions.project_for(me, project, "manage_project")
+    form = await request.form()
+    try:
+        changes = _routing_form(form)
+        await projects.update_settings(p, changes, by=me, client=client_of(request))
+    except LightboxError as exc:
+        return await page(request, me, "inference/project.html", status_code=exc.status, settings_error=exc.detail,
+                          **await _ai_page_context(me, p))
+    flash(request, "AI settings saved.", "success")
+    return redirect(request, f"/projects/{p.name}/ai")
+
+
+def _routing_form(form) -> dict:
+    """Rows rule-N-{modality,body_part,sop_class,description,model} (a blank model drops the row)."""
+    rules = []
+    for n in range(int(form.get("rows", "0") or 0)):
+        row = {f: form.get(f"rule-{n}-{f}", "") for f in ("modality", "body_part", "sop_class", "description", "model")}
+        if row["model"].strip() and not form.get(f"rule-{n}-remove"):
+            rules.append(row)
+    rules = routing.check_rules(rules)
+    unknown = sorted({r["model"] for r in rules} - {m["name"] for m in models.installed()})
+    if unknown:
+        raise Invalid(f"No installed model named {', '.join(unknown)} (see `lightbox model list`).", "invalid_routing")
+    try:
+        quiet = float(form.get("quiet", ""))
+        threshold = float(form.get("threshold", ""))
+    except ValueError:
+        raise Invalid("The quiet period and the suggestion threshold must be numbers.", "invalid_setting") from None
+    if not 0 <= quiet <= 3600:
+        raise Invalid("The quiet period must be between 0 and 3600 seconds.", "invalid_setting")
+    if not 0 < threshold < 1:
+        raise Invalid("The suggestion threshold must be between 0 and 1.", "invalid_setting")
+    return {"ai_routing": rules, "ai_quiet_seconds": quiet, "ai_suggest_threshold": threshold}
 
 
 # --- APIs -------------------------------------------------------------------------------------------
@@ -142,4 +223,5 @@ async def cad4tb_results(request: Request, me: User) -> Response:
     return Response(results.scalars(job, names))
 
 
-ROUTES = [ai_panel, ai_run, ai_asset, compute, qure_results, asset_file, cad4tb_results]
+ROUTES = [ai_panel, ai_run, ai_asset, ai_page, ai_runs, ai_retrain, ai_settings, compute, qure_results, asset_file,
+          cad4tb_results]

@@ -10,7 +10,7 @@ from huey import crontab
 
 from portal import projects
 from portal.archive import ingest
-from portal.inference import jobs
+from portal.inference import jobs, retrain as retraining
 from portal.tasks import runner
 from portal.tasks.queue import huey
 
@@ -52,6 +52,36 @@ def run_job(job_id: int) -> None:
 def recover_stuck_jobs() -> None:
     for job_id in runner.run(jobs.stuck(STUCK_AFTER)):
         run_job(job_id)
+
+
+def run_retrain(run_id: int, echo=None) -> dict | None:
+    """Fine-tune on the run's labels (torch in this thread); the outcome recorded either way. `echo`
+    also gets the progress messages (the CLI prints them)."""
+    ctx = runner.run(retraining.start(run_id))
+    if ctx is None:
+        return None
+    try:
+        from portal.ai.finetune import finetune
+
+        comparison = finetune(ctx["examples"], ctx["base_dir"], ctx["out_dir"], version=ctx["version"],
+                              project=ctx["project"],
+                              progress=lambda msg: (echo and echo(msg), runner.run(retraining.note_progress(run_id, msg))))
+    except Exception as exc:  # NotEnoughLabels, a broken model...: the reason is shown on the AI page
+        log.warning("retraining run %s failed: %s", run_id, exc)
+        runner.run(retraining.fail(run_id, str(exc) if type(exc).__name__ == "NotEnoughLabels"
+                                   else f"{type(exc).__name__}: {exc}"))
+        return None
+    return runner.run(retraining.finish(run_id, comparison))
+
+
+@huey.task()
+def retrain(run_id: int) -> None:
+    run_retrain(run_id)
+
+
+@huey.periodic_task(crontab(minute="*/10"))
+def fail_stuck_retraining() -> None:
+    runner.run(retraining.fail_stuck())
 
 
 def _on_new_series(project, series_id: int) -> None:
