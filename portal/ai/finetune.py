@@ -80,7 +80,7 @@ def evaluate(module, frames: list[list[np.ndarray]], examples: Sequence[dict], n
 
 def finetune(examples: Sequence[dict], base_dir: str | Path, out_dir: str | Path, *, version: str,
              project: str = "", epochs: int | None = None, lr: float = 3e-4, seed: int = SEED,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+             device: str | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fine-tune the model in `base_dir` on `examples`; write it to `out_dir` as `version` only if it
     beats the base model on the held-out series. Returns the comparison (also written beside the
     new model). Raises NotEnoughLabels."""
@@ -119,6 +119,8 @@ def finetune(examples: Sequence[dict], base_dir: str | Path, out_dir: str | Path
     with warnings.catch_warnings():  # torch 2.13 calls TorchScript deprecated; it is the format we ship
         warnings.simplefilter("ignore", DeprecationWarning)
         model = torch.jit.load(str(base.model_path), map_location="cpu")
+    target = qm.pick_device(device)  # CUDA when present (or as LIGHTBOX_AI_DEVICE says), else the CPU
+    model.to(target)
     model.eval()
     say("scoring the held-out series with the current model")
     before = evaluate(model, [frames[i] for i in held_idx], [examples[i] for i in held_idx], names, outputs)
@@ -142,12 +144,11 @@ def finetune(examples: Sequence[dict], base_dir: str | Path, out_dir: str | Path
         total = 0.0
         for start in range(0, len(order), 16):
             idx = torch.from_numpy(order[start:start + 16])
-            x = x_all[idx]
+            x, y, m = x_all[idx].to(target), y_all[idx].to(target), m_all[idx].to(target)
             if rng.random() < 0.5:
                 x = torch.flip(x, dims=[3])
             p = model(x).clamp(1e-5, 1 - 1e-5)
-            loss = -(m_all[idx] * (y_all[idx] * torch.log(p) + (1 - y_all[idx]) * torch.log(1 - p))).sum() / \
-                m_all[idx].sum().clamp(min=1.0)
+            loss = -(m * (y * torch.log(p) + (1 - y) * torch.log(1 - p))).sum() / m.sum().clamp(min=1.0)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -162,11 +163,11 @@ def finetune(examples: Sequence[dict], base_dir: str | Path, out_dir: str | Path
         "base": {"version": base.version, **before}, "new": {"version": version, **after},
         "better": bool(better), "outputs": list(outputs), "series": len(keep),
         "train_series": len(train_idx), "held_out_series": len(held_idx), "train_frames": len(xs),
-        "seed": seed, "epochs": epochs, "lr": lr,
+        "seed": seed, "epochs": epochs, "lr": lr, "device": str(target),
         "labels": {n: sum(1 for e in examples if n in e["labels"]) for n in names},
     }
     if better:
-        _write_model(model, base, Path(out_dir), version, project, comparison)
+        _write_model(model.cpu(), base, Path(out_dir), version, project, comparison)
     return comparison
 
 

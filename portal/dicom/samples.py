@@ -95,3 +95,33 @@ def make_series(src: str | Path, dest_dir: str | Path, n: int, *, study_uid: str
                 patient_id=patient_id, instance_number=i, position_z=z0 + (i - 1) * spacing)
         for i in range(1, n + 1)
     ]
+
+
+def labelled_series(root, n: int = 24) -> list[tuple[str, list, bool]]:
+    """A synthetic label set for retraining: `n` two-slice series (CT and MR samples, shifted), every
+    other pair with a bright square burned in that reviewers call unusable, a defect the built-in
+    model was never taught. [(SeriesInstanceUID, files, bad)]; UIDs are fixed, so is the held-out split."""
+    import numpy as np
+    import pydicom
+
+    rng = np.random.default_rng(7)
+    out = []
+    for i in range(n):
+        src = sample_path("CT_small.dcm" if i % 2 else "MR_small.dcm")
+        bad = i % 4 in (0, 3)
+        uid = f"1.2.826.0.1.3680043.8.498.77.{i}"
+        files = make_series(src, Path(root) / str(i), 2)
+        for f in files:
+            ds = pydicom.dcmread(f)
+            arr = ds.pixel_array.astype(np.int32)
+            h, w = arr.shape
+            arr = np.roll(arr, (int(rng.integers(-h // 8, h // 8)), int(rng.integers(-w // 8, w // 8))), axis=(0, 1))
+            if bad:
+                s = h // 5
+                r, c = int(rng.integers(0, h - s)), int(rng.integers(0, w - s))
+                arr[r:r + s, c:c + s] = arr.max()
+            ds.PixelData = arr.astype(ds.pixel_array.dtype).tobytes()
+            ds.SeriesInstanceUID = uid
+            ds.save_as(f)
+        out.append((uid, files, bad))
+    return out
