@@ -372,8 +372,9 @@ def builtin_models_root() -> Path:
 
 
 def builtin_model_dir() -> Path:
-    """The folder of the committed built-in quality model."""
-    return builtin_models_root() / "lightbox-quality" / "1.0.0"
+    """The folder of the newest committed version of the built-in quality model."""
+    versions = [m.parent for m in (builtin_models_root() / "lightbox-quality").glob(f"*/{MANIFEST_NAME}")]
+    return max(versions, key=lambda d: _version_key(d.name))
 
 
 def _version_key(version: str) -> tuple:

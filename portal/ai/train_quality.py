@@ -493,7 +493,7 @@ def evaluation_markdown(ev: dict, manifest: dict, model_bytes: int) -> str:
     t, v, tr = ev["test"], ev["val"], ev["training"]
     src = ev["data"]["sources"]
     lines = [
-        "# lightbox-quality 1.0.0: evaluation",
+        f"# lightbox-quality {manifest['version']}: evaluation",
         "",
         f"Trained {manifest['trained']['date']} by `python -m portal.ai.train_quality` with seed "
         f"**{ev['seed']}** on {tr['device']} ({tr['threads']} threads, torch {tr['torch']}): data "

@@ -13,7 +13,7 @@ from portal.ai.registry import builtin_model_dir, clear_cache
 @pytest.fixture
 def model_copy(tmp_path: Path) -> Path:
     """The built-in model folder copied to tmp_path, safe to break."""
-    dest = tmp_path / "lightbox-quality" / "1.0.0"
+    dest = tmp_path / "lightbox-quality" / "copy"
     shutil.copytree(builtin_model_dir(), dest)
     yield dest
     clear_cache()
@@ -28,7 +28,7 @@ def _builtin_model_present() -> bool:
 
 def pytest_collection_modifyitems(items):
     """Tests that load the committed weights wait for them (`python -m portal.ai.train_quality --out
-    portal/ai/models/lightbox-quality/1.0.0` writes them); the synthetic-artifact tests always run."""
+    portal/ai/models/lightbox-quality/1.1.0` writes them); the synthetic-artifact tests always run."""
     if _builtin_model_present():
         return
     skip = pytest.mark.skip(reason="the built-in model's weights are not committed yet (run portal.ai.train_quality)")

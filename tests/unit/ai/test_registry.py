@@ -33,7 +33,7 @@ def _edit(model_dir: Path, **changes) -> None:
 
 def test_builtin_manifest_is_complete():
     m = load_manifest(builtin_model_dir())
-    assert (m.name, m.version, m.kind, m.file) == ("lightbox-quality", "1.0.0", "torchscript", "model.pt")
+    assert (m.name, m.version, m.kind, m.file) == ("lightbox-quality", "1.1.0", "torchscript", "model.pt")
     assert dict(m.input) == {"size": 256, "channels": 1, "normalisation": "percentile-1-99"}
     assert m.output_names == ["quality", "noise", "motion", "spike", "bias_field", "wraparound", "gibbs"]
     assert m.output("quality").direction == "below" and m.output("quality").threshold == 0.5
@@ -151,15 +151,15 @@ def test_manifest_that_disagrees_with_the_model(model_copy):
 
 
 def test_list_and_find_models(model_copy, tmp_path, caplog):
-    _edit(model_copy, version="1.1.0")
+    _edit(model_copy, version="2.0.0")
     broken = tmp_path / "broken" / "9.9.9"
     broken.mkdir(parents=True)
     (broken / "manifest.json").write_text("{")
     found = list_models([tmp_path])
-    assert [(m.name, m.version) for m in found] == [("lightbox-quality", "1.1.0"), ("lightbox-quality", "1.0.0")]
+    assert [(m.name, m.version) for m in found] == [("lightbox-quality", v) for v in ("2.0.0", "1.1.0", "1.0.0")]
     assert "Skipping the model" in caplog.text
-    assert find_model("lightbox-quality", extra_dirs=[tmp_path]).version == "1.1.0"
-    assert find_model("lightbox-quality", "1.0.0").directory == builtin_model_dir()
+    assert find_model("lightbox-quality", extra_dirs=[tmp_path]).version == "2.0.0"
+    assert find_model("lightbox-quality").directory == builtin_model_dir()  # the newest built-in version
     with pytest.raises(ModelUnavailable) as exc:
         find_model("nope")
     assert exc.value.suberror == "model_not_found"
