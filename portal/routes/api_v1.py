@@ -17,18 +17,9 @@ from portal.errors import Conflict, Invalid, NotFound
 from portal.routes._auth import api_user
 from portal.routes._uploads import MAX_UPLOAD_BYTES, fields_of, ingest_parts, receive_parts, upload_dir
 from portal.tables import Archive, Patient, Project, Series, Study, User
+from portal.templates_env import dicom_date, dicom_time  # the API reference's YYYY-MM-DD / HH:MM:SS
 
 _deps = {"me": Provide(api_user)}
-
-
-def _date(da: str) -> str:
-    """DICOM DA (YYYYMMDD) → YYYY-MM-DD, as the API reference's examples show."""
-    return f"{da[:4]}-{da[4:6]}-{da[6:8]}" if len(da) == 8 and da.isdigit() else da
-
-
-def _time(tm: str) -> str:
-    tm = tm.split(".")[0]
-    return f"{tm[:2]}:{tm[2:4]}:{tm[4:6]}" if len(tm) >= 6 and tm[:6].isdigit() else tm
 
 
 async def default_project(me: User, name: str | None, permission: str) -> Project:
@@ -66,20 +57,20 @@ async def _series(me: User, params: dict, permission: str) -> tuple[Project, Ser
 
 
 def patient_dict(p: Patient) -> dict:
-    return {"PatientBirthDate": _date(p.birth_date), "PatientID": p.patient_id, "PatientName": p.patient_name,
+    return {"PatientBirthDate": dicom_date(p.birth_date), "PatientID": p.patient_id, "PatientName": p.patient_name,
             "PatientSex": p.sex}
 
 
 def study_dict(s: Study) -> dict:
-    return {"StudyInstanceUID": s.study_instance_uid, "StudyDate": _date(s.study_date),
-            "StudyTime": _time(s.study_time), "StudyDescription": s.description,
+    return {"StudyInstanceUID": s.study_instance_uid, "StudyDate": dicom_date(s.study_date),
+            "StudyTime": dicom_time(s.study_time), "StudyDescription": s.description,
             "ReferringPhysicianName": s.referring_physician, "InstitutionName": s.institution,
             "AccessionNumber": s.accession_number}
 
 
 def series_dict(s: Series, instances: int) -> dict:
     return {"SeriesInstanceUID": s.series_instance_uid, "SOPClassUID": s.sop_class_uid,
-            "SeriesDate": _date(s.series_date), "SeriesTime": _time(s.series_time),
+            "SeriesDate": dicom_date(s.series_date), "SeriesTime": dicom_time(s.series_time),
             "SeriesDescription": s.description, "Manufacturer": s.manufacturer,
             "ManufacturerModelName": s.model_name, "Modality": s.modality,
             "NumberOfSeriesRelatedInstances": instances,
