@@ -15,6 +15,7 @@ from pathlib import Path
 
 from portal import clock, db, projects, settings as settings_mod
 from portal.dicom import DicomRejected, FileStore, ParsedInstance, md5_of, read_instance, safe_extract
+from portal.dicom.store import dataset_md5
 from portal.errors import LightboxError
 from portal.tables import Archive, Instance, Patient, Project, Series, Study
 
@@ -161,7 +162,7 @@ async def ingest_file(path: str | Path, project: Project, archive: Archive | Non
 
     md5 = await asyncio.to_thread(md5_of, path)
     existing = await Instance.select().where(Instance.key == _key(project.id, parsed.sop_instance_uid)).first()
-    if existing and existing["md5"] == md5:
+    if existing and (existing["md5"] == md5 or await _same_dataset(path, existing)):
         return _result(ALREADY_STORED, parsed, patient_id, filename)
     if existing and not conf["allow_overwrite"]:
         return _conflict(parsed, patient_id, filename)
@@ -180,10 +181,19 @@ async def ingest_file(path: str | Path, project: Project, archive: Archive | Non
     if inserted:
         return _result(STORED, parsed, patient_id, filename)
     # Another ingest stored this SOP Instance UID between our check and our insert.
-    if raced["md5"] == md5:
+    if raced["md5"] == md5 or await _same_dataset(path, raced):
         return _result(ALREADY_STORED, parsed, patient_id, filename)
     await asyncio.to_thread(store.delete, file_key)
     return _conflict(parsed, patient_id, filename)
+
+
+async def _same_dataset(path: str | Path, existing: dict) -> bool:
+    """Whether only the file meta differs (the same image sent over HTTP and then by C-STORE)."""
+    stored = storage().path(existing["file_key"])
+    try:
+        return await asyncio.to_thread(lambda: dataset_md5(path) == dataset_md5(stored))
+    except OSError:
+        return False
 
 
 def _conflict(parsed: ParsedInstance, patient_id: str, filename: str) -> IngestResult:

@@ -101,6 +101,31 @@ def md5_of(path: str | Path) -> str:
     return md5.hexdigest()
 
 
+def dataset_md5(path: str | Path) -> str:
+    """MD5 of the bytes after the Part-10 file meta information: the same dataset written by another
+    sender (a C-STORE receiver writes its own file meta) hashes the same."""
+    import struct
+
+    md5 = hashlib.md5()
+    with open(path, "rb") as f:
+        f.seek(128)
+        if f.read(4) == b"DICM":
+            start = f.tell()
+            head = f.read(12)  # (0002,0000) UL, explicit VR little endian: the meta group's length
+            if len(head) == 12 and head[:6] == b"\x02\x00\x00\x00UL":
+                f.seek(start + 12 + struct.unpack("<I", head[8:12])[0])
+            else:  # no group length: let pydicom walk the meta group
+                from pydicom.filereader import _read_file_meta_info
+
+                f.seek(start)
+                _read_file_meta_info(f)
+        else:
+            f.seek(0)
+        while chunk := f.read(CHUNK):
+            md5.update(chunk)
+    return md5.hexdigest()
+
+
 def sanitize_filename(name: str, max_length: int = 128) -> str:
     """A file name fit for display and downloads: no directories, only [A-Za-z0-9._-], never empty."""
     base = re.split(r"[/\\]", name or "")[-1]

@@ -143,6 +143,22 @@ async def test_series_is_stored_as_sent_and_a_resend_is_already_stored(receiver,
     assert first["client"] == "127.0.0.1"
 
 
+async def test_an_image_uploaded_first_and_then_sent_by_c_store_is_already_stored(receiver, tmp_path):
+    # The receiver writes its own file meta, so the files differ while the datasets are the same.
+    chest = await make_project("chest")
+    f = samples.restamp(samples.sample_path("CT_small.dcm"), tmp_path / "one.dcm")
+    ds = pydicom.dcmread(f)
+    ds.file_meta.ImplementationClassUID = "1.2.3.4.5.6.7"
+    ds.file_meta.ImplementationVersionName = "OTHER_SENDER"
+    ds.save_as(f, enforce_file_format=True)
+    assert (await ingest.ingest_file(f, chest)).status == "stored"
+    sent = await send(receiver, "CHEST", [f])
+    assert sent.statuses == [0x0000]
+    (event,) = await audit_events(1)
+    assert event["detail"]["already_stored"] == 1 and event["detail"].get("conflict", 0) == 0
+    assert await Instance.count() == 1
+
+
 @pytest.mark.parametrize("syntax", sorted(samples.SAMPLES_BY_SYNTAX))
 async def test_every_transfer_syntax_is_stored_as_sent(receiver, syntax):
     await make_project("chest")
