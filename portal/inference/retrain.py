@@ -45,15 +45,20 @@ def labels_of(code: str, artifacts: dict | str | None) -> dict[str, int]:
     return labels
 
 
-async def examples(project: Project) -> list[dict]:
-    """[{key, paths, labels}] for every series of the project whose latest decision gives a label."""
+async def _latest_decisions(project: Project) -> dict[int, dict]:
+    """Each decided series' latest decision: {series id: {code, artifacts}}."""
     latest: dict[int, dict] = {}
-    for d in await Decision.select(Decision.series, Decision.code, Decision.artifacts, Decision.created_at).where(
+    for d in await Decision.select(Decision.series, Decision.code, Decision.artifacts).where(
             Decision.project == project.id).order_by(Decision.created_at).order_by(Decision.id):
         latest[d["series"]] = d
+    return latest
+
+
+async def examples(project: Project) -> list[dict]:
+    """[{key, paths, labels}] for every series of the project whose latest decision gives a label."""
     store = arch.storage()
     out = []
-    for series_id, d in latest.items():
+    for series_id, d in (await _latest_decisions(project)).items():
         labels = labels_of(d["code"], d["artifacts"])
         if not labels:
             continue
@@ -67,11 +72,7 @@ async def examples(project: Project) -> list[dict]:
 async def label_counts(project: Project) -> dict[str, int]:
     """How many series carry a label per output (for the AI page), without touching files."""
     counts: dict[str, int] = {}
-    latest: dict[int, dict] = {}
-    for d in await Decision.select(Decision.series, Decision.code, Decision.artifacts).where(
-            Decision.project == project.id).order_by(Decision.created_at).order_by(Decision.id):
-        latest[d["series"]] = d
-    for d in latest.values():
+    for d in (await _latest_decisions(project)).values():
         for name in labels_of(d["code"], d["artifacts"]):
             counts[name] = counts.get(name, 0) + 1
     return counts
