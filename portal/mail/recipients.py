@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from email.utils import formataddr, parseaddr
 
-from portal import projects
+from portal import names, projects
 from portal.errors import Invalid
 from portal.tables import Project
 
@@ -65,6 +65,21 @@ async def resolve(project: Project, wanted: list[str]) -> list[dict]:
                       "may go only to its members and the addresses in its settings.", "recipient_not_allowed",
                       fields={"to": "not a project member or configured address"})
     return out
+
+
+async def check_settings(project: Project, email_recipients: list[str], alert_recipients: list[str]) -> dict:
+    """Validated mail settings: default recipients are addresses; alert recipients addresses or member usernames."""
+    member_names = {m["username"] for m in await projects.members(project)}
+    for label, values, usernames_ok in (("Default recipients", email_recipients, False),
+                                        ("Alert recipients", alert_recipients, True)):
+        for v in values:
+            _, address = parseaddr(v)
+            if usernames_ok and v in member_names:
+                continue
+            if not address or not names.email(address) or len(v) > 320:
+                raise Invalid(f"{label}: '{v[:80]}' is not an email address"
+                              + (" or a member's username." if usernames_ok else "."), "invalid_email")
+    return {"email_recipients": email_recipients, "alert_recipients": alert_recipients}
 
 
 def defaults(project: Project) -> list[str]:

@@ -6,7 +6,7 @@ from litestar import Request, get, post
 from litestar.di import Provide
 from litestar.response import Template
 
-from portal import archive as arch
+from portal import archive as arch, projects
 from portal.auth import permissions
 from portal.errors import Invalid, LightboxError
 from portal.mail import compose, recipients
@@ -65,6 +65,33 @@ async def flag_send(request: Request, me: User, project: str, series_uid: str) -
                    headers={"HX-Trigger": "lightbox:flagged"}, **await panel_context(me, p, series))
 
 
+def _mail_settings(project: Project, **extra) -> Template:
+    conf = projects.settings_of(project)
+    return partial("projects/_mail_settings.html", project=project,
+                   email_recipients=recipients.entries(conf.get("email_recipients")),
+                   alert_recipients=recipients.entries(conf.get("alert_recipients")), **extra)
+
+
+@get("/projects/{project:str}/settings/mail", dependencies=_portal, include_in_schema=False)
+async def mail_settings(me: User, project: str) -> Template:
+    return _mail_settings(await permissions.project_for(me, project, "manage_project"))
+
+
+@post("/projects/{project:str}/settings/mail", dependencies=_portal, include_in_schema=False)
+async def mail_settings_save(request: Request, me: User, project: str) -> Template:
+    p = await permissions.project_for(me, project, "manage_project")
+    form = await request.form()
+    try:
+        changes = await recipients.check_settings(p, recipients.entries(form.get("email_recipients", "")),
+                                                  recipients.entries(form.get("alert_recipients", "")))
+        await projects.update_settings(p, changes, by=me, client=client_of(request))
+    except LightboxError as exc:
+        return partial("projects/_mail_settings.html", status_code=exc.status, error=exc.detail, project=p,
+                       email_recipients=recipients.entries(form.get("email_recipients", "")),
+                       alert_recipients=recipients.entries(form.get("alert_recipients", "")))
+    return _mail_settings(p, notice="Mail settings saved.")
+
+
 _EMAIL_KEYS = {"series", "Project", "to", "cc", "subject", "body", "screenshot", "_csrf_token"}
 
 
@@ -85,4 +112,4 @@ async def api_email(request: Request, me: User, Project: str | None = None) -> d
     return {"status": "queued", **made}
 
 
-ROUTES = [flag_panel, flag_send, api_email]
+ROUTES = [flag_panel, flag_send, mail_settings, mail_settings_save, api_email]

@@ -368,3 +368,19 @@ async def test_audit_page_filters_and_csv(client, case):
     await projects.set_member(await projects.get("p"), "rev", "manager")
     assert (await client.get("/api/v1/series/delete/", params=params, headers=creds("rev"))).status_code == 200
     assert await AuditEvent.exists().where(AuditEvent.action == "series_deleted")
+
+
+async def test_manager_sets_mail_recipients(client, case):
+    await make_project("q", {"boss": "manager", "rev2": "reviewer"})
+    await login(client, "boss")
+    r = await form_post(client, "/projects/q/settings/mail", {"email_recipients": "Board <board@hospital.test>",
+                                                             "alert_recipients": "rev2\nnight@hospital.test"})
+    assert r.status_code == 200 and "Mail settings saved" in r.text
+    conf = projects.settings_of(await projects.get("q"))
+    assert conf["email_recipients"] == ["Board <board@hospital.test>"]
+    assert conf["alert_recipients"] == ["rev2", "night@hospital.test"]
+    r = await form_post(client, "/projects/q/settings/mail", {"email_recipients": "not-an-address"})
+    assert r.status_code == 400 and "not an email address" in r.text
+    r = await form_post(client, "/projects/q/settings/mail", {"alert_recipients": "outsider"})
+    assert r.status_code == 400
+    assert (await client.get("/projects/q/settings")).status_code == 200
