@@ -54,7 +54,9 @@ async def search(*, username: str = "", action: str = "", object: str = "", sinc
     if action:
         query = query.where(AuditEvent.action == action)
     if object:
-        query = query.where(AuditEvent.object.ilike(f"%{object}%"))
+        pattern = f"%{object}%"  # SQLite's LIKE is already case-insensitive (for ASCII); it has no ILIKE
+        column = AuditEvent.object
+        query = query.where(column.like(pattern) if AuditEvent._meta.db.engine_type == "sqlite" else column.ilike(pattern))
     if since is not None:
         query = query.where(AuditEvent.created_at >= since)
     if until is not None:
@@ -73,11 +75,16 @@ async def actions() -> list[str]:
     return sorted(await AuditEvent.select(AuditEvent.action).distinct().output(as_list=True))
 
 
+def _cell(value: str) -> str:
+    # A spreadsheet would run a cell starting with = + - @ as a formula: usernames and objects come from users.
+    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+
+
 def to_csv(rows: list[dict]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["time", "user", "action", "object", "client", "detail"])
     for r in rows:
-        writer.writerow([clock.iso(r["created_at"]), r["username"], r["action"], r["object"], r["client"],
-                         json.dumps(r["detail"], sort_keys=True, default=str)])
+        writer.writerow([clock.iso(r["created_at"]), _cell(r["username"]), r["action"], _cell(r["object"]),
+                         r["client"], _cell(json.dumps(r["detail"], sort_keys=True, default=str))])
     return out.getvalue()

@@ -38,8 +38,10 @@ def screenshot_from(value) -> bytes | None:
 
 
 async def flag(project: Project, series: Series, sender: User, *, to=None, cc=None, note: str = "",
-               subject: str = "", screenshot: bytes | None = None, client: str = "") -> dict:
-    """Flag `series` and queue the mail. Recipients are checked before anything is written."""
+               subject: str = "", screenshot: bytes | None = None, use_defaults: bool = True,
+               client: str = "") -> dict:
+    """Flag `series` and queue the mail. Recipients are checked before anything is written; with none given, the
+    project's default recipients are used (`use_defaults`; the portal's form shows them prefilled instead)."""
     if not await permissions.may(sender, "flag_series", project):
         raise PermissionDenied("Your role in this project does not allow flagging a case.", "permission_denied")
     if not isinstance(note, str) or not isinstance(subject, str):
@@ -48,12 +50,12 @@ async def flag(project: Project, series: Series, sender: User, *, to=None, cc=No
     if len(note) > MAX_NOTE:
         raise Invalid(f"The note is longer than {MAX_NOTE} characters.", "note_too_long")
     wanted_to, wanted_cc = recipients.entries(to), recipients.entries(cc)
-    if not wanted_to and not wanted_cc:
+    if not wanted_to and not wanted_cc and use_defaults:
         wanted_to = recipients.defaults(project)
     to_list = await recipients.resolve(project, wanted_to)
     cc_list = [r for r in await recipients.resolve(project, wanted_cc) if r not in to_list]
     if not to_list and not cc_list:
-        raise Invalid("Choose at least one recipient (the project has no default recipients).", "no_recipients",
+        raise Invalid("Choose at least one recipient.", "no_recipients",
                       fields={"to": "required"})
     study = await Study.objects().get(Study.id == series.study)
     subject = subject[:300] or compose.flag_subject(project, study, series)

@@ -54,7 +54,7 @@ async def flag_send(request: Request, me: User, project: str, series_uid: str) -
     try:
         made = await flags.flag(p, series, me, to=form.getall("to", []), cc=form.getall("cc", []),
                                 note=form.get("note", ""), subject=form.get("subject", ""),
-                                screenshot=flags.screenshot_from(form.get("screenshot", "")),
+                                screenshot=flags.screenshot_from(form.get("screenshot", "")), use_defaults=False,
                                 client=client_of(request))
     except LightboxError as exc:
         return partial("review/_flags.html", status_code=exc.status, error=exc.detail,

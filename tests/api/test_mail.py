@@ -286,6 +286,8 @@ async def test_portal_flag_panel_badge_and_history(client, consumer, smtp_server
     bad = await form_post(client, f"/projects/p/series/{uid}/flags", {"to": "evil@elsewhere.test", "note": "x"},
                           headers={"HX-Request": "true"})
     assert bad.status_code == 400 and "Not allowed as recipient" in bad.text
+    nobody = await form_post(client, f"/projects/p/series/{uid}/flags", {"note": "x"}, headers={"HX-Request": "true"})
+    assert nobody.status_code == 400 and "Choose at least one recipient" in nobody.text  # no silent defaults
     assert await Flag.count() == 1
     await login(client, "senior")
     bell = await client.get("/notifications/bell")
@@ -360,6 +362,9 @@ async def test_audit_page_filters_and_csv(client, case):
     lines = csv.text.strip().splitlines()
     assert lines[0] == "time,user,action,object,client,detail" and len(lines) >= 5
     assert any(",view,download," in line and "zip" in line for line in lines)
+    await audit.record("login_failed", username="=HYPERLINK(1)", object="user:=HYPERLINK(1)")
+    formula = await client.get("/admin/audit", params={"action": "login_failed", "format": "csv"})
+    assert ",'=HYPERLINK(1),login_failed,user:=HYPERLINK(1)," in formula.text  # never a live formula
     empty = await client.get("/admin/audit", params={"since": "2001-01-01", "until": "2001-01-02"})
     assert "No events match" in empty.text
     assert (await client.get("/admin/audit", params={"since": "yesterday"})).status_code == 400
