@@ -389,3 +389,24 @@ async def test_manager_sets_mail_recipients(client, case):
     r = await form_post(client, "/projects/q/settings/mail", {"alert_recipients": "outsider"})
     assert r.status_code == 400
     assert (await client.get("/projects/q/settings")).status_code == 200
+
+
+async def test_critical_inference_result_mails_once_even_when_the_job_is_retried(client, case):
+    """The hook in inference: jobs.finish stores the alert and queues its mail; a retried finish adds nothing."""
+    from portal.inference import jobs, models
+    from portal.tables import InferenceJob
+
+    if models.manifest_for("lightbox-quality") is None:
+        pytest.skip("the built-in model is not installed")
+    series = await Series.objects().get(Series.series_instance_uid == case["SeriesInstanceUID"])
+    version = models.manifest_for("lightbox-quality")["version"]
+    job = InferenceJob(project=series.project, series=series.id, model_name="lightbox-quality", model_version=version,
+                       state="running", queued_at=clock.now())
+    await job.save()
+    outcome = {"scores": {"quality": 0.03}, "critical": True, "report": "likely unusable"}
+    await jobs.finish(job.id, outcome)
+    await jobs.finish(job.id, outcome)
+    assert await AiAlert.count() == 1
+    rows = await EmailOutbox.select().where(EmailOutbox.kind == "alert")
+    assert len(rows) == 1 and "senior@example.org" in str(rows[0]["recipients"])
+    assert f"/projects/p/series/{series.series_instance_uid}" in rows[0]["body"]
