@@ -25,7 +25,7 @@ log = logging.getLogger("lightbox.mail")
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 STATES = (PENDING, SENT, FAILED)
-MAX_ATTEMPTS = 10
+MAX_ATTEMPTS = 30  # with the back-off below: about a day of retrying before a message is marked failed
 BACKOFF_S = 30.0  # first retry after this, doubling up to MAX_BACKOFF_S
 MAX_BACKOFF_S = 3600.0
 LEASE = dt.timedelta(minutes=5)  # a claimed message is tried again after this if its worker died

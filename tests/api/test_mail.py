@@ -329,7 +329,7 @@ async def test_outbox_page_lists_and_resends(client, case, monkeypatch):
     r = await client.post("/api/v1/email", headers=creds("rev"), json={"series": case["SeriesInstanceUID"],
                                                                        "to": ["senior"]})
     row = await EmailOutbox.objects().first()
-    await EmailOutbox.update({EmailOutbox.state: "failed", EmailOutbox.attempts: 10,
+    await EmailOutbox.update({EmailOutbox.state: "failed", EmailOutbox.attempts: 30,
                               EmailOutbox.last_error: "ConnectionRefusedError"}).where(EmailOutbox.id == row.id)
     await login(client, "admin")
     page = await client.get("/admin/outbox?state=failed")

@@ -78,6 +78,10 @@ def test_flag_a_case_and_see_it_everywhere(page, live_server, inbox, tmp_path):
     for action, user in (("series_viewed", "junior"), ("series_flagged", "junior"), ("series_viewed", "senior")):
         expect(rows.filter(has_text=action).filter(has_text=user).first).to_be_visible()
     expect(rows.filter(has_text="mail_sent").first).to_be_visible()
+    page.screenshot(path=str(tmp_path / "audit.png"), full_page=True)
     with page.expect_download() as download:
         page.locator("#audit-csv").click()
     assert "series_flagged" in open(download.value.path()).read()
+    page.goto(live_server.url + "/admin/outbox")
+    expect(page.locator("table.outbox tbody tr[data-state=sent]")).to_have_count(1)
+    page.screenshot(path=str(tmp_path / "outbox.png"), full_page=True)
