@@ -283,6 +283,8 @@ async def test_portal_flag_panel_badge_and_history(client, consumer, smtp_server
     assert r.status_code == 200, r.text
     assert "flagged-badge" in r.text and "portal note" in r.text
     await wait_for(lambda: smtp_server.inbox.messages, what="the portal flag")
+    study = await client.get(f"/projects/p/studies/{case['StudyInstanceUID']}")
+    assert 'class="badge flagged"' in study.text  # the study page marks the flagged series
     bad = await form_post(client, f"/projects/p/series/{uid}/flags", {"to": "evil@elsewhere.test", "note": "x"},
                           headers={"HX-Request": "true"})
     assert bad.status_code == 400 and "Not allowed as recipient" in bad.text
