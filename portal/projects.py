@@ -31,6 +31,10 @@ DEFAULT_SETTINGS: dict = {
     "ai_routing": routing.DEFAULT_RULES,
     "ai_quiet_seconds": 5,
     "ai_suggest_threshold": 0.5,
+    # Mail: addresses (outside the members) that flags may go to, prefilled as a flag's recipients; and who
+    # gets AI alerts (addresses or member usernames; empty means the project's senior reviewers).
+    "email_recipients": [],
+    "alert_recipients": [],
 }
 
 

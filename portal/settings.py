@@ -23,6 +23,8 @@ class Settings:
     """`smtp://user:pass@host:port` (smtps:// for TLS); empty means mail goes to the outbox and the log."""
     base_url: str = "http://127.0.0.1:8000"
     """Public address of the portal, used for links in email."""
+    mail_from: str = ""
+    """From address of the portal's mail (`LIGHTBOX_MAIL_FROM`); empty means lightbox@ the base URL's host."""
     secret_key: str = field(default="", repr=False)
     """Signs sessions and CSRF tokens; generated into the data dir when absent."""
     admin_password: str = field(default="", repr=False)
@@ -35,6 +37,16 @@ class Settings:
     @property
     def queue_kind(self) -> str:
         return "redis" if self.queue_url.startswith(("redis://", "rediss://", "unix://")) else "sqlite"
+
+    @property
+    def sender(self) -> str:
+        """The From address of outgoing mail."""
+        if self.mail_from:
+            return self.mail_from
+        host = urlparse(self.base_url).hostname or "localhost"
+        if host.replace(".", "").isdigit() or ":" in host:  # an IP address is no mail domain
+            host = "localhost"
+        return f"Lightbox <lightbox@{host}>"
 
     @property
     def sqlite_path(self) -> Path:
@@ -88,6 +100,7 @@ def load(env: dict | None = None) -> Settings:
         queue_name=env.get("LIGHTBOX_QUEUE_NAME") or "lightbox",
         smtp_url=env.get("LIGHTBOX_SMTP_URL", ""),
         base_url=(env.get("LIGHTBOX_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
+        mail_from=env.get("LIGHTBOX_MAIL_FROM", ""),
         secret_key=secret,
         admin_password=env.get("LIGHTBOX_ADMIN_PASSWORD", ""),
     )

@@ -27,6 +27,8 @@ class User(Table, tablename="lb_user"):
     is_active = Boolean(default=True)
     created_at = Timestamptz()
     last_login = Timestamptz(null=True, default=None)
+    notify = Varchar(length=16, default="immediate")  # flags and alerts by mail: immediate | digest
+    approval = Varchar(length=16, default="")  # self sign-up: "" (not signed up) | pending | approved | rejected
 
 
 class ApiToken(Table, tablename="lb_api_token"):
@@ -285,6 +287,75 @@ class RetrainRun(Table, tablename="lb_retrain_run"):
     finished_at = Timestamptz(null=True, default=None)
 
 
+# Mail and collaboration: every message goes through the outbox; flags and notifications point at series.
+
+
+class EmailOutbox(Table, tablename="lb_email_outbox"):
+    """One message: written before delivery is attempted, so an SMTP outage loses nothing."""
+
+    id: Serial
+    kind = Varchar(length=32, default="")  # flag | alert | signup | approval | digest | api
+    sender = ForeignKey(User, on_delete=OnDelete.set_null, null=True, default=None)
+    sender_name = Varchar(length=150, default="")
+    reply_to = Varchar(length=254, default="")
+    recipients = JSON(default="[]")  # To addresses
+    cc = JSON(default="[]")
+    subject = Varchar(length=300, default="")
+    body = Text(default="")
+    html = Text(default="")
+    attachments = JSON(default="[]")  # [{"filename", "media_type", "file_key", "cid"}] stored in the file store
+    object = Text(default="")  # what it is about, as audit objects name it
+    state = Varchar(length=16, default="pending", index=True)  # pending | sent | failed
+    attempts = Integer(default=0)
+    last_error = Text(default="")
+    transport = Varchar(length=16, default="")  # smtp | log (no SMTP configured)
+    next_attempt_at = Timestamptz(index=True)
+    created_at = Timestamptz(index=True)
+    sent_at = Timestamptz(null=True, default=None)
+
+
+class Flag(Table, tablename="lb_flag"):
+    """A series flagged for discussion: who raised it, with whom, and why."""
+
+    id: Serial
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    series = ForeignKey(Series, on_delete=OnDelete.cascade, index=True)
+    user = ForeignKey(User, on_delete=OnDelete.set_null, null=True, default=None)
+    username = Varchar(length=150, default="")
+    recipients = JSON(default="[]")
+    cc = JSON(default="[]")
+    subject = Varchar(length=300, default="")
+    note = Text(default="")
+    outbox = ForeignKey(EmailOutbox, on_delete=OnDelete.set_null, null=True, default=None)
+    created_at = Timestamptz(index=True)
+
+
+class Notification(Table, tablename="lb_notification"):
+    """What the bell shows: a flag or an AI alert addressed to one user."""
+
+    id: Serial
+    user = ForeignKey(User, on_delete=OnDelete.cascade, index=True)
+    kind = Varchar(length=16)  # flag | alert
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, null=True, default=None)
+    series = ForeignKey(Series, on_delete=OnDelete.cascade, null=True, default=None)
+    title = Varchar(length=300, default="")
+    text = Text(default="")
+    link = Varchar(length=500, default="")
+    created_at = Timestamptz(index=True)
+    read_at = Timestamptz(null=True, default=None)
+    digest_due = Boolean(default=False, index=True)  # waiting for this user's daily digest
+
+
+class SiteSetting(Table, tablename="lb_site_setting"):
+    """Site-wide settings an admin changes in the portal (e.g. self sign-up), one row per key."""
+
+    id: Serial
+    key = Varchar(length=64, unique=True, index=True)
+    value = JSON(default="null")
+    updated_at = Timestamptz()
+
+
 TABLES: list[type[Table]] = [User, ApiToken, Project, Archive, Membership, AuditEvent,
                              Patient, Study, Series, Instance, Decision, FormDefinition, ProjectForm,
-                             FormSubmission, InferenceJob, Result, Asset, AiAlert, RetrainRun]
+                             FormSubmission, InferenceJob, Result, Asset, AiAlert, RetrainRun,
+                             EmailOutbox, Flag, Notification, SiteSetting]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import json
 
 from portal import archive as arch, clock, projects
@@ -137,6 +138,12 @@ async def finish(job_id: int, outcome: dict) -> None:
             model_name=job.model_name, model_version=job.model_version, output=headline, value=score,
             message=critical.get("meaning", "critical result"), created_at=now,
         )).on_conflict(target=AiAlert.key, action="DO NOTHING")
+        from portal.mail import alerts  # mail the alert recipients, once per series and model version
+
+        try:
+            await alerts.deliver_pending()
+        except Exception:  # the scores are stored either way; the periodic sweep tries undelivered alerts again
+            logging.getLogger("lightbox.mail").exception("could not queue the AI alert of job %s", job_id)
     await InferenceJob.update({InferenceJob.state: DONE, InferenceJob.error: "", InferenceJob.finished_at: now}).where(
         InferenceJob.id == job_id)
     await _set_series(job.series, ai_status=DONE, ai_score=score, ai_summary=summary)

@@ -10,11 +10,11 @@ from litestar import Request, get, post
 from litestar.di import Provide
 from litestar.response import Response, Stream
 
-from portal import archive as arch, projects
+from portal import archive as arch, audit, projects
 from portal.auth import permissions
 from portal.dicom import stream_zip
 from portal.errors import Conflict, Invalid, NotFound
-from portal.routes._auth import api_user
+from portal.routes._auth import api_user, client_of
 from portal.routes._uploads import MAX_UPLOAD_BYTES, fields_of, ingest_parts, receive_parts, upload_dir
 from portal.tables import Archive, Patient, Project, Series, Study, User
 from portal.templates_env import dicom_date, dicom_time  # the API reference's YYYY-MM-DD / HH:MM:SS
@@ -90,6 +90,8 @@ async def instance_upload(request: Request, me: User) -> Response:
             raise Invalid("No file was submitted: send the DICOM file in the form field 'file'.",
                           "no_data_submitted")
         results = await ingest_parts(parts, project, archive)
+    await audit.record("upload", user=me, object=f"project:{project.name}/archive:{archive.name}",
+                       detail={"via": "api_v1", "files": len(results)}, client=client_of(request))
     for r in results:
         if r.status == "rejected":
             raise Invalid(f"{r.filename}: {r.reason}", r.suberror or "invalid_file")
@@ -109,8 +111,10 @@ async def patient_get(request: Request, me: User) -> dict:
 
 @get("/api/v1/patient/delete/", dependencies=_deps, tags=["cad4tb-v1"])
 async def patient_delete(request: Request, me: User) -> dict:
-    _, patient = await _patient(me, dict(request.query_params), "api_delete_patient")
+    project, patient = await _patient(me, dict(request.query_params), "api_delete_patient")
     await arch.delete_patient(patient)
+    await audit.record("patient_deleted", user=me, object=f"project:{project.name}/patient:{patient.patient_id}",
+                       client=client_of(request))
     return {"status": "Ok"}
 
 
@@ -128,8 +132,10 @@ async def studies_list(request: Request, me: User) -> list[dict]:
 
 @get("/api/v1/study/delete/", dependencies=_deps, tags=["cad4tb-v1"])
 async def study_delete(request: Request, me: User) -> dict:
-    _, study = await _study(me, dict(request.query_params), "api_delete_study")
+    project, study = await _study(me, dict(request.query_params), "api_delete_study")
     await arch.delete_study(study)
+    await audit.record("study_deleted", user=me, object=f"project:{project.name}/study:{study.study_instance_uid}",
+                       client=client_of(request))
     return {"status": "Ok"}
 
 
@@ -150,21 +156,25 @@ async def series_list(request: Request, me: User) -> list[dict]:
 
 @get("/api/v1/dicom/get/", dependencies=_deps, tags=["cad4tb-v1"], summary="Zip of the series' DICOM files")
 async def dicom_get(request: Request, me: User) -> Stream:
-    _, series = await _series(me, dict(request.query_params), "api_dicom_get")
+    project, series = await _series(me, dict(request.query_params), "api_dicom_get")
     instances = await arch.instances_of(series)
     store = arch.storage()
     entries = [(f"{i.instance_number or n + 1:04d}_{i.sop_instance_uid}.dcm", store.path(i.file_key))
                for n, i in enumerate(instances)]
     if not entries or not all(path.is_file() for _, path in entries):
         raise NotFound("No DICOM files are available for this series.", "no_dicom_available")
+    await audit.record("download", user=me, object=f"project:{project.name}/series:{series.series_instance_uid}",
+                       detail={"via": "zip", "files": len(entries)}, client=client_of(request))
     return Stream(stream_zip(entries), media_type="application/zip",
                   headers={"Content-Disposition": f'attachment; filename="{series.series_instance_uid}.zip"'})
 
 
 @get("/api/v1/series/delete/", dependencies=_deps, tags=["cad4tb-v1"])
 async def series_delete(request: Request, me: User) -> dict:
-    _, series = await _series(me, dict(request.query_params), "api_delete_series")
+    project, series = await _series(me, dict(request.query_params), "api_delete_series")
     await arch.delete_series(series)
+    await audit.record("series_deleted", user=me,
+                       object=f"project:{project.name}/series:{series.series_instance_uid}", client=client_of(request))
     return {"status": "Ok"}
 
 

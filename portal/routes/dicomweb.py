@@ -8,10 +8,11 @@ from litestar import Controller, Request, get, post
 from litestar.di import Provide
 from litestar.response import Response, Stream
 
+from portal import audit
 from portal.auth.permissions import project_for
 from portal.dicomweb import Links, body, content_type, new_boundary, parse_accept, qido, stow, wado
 from portal.dicomweb.accept import Offer, choose
-from portal.routes._auth import api_user
+from portal.routes._auth import api_user, client_of
 from portal.routes._uploads import MAX_UPLOAD_BYTES, receive_parts, upload_dir
 from portal.tables import Project, User
 
@@ -50,6 +51,8 @@ async def _store(request: Request, me: User, name: str, study: str | None) -> Re
         parts = await receive_parts(request, tmp, allowed=("multipart/related",))
         files = [(p.path, p.filename) for p in parts if p.is_file]
         result = await stow.store(files, project, _links(request, project), study)
+    await audit.record("upload", user=me, object=f"project:{project.name}", client=client_of(request),
+                       detail={"via": "stow-rs", "files": len(files)})
     return _json(request, result.as_dicom_json(), status=result.status, media_type=answer_type)
 
 
@@ -70,6 +73,9 @@ async def _retrieve(request: Request, me: User, name: str, study: str, series: s
                     instance: str | None = None) -> Stream:
     project, items = await _stored(me, name, study, series, instance)
     accepted = parse_accept(request.headers.get("accept"))
+    target = "/".join(f"{k}:{v}" for k, v in (("study", study), ("series", series), ("instance", instance)) if v)
+    await audit.record("download", user=me, object=f"project:{project.name}/{target}",
+                       detail={"via": "wado-rs", "instances": len(items)}, client=client_of(request))
     return _multipart(wado.DICOM, wado.instance_parts(items, accepted, _links(request, project)))
 
 

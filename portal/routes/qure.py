@@ -6,8 +6,8 @@ from litestar import Request, post
 from litestar.di import Provide
 from litestar.response import Response
 
-from portal import archive as arch, projects
-from portal.routes._auth import api_user
+from portal import archive as arch, audit, projects
+from portal.routes._auth import api_user, client_of
 from portal.routes._uploads import MAX_UPLOAD_BYTES, fields_of, ingest_parts, receive_parts, upload_dir
 from portal.routes.api_v1 import default_project
 from portal.tables import Series, User
@@ -25,6 +25,8 @@ async def upload_studies(request: Request, me: User) -> Response:
         project = await default_project(me, params.get("Project"), "upload_project")
         archive = await projects.archive(project, params.get("Archive"))
         results = await ingest_parts(parts, project, archive)
+    await audit.record("upload", user=me, object=f"project:{project.name}/archive:{archive.name}",
+                       detail={"via": "qure", "files": len(results)}, client=client_of(request))
     failed = [{"filename": r.filename, "status": r.status, "reason": r.reason} for r in results if not r.ok]
     series_uids = list(dict.fromkeys(r.series_instance_uid for r in results if r.ok))
     if not series_uids:

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 from litestar import Request, get, post
 from litestar.response import Redirect, Template
 
-from portal.auth import accounts
+from portal.auth import accounts, signup
 from portal.errors import LightboxError
 from portal.routes._auth import client_of
 from portal.routes._render import flash, page
@@ -27,7 +27,8 @@ async def home() -> Redirect:
 
 @get("/login", include_in_schema=False)
 async def login_form(request: Request, next: str | None = None) -> Template:
-    return await page(request, None, "login.html", next=_safe_next(next), username="")
+    return await page(request, None, "login.html", next=_safe_next(next), username="",
+                      signup_open=await signup.is_open())
 
 
 @post("/login", include_in_schema=False)
@@ -39,7 +40,7 @@ async def login(request: Request) -> Template | Redirect:
         user = await accounts.authenticate(username, password, client=client_of(request), via="portal")
     except LightboxError as exc:
         return await page(request, None, "login.html", status_code=exc.status, error=exc.detail,
-                          next=target, username=username[:150])
+                          next=target, username=username[:150], signup_open=await signup.is_open())
     # A fresh session on sign-in (no fixation): only the user id and a flash.
     request.set_session({"uid": user.id})
     flash(request, f"Signed in as {user.username}.", "success")

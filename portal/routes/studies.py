@@ -15,6 +15,7 @@ from portal.auth import permissions
 from portal.dicom import render_frame, thumbnail
 from portal.errors import Invalid
 from portal.routes._auth import client_of, portal_user
+from portal.review import flags
 from portal.routes import review
 from portal.routes._render import page
 from portal.tables import Patient, Series, Study, User
@@ -31,7 +32,7 @@ async def study_page(request: Request, me: User, project: str, study_uid: str) -
     series = await arch.series_of_study(study)
     counts = await arch.count_instances([s.id for s in series])
     return await page(request, me, "studies/study.html", project=p, study=study, patient=patient,
-                      series=series, counts=counts)
+                      series=series, counts=counts, flagged=await flags.flagged_ids([s.id for s in series]))
 
 
 @get("/projects/{project:str}/series/{series_uid:str}", dependencies=_deps, include_in_schema=False)

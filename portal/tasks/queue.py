@@ -40,6 +40,7 @@ def load_tasks() -> None:
     """Import every task module so the consumer knows every task."""
     import portal.tasks.inference  # noqa: F401
     import portal.tasks.maintenance  # noqa: F401
+    import portal.tasks.mail  # noqa: F401
 
 
 class EmbeddedConsumer(Consumer):

@@ -32,6 +32,14 @@ PORTAL = [
     ("POST", "/admin/users/target/tokens/{token_id}/revoke", {}, "admin", 303),
     ("POST", "/admin/users/target/admin", {"is_admin": "1"}, "admin", 303),
     ("POST", "/admin/users/target/active", {"active": "0"}, "admin", 303),
+    # Mail and oversight (issue 8)
+    ("GET", "/notifications", None, "all", 200),
+    ("GET", "/projects/p/settings/mail", None, "managers", 200),
+    ("POST", "/projects/p/settings/mail", {"email_recipients": "board@hospital.test"}, "managers", 200),
+    ("GET", "/admin/outbox", None, "admin", 200),
+    ("GET", "/admin/audit", None, "admin", 200),
+    ("GET", "/admin/signups", None, "admin", 200),
+    ("POST", "/admin/site", {"signup": "closed"}, "admin", 303),
 ]
 API = [
     ("GET", "/api/v1/users", None, "all", 200),

@@ -56,9 +56,15 @@ class LiveServer:
 
 
 @pytest.fixture(scope="module")
-def live_server(template, tmp_path_factory):
+def live_server_env() -> dict:
+    """Extra environment for the module's server (a test module overrides it, e.g. with LIGHTBOX_SMTP_URL)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def live_server(template, tmp_path_factory, live_server_env):
     data_dir = tmp_path_factory.mktemp("live") / "data"
-    env = fresh_env(template, data_dir)
+    env = {**fresh_env(template, data_dir), **live_server_env}
     port = _free_port()
     log = open(data_dir.parent / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "portal.cli", "serve", "--port", str(port), "--workers", "1"],

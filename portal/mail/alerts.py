@@ -1,0 +1,62 @@
+"""AI alerts by mail: a critical result mails the project's alert recipients (senior reviewers by default) once
+per series and model version — the AiAlert row is claimed before its mail is queued."""
+
+from __future__ import annotations
+
+import logging
+
+from portal import clock, notifications, projects
+from portal.errors import Invalid
+from portal.mail import compose, outbox, recipients
+from portal.tables import AiAlert, Project, Series, Study
+
+log = logging.getLogger("lightbox.mail")
+
+
+async def alert_recipients(project: Project) -> list[dict]:
+    """The project's `alert_recipients` setting (addresses or member usernames), else its senior reviewers."""
+    configured = recipients.entries(projects.settings_of(project).get("alert_recipients"))
+    if configured:
+        out = []
+        for entry in configured:  # one stale entry (a member who left) must not silence the others
+            try:
+                out += [r for r in await recipients.resolve(project, [entry]) if r not in out]
+            except Invalid:
+                log.warning("project %s: alert recipient %r is no longer allowed; skipped", project.name, entry)
+        return out
+    seniors = [m["username"] for m in await projects.members(project)
+               if m["role"] == "senior_reviewer" and m["is_active"] and m["email"]]
+    return await recipients.resolve(project, seniors)
+
+
+async def deliver(alert_id: int) -> bool:
+    """Queue the mail of one alert unless it was already delivered; True when this call queued it."""
+    claimed = await AiAlert.update({AiAlert.delivered_at: clock.now()}).where(
+        (AiAlert.id == alert_id) & AiAlert.delivered_at.is_null()).returning(AiAlert.id)
+    if not claimed:
+        return False
+    alert = await AiAlert.objects().get(AiAlert.id == alert_id)
+    project = await Project.objects().get(Project.id == alert.project)
+    series = await Series.objects().get(Series.id == alert.series)
+    study = await Study.objects().get(Study.id == series.study)
+    to = await alert_recipients(project)
+    subject, text = compose.alert(project, study, series, alert)
+    link = f"/projects/{project.name}/series/{series.series_instance_uid}"
+    immediate = await notifications.notify([r["username"] for r in to if r["username"]], "alert",
+                                           project_id=project.id, series_id=series.id, title=subject,
+                                           text=alert.message, link=link)
+    addresses = [r["address"] for r in to if r["username"] is None or r["username"] in immediate]
+    if addresses:
+        await outbox.enqueue("alert", addresses, subject, text,
+                             object=f"project:{project.name}/series:{series.series_instance_uid}")
+    elif not to:
+        log.warning("AI alert %s in project %s has no recipients (no senior reviewer with an email)",
+                    alert_id, project.name)
+    return True
+
+
+async def deliver_pending() -> int:
+    """Deliver every alert not yet mailed (the periodic sweep; also right after inference stores one)."""
+    ids = await AiAlert.select(AiAlert.id).where(AiAlert.delivered_at.is_null()).order_by(AiAlert.id).output(
+        as_list=True)
+    return sum([await deliver(i) for i in ids])
