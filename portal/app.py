@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
             *forms.ROUTES,
             *mail.ROUTES, *notifications.ROUTES, *admin_mail.ROUTES, *signup.ROUTES,
             projects.project_list, projects.project_create, projects.project_page, projects.settings_page,
-            projects.archive_create, projects.member_set, projects.member_remove,
+            projects.archive_create, projects.dicom_save, projects.member_set, projects.member_remove,
             admin.users_page, admin.user_create, admin.user_page, admin.user_active, admin.user_admin_flag,
             admin.user_password, admin.token_issue, admin.token_revoke,
             create_static_files_router(path="/static", directories=[HERE / "static"], include_in_schema=False),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import threading
 import uuid
@@ -21,6 +22,7 @@ from pynetdicom.sop_class import Verification
 
 from portal import audit, projects, settings as settings_mod
 from portal.archive import ingest
+from portal.errors import Invalid
 from portal.tables import Project
 
 log = logging.getLogger("lightbox.dimse")
@@ -70,6 +72,30 @@ async def project_for_ae_title(called_ae: str, default: str | None = None) -> Pr
         if p.name.upper() == title:
             return p
     return next((p for p in every if p.name == default), None)
+
+
+_AE_TITLE = re.compile(r"^[ -~]{1,16}$")
+
+
+def check_ae_titles(text: str, what: str) -> list[str]:
+    """A comma- or line-separated list of AE titles, upper-cased; Invalid naming a bad one."""
+    titles = []
+    for raw in re.split(r"[,\n]", text or ""):
+        title = raw.strip().upper()
+        if not title:
+            continue
+        if not _AE_TITLE.match(title) or "\\" in title:
+            raise Invalid(f"{what}: '{raw.strip()}' is not an AE title (1-16 printable characters, no backslash).",
+                          "invalid_ae_title")
+        if title not in titles:
+            titles.append(title)
+    return titles
+
+
+def caller_allowed(project: Project, calling_ae: str) -> bool:
+    """Whether the project accepts C-STORE from this calling AE title (its `ae_callers`; empty: anyone)."""
+    allowed = {str(t).strip().upper() for t in projects.settings_of(project)["ae_callers"]}
+    return not allowed or calling_ae.strip().upper() in allowed
 
 
 def _file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
@@ -218,6 +244,18 @@ class Receiver:
             project, reject = None, (0x02, 0x01, 0x01)  # transient, service user, no reason given
         else:
             reject = (0x01, 0x01, 0x07)  # permanent, service user, called AE title not recognised
+        if project is not None and not caller_allowed(project, calling):
+            log.warning("DICOM association from %s (%s) to %s rejected: project %s does not list this calling "
+                        "AE title in its ae_callers setting", calling, client, called, project.name)
+            try:
+                self._run(audit.record("dicom_association_rejected", username=calling, object=f"project:{project.name}",
+                                       detail={"calling_ae": calling, "called_ae": called,
+                                               "reason": "calling AE title not allowed"}, client=client), 30)
+            except Exception:
+                log.exception("could not audit a rejected DICOM association")
+            assoc.acse.send_reject(0x01, 0x01, 0x03)  # permanent, service user, calling AE title not recognised
+            assoc.kill()
+            return
         if project is None:
             log.warning("DICOM association from %s (%s) rejected: no project for called AE title %r "
                         "(list it in a project's ae_titles setting, or serve with --dicom-default-project)",

@@ -23,6 +23,8 @@ DEFAULT_SETTINGS: dict = {
     "allow_overwrite": False,
     # DICOM AE titles that C-STORE callers may address to reach this project.
     "ae_titles": [],
+    # Calling AE titles allowed to store into this project over C-STORE; empty: any caller.
+    "ae_callers": [],
     # Review vocabulary: decision codes (with the roles that may give each) and artifacts.
     "decisions": vocabulary.DEFAULT_DECISIONS,
     "artifacts": vocabulary.DEFAULT_ARTIFACTS,

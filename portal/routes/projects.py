@@ -8,7 +8,7 @@ from litestar.response import Template
 
 from urllib.parse import urlencode
 
-from portal import projects
+from portal import dimse, projects
 from portal.archive import browse
 from portal.auth import permissions
 from portal.auth.permissions import ROLES, require_admin
@@ -57,12 +57,28 @@ async def settings_page_context(me: User, name: str) -> dict:
     conf = projects.settings_of(p)
     return {"project": p, "archives": await projects.archives(p), "members": await projects.members(p),
             "roles": ROLES, "vocabulary": conf["decisions"], "artifacts": conf["artifacts"],
-            "review_roles": vocabulary.ROLES}
+            "review_roles": vocabulary.ROLES, "ae_titles": conf["ae_titles"], "ae_callers": conf["ae_callers"]}
 
 
 @get("/projects/{project:str}/settings", dependencies=_deps, include_in_schema=False)
 async def settings_page(request: Request, me: User, project: str) -> Template:
     return await page(request, me, "projects/settings.html", **await settings_page_context(me, project))
+
+
+@post("/projects/{project:str}/settings/dicom", dependencies=_deps, include_in_schema=False)
+async def dicom_save(request: Request, me: User, project: str) -> Template | Response:
+    """The called AE titles that reach this project over C-STORE, and the calling AE titles it accepts."""
+    p = await permissions.project_for(me, project, "manage_project")
+    form = await request.form()
+    try:
+        changes = {"ae_titles": dimse.check_ae_titles(form.get("ae_titles", ""), "Called AE titles"),
+                   "ae_callers": dimse.check_ae_titles(form.get("ae_callers", ""), "Allowed calling AE titles")}
+        await projects.update_settings(p, changes, by=me, client=client_of(request))
+    except LightboxError as exc:
+        return await page(request, me, "projects/settings.html", status_code=exc.status, dicom_error=exc.detail,
+                          **await settings_page_context(me, project))
+    flash(request, "DICOM settings saved.", "success")
+    return redirect(request, f"/projects/{p.name}/settings#dicom")
 
 
 @post("/projects/{project:str}/settings/archives", dependencies=_deps, include_in_schema=False)

@@ -194,6 +194,26 @@ async def test_called_ae_title_chooses_the_project(receiver, tmp_path):
     assert [r["project.name"] for r in rows] == ["chest", "chest", "other", "other"]
 
 
+async def test_only_allowed_calling_ae_titles_store_when_a_project_lists_them(receiver, tmp_path, client):
+    from tests.helpers import form_post, login
+
+    await make_project("chest", {"boss": "manager"})
+    await login(client, "boss")
+    r = await form_post(client, "/projects/chest/settings/dicom", {"ae_titles": "ct_room_1, CT_ROOM_1",
+                                                                   "ae_callers": "ct-scanner-1\nPACS"})
+    assert r.status_code == 303
+    bad = await form_post(client, "/projects/chest/settings/dicom", {"ae_titles": "WAY_TOO_LONG_AE_TITLE_X"})
+    assert bad.status_code == 400 and "is not an AE title" in bad.text
+    (f,) = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path, 1)
+    refused = await send(receiver, "CT_ROOM_1", [f], calling="INTRUDER")
+    assert not refused.established and refused.rejected and refused.diagnostic == 0x03
+    assert await Instance.count() == 0
+    rejected = await AuditEvent.select().where(AuditEvent.action == "dicom_association_rejected").first()
+    assert rejected["username"] == "INTRUDER" and rejected["object"] == "project:chest"
+    allowed = await send(receiver, "CT_ROOM_1", [f], calling="CT-SCANNER-1")
+    assert allowed.statuses == [0x0000] and await Instance.count() == 1
+
+
 async def test_failures_have_their_status_and_a_reason(receiver, settings, tmp_path):
     await make_project("chest")
     (f,) = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path, 1)
