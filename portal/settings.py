@@ -23,6 +23,8 @@ class Settings:
     """`smtp://user:pass@host:port` (smtps:// for TLS); empty means mail goes to the outbox and the log."""
     base_url: str = "http://127.0.0.1:8000"
     """Public address of the portal, used for links in email."""
+    base_url_set: bool = False
+    """Whether LIGHTBOX_BASE_URL was given: DICOMweb's absolute URLs then use it rather than the Host header."""
     mail_from: str = ""
     """From address of the portal's mail (`LIGHTBOX_MAIL_FROM`); empty means lightbox@ the base URL's host."""
     secret_key: str = field(default="", repr=False)
@@ -100,6 +102,7 @@ def load(env: dict | None = None) -> Settings:
         queue_name=env.get("LIGHTBOX_QUEUE_NAME") or "lightbox",
         smtp_url=env.get("LIGHTBOX_SMTP_URL", ""),
         base_url=(env.get("LIGHTBOX_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
+        base_url_set=bool(env.get("LIGHTBOX_BASE_URL")),
         mail_from=env.get("LIGHTBOX_MAIL_FROM", ""),
         secret_key=secret,
         admin_password=env.get("LIGHTBOX_ADMIN_PASSWORD", ""),

@@ -8,7 +8,7 @@ from litestar import Controller, Request, get, post
 from litestar.di import Provide
 from litestar.response import Response, Stream
 
-from portal import audit
+from portal import audit, settings as settings_mod
 from portal.auth.permissions import project_for
 from portal.dicomweb import Links, body, content_type, new_boundary, parse_accept, qido, stow, wado
 from portal.dicomweb.accept import Offer, choose
@@ -23,7 +23,10 @@ _INSTANCE = _SERIES + "/instances/{instance:str}"
 
 
 def _links(request: Request, project: Project) -> Links:
-    return Links(f"{str(request.base_url).rstrip('/')}/dicomweb/{project.name}")
+    # Behind a proxy (or for clients that drop the port from Host) the configured public address is right.
+    conf = settings_mod.current()
+    base = conf.base_url if conf.base_url_set else str(request.base_url).rstrip("/")
+    return Links(f"{base}/dicomweb/{project.name}")
 
 
 def _json_type(request: Request) -> str:

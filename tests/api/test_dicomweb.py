@@ -38,6 +38,16 @@ def server(app):
     thread.join(10)
 
 
+@pytest.fixture(autouse=True)
+def urls_from_host(app, settings):
+    """The suite sets LIGHTBOX_BASE_URL (for mail links); these tests want URLs from the Host header."""
+    import dataclasses
+
+    from portal import settings as settings_mod
+
+    settings_mod.use(dataclasses.replace(settings, base_url_set=False))
+
+
 @pytest.fixture
 async def project(app):
     project = await make_project("p", {"rev": "reviewer", "view": "viewer"})
@@ -251,3 +261,18 @@ async def test_reads_need_access_and_known_uids(client, project, tmp_path):
     assert (await client.get(instance + "/rendered", params={"window": "1"}, headers=creds("view"))).status_code == 400
     r = await client.get(instance + "/rendered", headers={**creds("view"), "Accept": "image/gif"})
     assert r.status_code == 406
+
+
+async def test_a_configured_base_url_makes_the_absolute_urls(client, project, tmp_path, settings):
+    import dataclasses
+
+    from portal import settings as settings_mod
+
+    settings_mod.use(dataclasses.replace(settings, base_url="https://pacs.example.org/lightbox", base_url_set=True))
+    f = samples.restamp(samples.sample_path("CT_small.dcm"), tmp_path / "one.dcm")
+    body, headers = related([f.read_bytes()])
+    r = await client.post("/dicomweb/p/studies", content=body, headers={**headers, **creds("rev")})
+    assert r.status_code == 200, r.text
+    study = pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID
+    (ref,) = r.json()["00081199"]["Value"]
+    assert ref["00081190"]["Value"][0].startswith(f"https://pacs.example.org/lightbox/dicomweb/p/studies/{study}/")
