@@ -22,5 +22,14 @@ def person_name(pn: str | None) -> str:
     return f"{family}, {rest}" if family and rest else (family or rest)
 
 
+def mail_name(address: str | None) -> str:
+    """'senior <senior@x.org>' → 'senior': members are shown by name, their addresses stay with the admins."""
+    from email.utils import parseaddr
+
+    name, addr = parseaddr(address or "")
+    return name or addr
+
+
 def register(environment) -> None:
-    environment.filters.update(dicom_date=dicom_date, dicom_time=dicom_time, person_name=person_name)
+    environment.filters.update(dicom_date=dicom_date, dicom_time=dicom_time, person_name=person_name,
+                               mail_name=mail_name)

@@ -31,7 +31,8 @@ async def list_users() -> list[User]:
 
 
 async def create(username: str, password: str, *, email: str = "", is_admin: bool = False,
-                 by: User | None = None, client: str = "") -> User:
+                 by: User | None = None, client: str = "", approval: str = "") -> User:
+    """A new account; with `approval` ("pending") it is made inactive and waiting, in the same insert."""
     username = names.username(username)
     email = names.email(email)
     problem = password_problem(password or "")
@@ -41,7 +42,8 @@ async def create(username: str, password: str, *, email: str = "", is_admin: boo
         raise Conflict(f"A user named '{username}' already exists.", "duplicate_username",
                        fields={"username": "already taken"})
     user = User(username=username, email=email, password_hash=hash_password(password),
-                is_admin=is_admin, is_active=True, created_at=clock.now())
+                is_admin=is_admin, is_active=not approval, created_at=clock.now(),
+                **({"approval": approval} if approval else {}))
     await user.save()
     await audit.record("user_created", user=by, object=f"user:{username}",
                        detail={"is_admin": is_admin}, client=client)

@@ -22,9 +22,7 @@ async def request_account(username: str, email: str, password: str, *, client: s
     if not (email or "").strip():
         raise Invalid("An email address is required: the outcome is mailed to you.", "invalid_email",
                       fields={"email": "required"})
-    user = await accounts.create(username, password, email=email, client=client)
-    user.is_active, user.approval = False, PENDING
-    await user.save([User.is_active, User.approval])
+    user = await accounts.create(username, password, email=email, client=client, approval=PENDING)
     await audit.record("signup_requested", user=user, object=f"user:{user.username}", client=client)
     admins = await User.objects().where((User.is_admin == True) & (User.is_active == True))  # noqa: E712
     to = [outbox.address(a) for a in admins if a.email]
@@ -40,11 +38,12 @@ async def pending() -> list[User]:
 
 async def decide(username: str, approve: bool, *, by: User, client: str = "") -> User:
     user = await accounts.get_or_404(username)
-    if user.approval != PENDING:
+    # Decided once: of two admins deciding at the same moment, only the first changes anything.
+    decided = await User.update({User.approval: APPROVED if approve else REJECTED, User.is_active: approve}).where(
+        (User.id == user.id) & (User.approval == PENDING)).returning(User.id)
+    if not decided:
         raise NotFound(f"'{username}' has no sign-up waiting for approval.", "signup_not_found")
-    user.approval = APPROVED if approve else REJECTED
-    user.is_active = approve
-    await user.save([User.approval, User.is_active])
+    user.approval, user.is_active = (APPROVED if approve else REJECTED), approve
     await audit.record("signup_approved" if approve else "signup_rejected", user=by, object=f"user:{username}",
                        client=client)
     if user.email:

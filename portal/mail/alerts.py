@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from portal import clock, notifications, projects
+from portal import clock, db, notifications, projects
 from portal.errors import Invalid
 from portal.mail import compose, outbox, recipients
 from portal.tables import AiAlert, Project, Series, Study
@@ -30,11 +30,21 @@ async def alert_recipients(project: Project) -> list[dict]:
 
 
 async def deliver(alert_id: int) -> bool:
-    """Queue the mail of one alert unless it was already delivered; True when this call queued it."""
+    """Queue the mail of one alert unless it was already delivered; True when this call queued it.
+    The claim, the notifications and the outbox row commit together: a failure leaves the alert for the sweep."""
+    async with db.write_transaction():
+        queued = await _deliver(alert_id)
+    if queued:
+        outbox.schedule_delivery(queued)
+    return queued is not None
+
+
+async def _deliver(alert_id: int) -> int | None:
+    """The claim and the messages; the outbox id to schedule (0: nothing to mail), None when already claimed."""
     claimed = await AiAlert.update({AiAlert.delivered_at: clock.now()}).where(
         (AiAlert.id == alert_id) & AiAlert.delivered_at.is_null()).returning(AiAlert.id)
     if not claimed:
-        return False
+        return None
     alert = await AiAlert.objects().get(AiAlert.id == alert_id)
     project = await Project.objects().get(Project.id == alert.project)
     series = await Series.objects().get(Series.id == alert.series)
@@ -47,12 +57,13 @@ async def deliver(alert_id: int) -> bool:
                                            text=alert.message, link=link)
     addresses = [r["address"] for r in to if r["username"] is None or r["username"] in immediate]
     if addresses:
-        await outbox.enqueue("alert", addresses, subject, text,
-                             object=f"project:{project.name}/series:{series.series_instance_uid}")
-    elif not to:
+        row = await outbox.enqueue("alert", addresses, subject, text, schedule=False,
+                                   object=f"project:{project.name}/series:{series.series_instance_uid}")
+        return row.id
+    if not to:
         log.warning("AI alert %s in project %s has no recipients (no senior reviewer with an email)",
                     alert_id, project.name)
-    return True
+    return 0
 
 
 async def deliver_pending() -> int:

@@ -28,8 +28,13 @@ def series_label(series) -> str:
     return label or series.series_instance_uid
 
 
+def one_line(text: str, limit: int = 300) -> str:
+    """A header-safe subject: DICOM descriptions may hold line breaks, and the outbox keeps 300 characters."""
+    return " ".join((text or "").split())[:limit]
+
+
 def flag_subject(project, study, series) -> str:
-    return f"Regarding {project.name}, {study_label(study)}, {series_label(series)}"
+    return one_line(f"Regarding {project.name}, {study_label(study)}, {series_label(series)}")
 
 
 def _identifiers(project, study, series) -> list[tuple[str, str]]:
@@ -89,7 +94,7 @@ def alert(project, study, series, alert_row) -> tuple[str, str]:
     """(subject, text) of an AI alert."""
     url = series_link(project.name, series.series_instance_uid)
     value = "" if alert_row.value is None else f" = {alert_row.value:.2f}"
-    subject = f"AI alert: {project.name}, {study_label(study)}, {series_label(series)}"
+    subject = one_line(f"AI alert: {project.name}, {study_label(study)}, {series_label(series)}")
     text = "\n".join([
         f"{alert_row.model_name} {alert_row.model_version} found a critical result: "
         f"{alert_row.output}{value} ({alert_row.message}).", "",

@@ -17,7 +17,7 @@ from email.message import EmailMessage
 from email.utils import formataddr
 
 from portal import audit, clock, settings as settings_mod
-from portal.errors import Invalid, NotFound
+from portal.errors import Conflict, Invalid, NotFound
 from portal.mail import smtp
 from portal.tables import EmailOutbox, User
 
@@ -46,8 +46,9 @@ def backoff(attempts: int) -> float:
 
 async def enqueue(kind: str, to: list[str], subject: str, body: str, *, cc: list[str] | None = None,
                   html: str = "", attachments: list[dict] | None = None, reply_to: str = "",
-                  sender: User | None = None, object: str = "") -> EmailOutbox:
-    """Write a message to the outbox, then schedule its delivery.
+                  sender: User | None = None, object: str = "", schedule: bool = True) -> EmailOutbox:
+    """Write a message to the outbox, then schedule its delivery (`schedule=False`: the caller does, with
+    `schedule_delivery`, once its transaction has committed, so that the worker finds the row).
 
     `attachments`: [{"filename", "media_type", "data": bytes, "cid": optional content id for inline use}].
     """
@@ -69,12 +70,17 @@ async def enqueue(kind: str, to: list[str], subject: str, body: str, *, cc: list
                       attachments=stored, object=object, state=PENDING, attempts=0, next_attempt_at=now,
                       created_at=now)
     await row.save()
+    if schedule:
+        schedule_delivery(row.id)
+    return row
+
+
+def schedule_delivery(outbox_id: int) -> None:
     for hook in enqueued_hooks:
         try:
-            hook(row.id)
+            hook(outbox_id)
         except Exception:  # the periodic sweep delivers it even if the queue is unreachable now
-            log.exception("could not schedule delivery of message %s", row.id)
-    return row
+            log.exception("could not schedule delivery of message %s", outbox_id)
 
 
 async def claim(outbox_id: int) -> dict | None:
@@ -119,27 +125,30 @@ def message_of(row: dict) -> EmailMessage:
     return msg
 
 
-def send(row: dict) -> str:
-    """Deliver one claimed row (blocking); returns the transport used: "smtp", or "log" when none is set."""
+def send(row: dict) -> tuple[str, dict]:
+    """Deliver one claimed row (blocking): the transport used ("smtp", or "log" when none is set) and the
+    addresses the SMTP server refused while taking the message for the others."""
     url = settings_mod.current().smtp_url
     message = message_of(row)
     if not url:
         log.info("mail (no LIGHTBOX_SMTP_URL; kept in the outbox) #%s to %s cc %s: %s\n%s", row["id"],
                  message["To"], message["Cc"] or "", row["subject"], row["body"])
-        return "log"
-    smtp.send(smtp.parse(url), message)
-    return "smtp"
+        return "log", {}
+    return "smtp", smtp.send(smtp.parse(url), message)
 
 
-async def mark_sent(outbox_id: int, transport: str) -> None:
+async def mark_sent(outbox_id: int, transport: str, refused: dict | None = None) -> None:
     now = clock.now()
+    note = ("Refused by the SMTP server: " + "; ".join(f"{a} ({c} {r})" for a, (c, r) in refused.items())
+            if refused else "")
     await EmailOutbox.update({EmailOutbox.state: SENT, EmailOutbox.sent_at: now, EmailOutbox.transport: transport,
-                              EmailOutbox.attempts: EmailOutbox.attempts + 1, EmailOutbox.last_error: ""}).where(
+                              EmailOutbox.attempts: EmailOutbox.attempts + 1, EmailOutbox.last_error: note[:2000]}).where(
         EmailOutbox.id == outbox_id)
     row = await EmailOutbox.select().where(EmailOutbox.id == outbox_id).first()
     await audit.record("mail_sent", username=row["sender_name"], object=row["object"] or f"mail:{outbox_id}",
                        detail={"outbox": outbox_id, "kind": row["kind"], "to": _list(row["recipients"]),
-                               "cc": _list(row["cc"]), "subject": row["subject"], "transport": transport})
+                               "cc": _list(row["cc"]), "subject": row["subject"], "transport": transport,
+                               **({"refused": sorted(refused)} if refused else {})})
 
 
 async def mark_failed(outbox_id: int, error: str) -> float | None:
@@ -170,16 +179,20 @@ async def due(limit: int = 200) -> list[int]:
 
 
 async def resend(outbox_id: int, *, by: User | None = None, client: str = "") -> None:
-    """Put a message (sent or failed) back in the queue for a fresh round of attempts."""
+    """Put a message (sent or failed) back in the queue for a fresh round of attempts. A pending one is
+    already queued (a worker may be sending it right now): resending it could send it twice."""
     row = await EmailOutbox.objects().get(EmailOutbox.id == outbox_id)
     if row is None:
         raise NotFound(f"No message #{outbox_id} in the outbox.", "message_not_found")
-    await EmailOutbox.update({EmailOutbox.state: PENDING, EmailOutbox.attempts: 0, EmailOutbox.last_error: "",
-                              EmailOutbox.next_attempt_at: clock.now()}).where(EmailOutbox.id == outbox_id)
+    changed = await EmailOutbox.update({EmailOutbox.state: PENDING, EmailOutbox.attempts: 0,
+                                        EmailOutbox.last_error: "", EmailOutbox.next_attempt_at: clock.now()}).where(
+        (EmailOutbox.id == outbox_id) & (EmailOutbox.state != PENDING)).returning(EmailOutbox.id)
+    if not changed:
+        raise Conflict(f"Message #{outbox_id} is still pending: it will be sent (or retried) without a resend.",
+                       "message_pending")
     await audit.record("mail_resent", user=by, object=row.object or f"mail:{outbox_id}",
                        detail={"outbox": outbox_id}, client=client)
-    for hook in enqueued_hooks:
-        hook(outbox_id)
+    schedule_delivery(outbox_id)
 
 
 async def listing(state: str | None = None, limit: int = 200) -> list[dict]:

@@ -62,8 +62,10 @@ def _context(t: Transport) -> ssl.SSLContext:
     return ctx
 
 
-def send(t: Transport, message: EmailMessage) -> None:
-    """Deliver `message` to every address in its To and Cc headers (raises on any failure)."""
+def send(t: Transport, message: EmailMessage) -> dict:
+    """Deliver `message` to the addresses in its To and Cc headers. Raises when nobody got it; returns the
+    addresses the server refused ({address: (code, reply)}) when only some did: those who got it must not
+    get it again, so a partial refusal is not retried."""
     if t.security == "tls":
         conn = smtplib.SMTP_SSL(t.host, t.port, timeout=TIMEOUT_S, context=_context(t))
     else:
@@ -76,5 +78,5 @@ def send(t: Transport, message: EmailMessage) -> None:
         if t.username:
             conn.login(t.username, t.password)
         refused = conn.send_message(message)
-    if refused:
-        raise smtplib.SMTPRecipientsRefused(refused)
+    return {address: (code, reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply))
+            for address, (code, reply) in (refused or {}).items()}

@@ -58,11 +58,16 @@ async def flag(project: Project, series: Series, sender: User, *, to=None, cc=No
         raise Invalid("Choose at least one recipient.", "no_recipients",
                       fields={"to": "required"})
     study = await Study.objects().get(Study.id == series.study)
-    subject = subject[:300] or compose.flag_subject(project, study, series)
+    subject = compose.one_line(subject) or compose.flag_subject(project, study, series)
     history = await decisions.history(series)
     cid = "screenshot@lightbox" if screenshot else ""
     text, html = compose.flag(project, study, series, sender=sender, note=note, history=history, screenshot_cid=cid)
     link = f"/projects/{project.name}/series/{series.series_instance_uid}"
+    # The flag first: mail must never go out for a flag that was not recorded (no badge, no audit).
+    row = Flag(project=project.id, series=series.id, user=sender.id, username=sender.username,
+               recipients=[r["address"] for r in to_list], cc=[r["address"] for r in cc_list], subject=subject,
+               note=note, outbox=None, created_at=clock.now())
+    await row.save()
     members = [r["username"] for r in (*to_list, *cc_list) if r["username"]]
     immediate = await notifications.notify(members, "flag", project_id=project.id, series_id=series.id,
                                            title=f"{sender.username}: {subject}", text=note, link=link)
@@ -77,10 +82,9 @@ async def flag(project: Project, series: Series, sender: User, *, to=None, cc=No
         message = await outbox.enqueue("flag", mail_to or mail_cc, subject, text, cc=mail_cc if mail_to else [],
                                        html=html, attachments=attachments,
                                        reply_to=outbox.address(sender), sender=sender, object=obj)
-    row = Flag(project=project.id, series=series.id, user=sender.id, username=sender.username,
-               recipients=[r["address"] for r in to_list], cc=[r["address"] for r in cc_list], subject=subject,
-               note=note, outbox=message.id if message else None, created_at=clock.now())
-    await row.save()
+    if message:
+        row.outbox = message.id
+        await row.save([Flag.outbox])
     await audit.record("series_flagged", user=sender, object=obj, client=client,
                        detail={"to": row.recipients, "cc": row.cc, "outbox": message.id if message else None})
     return as_dict(row.to_dict(), series.series_instance_uid)

@@ -32,7 +32,7 @@ async def panel_context(me: User, project: Project, series: Series) -> dict:
         for key, r in sorted(directory.items()):
             if r["username"] and key == r["username"].lower() and r["username"] != me.username \
                     and r["address"].lower() not in seen:
-                choices.append({"value": r["username"], "label": r["address"], "default": False,
+                choices.append({"value": r["username"], "label": r["username"], "default": False,
                                 "role": r.get("role", "").replace("_", " ")})
     study = await Study.objects().get(Study.id == series.study)
     return {"project": project, "series": series, "may_flag": may_flag, "choices": choices,

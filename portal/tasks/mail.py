@@ -21,18 +21,23 @@ def deliver(outbox_id: int) -> None:
     if row is None:
         return  # sent, failed for good, not yet due, or another worker has it
     try:
-        transport = outbox.send(row)  # blocking SMTP, here in the worker thread
+        transport, refused = outbox.send(row)  # blocking SMTP, here in the worker thread
     except Exception as exc:  # any failure is recorded with its reason and retried later
         delay = runner.run(outbox.mark_failed(outbox_id, f"{type(exc).__name__}: {exc}"))
         if delay is not None:
             deliver.schedule((outbox_id,), delay=delay)
         return
-    runner.run(outbox.mark_sent(outbox_id, transport))
+    if refused:
+        log.warning("mail #%s sent, but the SMTP server refused %s", outbox_id, ", ".join(refused))
+    runner.run(outbox.mark_sent(outbox_id, transport, refused))
 
 
 @huey.periodic_task(crontab(minute="*"))
 def sweep_outbox() -> None:
-    runner.run(alerts.deliver_pending())
+    try:
+        runner.run(alerts.deliver_pending())
+    except Exception:  # the outbox below must still be swept; the alerts are tried again next minute
+        log.exception("delivering pending AI alerts failed")
     for outbox_id in runner.run(outbox.due()):
         deliver(outbox_id)
 

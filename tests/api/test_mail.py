@@ -43,6 +43,20 @@ class Inbox:
         return "250 OK"
 
 
+class RefusingInbox(Inbox):
+    """Refuses one address at RCPT time, as a relay does for an unknown mailbox."""
+
+    def __init__(self, refuse: str):
+        super().__init__()
+        self.refuse = refuse
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if address == self.refuse:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
 class SmtpServer:
     def __init__(self, port: int | None = None, **kw):
         self.port = port or free_port()
@@ -412,3 +426,20 @@ async def test_critical_inference_result_mails_once_even_when_the_job_is_retried
     rows = await EmailOutbox.select().where(EmailOutbox.kind == "alert")
     assert len(rows) == 1 and "senior@example.org" in str(rows[0]["recipients"])
     assert f"/projects/p/series/{series.series_instance_uid}" in rows[0]["body"]
+
+
+async def test_a_recipient_the_server_refuses_does_not_resend_to_the_others(client, consumer, smtp_server, case):
+    from portal.tables import EmailOutbox
+
+    smtp_server.inbox = RefusingInbox("team@hospital.test")
+    smtp_server.stop()
+    smtp_server.start()
+    r = await client.post("/api/v1/email", headers=creds("rev"), json={
+        "series": case["SeriesInstanceUID"], "to": ["senior"], "cc": ["team@hospital.test"], "body": "Look."})
+    assert r.status_code == 201, r.text
+    got = await wait_for(lambda: smtp_server.inbox.messages, what="the message")
+    assert got[0]["rcpt"] == ["senior@example.org"]
+    row = await wait_for(lambda: EmailOutbox.select().where(EmailOutbox.state == "sent").first(), what="sent state")
+    assert "team@hospital.test" in row["last_error"] and row["attempts"] == 1
+    await asyncio.sleep(1.5)
+    assert len(smtp_server.inbox.messages) == 1  # never sent again to the senior reviewer
