@@ -31,6 +31,16 @@ DEFAULT_SETTINGS: dict = {
     "ai_routing": routing.DEFAULT_RULES,
     "ai_quiet_seconds": 5,
     "ai_suggest_threshold": 0.5,
+    # Import/export (portal/exchange): the file written by exports ("" = {data dir}/exports/{project}/
+    # {project}.{format}), the file imports read ("" = the export file, one file both ways as the seed
+    # advises), its format, where frames' files are ("store": the stable stored file; "copy": a copy under
+    # the export folder), how many timestamped backups to keep, and the sync schedule (0 = off).
+    "export_path": "",
+    "import_path": "",
+    "export_format": "json",
+    "export_images": "store",
+    "export_backups": 10,
+    "sync_every_minutes": 0,
 }
 
 
