@@ -284,5 +284,77 @@ def model_train(version: str | None) -> None:
     sys.exit(status)
 
 
+# --- import/export (portal/exchange) ---------------------------------------------------------------
+
+
+def _exchange_run(project_name: str, kind: str, **create) -> dict:
+    """Create a run of `kind` (so it shows in the project's sync history) and execute it here, with a bar."""
+    from portal import projects
+    from portal.errors import NotFound
+    from portal.exchange import runs
+
+    state = {"bar": None, "phase": None}
+
+    def show(phase: str, done: int, total: int) -> None:
+        if phase != state["phase"]:
+            if state["bar"] is not None:
+                state["bar"].render_finish()
+            state["phase"] = phase
+            state["bar"] = click.progressbar(length=max(total, 1), label=phase.capitalize(), show_pos=True,
+                                             file=sys.stderr) if total else None
+            if state["bar"] is None:
+                click.echo(phase.capitalize() + "…", err=True)
+        bar = state["bar"]
+        if bar is not None and total:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+    async def go():
+        p = await projects.get(project_name)
+        if p is None:
+            raise NotFound(f"No project named '{project_name}'.")
+        run = await runs.create(p, kind, trigger="cli", **create)
+        return await runs.execute(run["id"], also=show)
+
+    run = _run(go())
+    if state["bar"] is not None:
+        state["bar"].render_finish()
+    for problem in run["problems"]:
+        where = f"row {problem['row']}" if str(problem["row"]).isdigit() else problem["row"]
+        click.echo(f"{where}{' (' + problem['field'] + ')' if problem['field'] else ''}: {problem['problem']}",
+                   err=True)
+    if run["state"] != "done":
+        click.echo(f"error: {run['message']}", err=True)
+        sys.exit(1)
+    click.echo(run["message"])
+    return run
+
+
+@main.command("export")
+@click.argument("project_name", metavar="PROJECT")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default=None,
+              help="Default: from --to's suffix, else the project's export format.")
+@click.option("--to", "to", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write (default: the project's export path).")
+@click.option("--deidentify", is_flag=True, help="De-identify (DICOM PS3.15 basic profile) for sharing outside the team.")
+@click.option("--remap-uids", is_flag=True, help="With --deidentify: replace UIDs consistently instead of keeping them.")
+def export_cmd(project_name: str, fmt: str | None, to: Path | None, deidentify: bool, remap_uids: bool) -> None:
+    """Export a project's state (frames, every decision, form submissions, AI results) atomically, with a backup."""
+    _setup()
+    run = _exchange_run(project_name, "export", fmt=fmt or "", path=str(to.resolve()) if to else "",
+                        options={"deidentify": deidentify, "remap_uids": remap_uids})
+    click.echo(run["path"])
+
+
+@main.command("import")
+@click.argument("project_name", metavar="PROJECT")
+@click.option("--from", "source", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A CSV (MIQA columns) or JSON file; relative file_locations resolve against its folder.")
+def import_cmd(project_name: str, source: Path) -> None:
+    """Validate a CSV or JSON file (every problem reported, nothing changed), then merge it into the project."""
+    _setup()
+    _exchange_run(project_name, "import", path=str(source.resolve()))
+
+
 if __name__ == '__main__':
     main()
