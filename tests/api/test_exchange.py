@@ -138,3 +138,148 @@ async def test_images_uploaded_through_the_portal_are_exported(client, app, tmp_
     result = await export(await projects.get("chest"), fmt="csv", to=tmp_path / "e.csv")
     row = list(csv.DictReader(open(result.path)))[0]
     assert Path(row["file_location"]).is_file() and row["subject_id"] == "UP-1"
+
+
+# --- import -----------------------------------------------------------------------------------------
+
+
+def _write_csv(path: Path, rows: list[dict], header=csvformat.COLUMNS) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            w.writerow([r.get(c, "") for c in header])
+    return path
+
+
+def _repo_rows(folder: Path, project="chest", n=2, **decision) -> list[dict]:
+    """What another repository writes: new frames with paths relative to the CSV, maybe a decision."""
+    files = samples.make_series(samples.sample_path("MR_small.dcm"), folder / "scans" / "s1", n, patient_id="EXT-1")
+    return [{"project_name": project, "experiment_name": "exp-1", "scan_name": "scan-1", "scan_type": "T1",
+             "frame_number": i, "file_location": f.relative_to(folder).as_posix(), **decision}
+            for i, f in enumerate(files)]
+
+
+async def _counts():
+    return (await Instance.count(), await Decision.count(), await FormSubmission.count(), await Series.count())
+
+
+async def test_csv_import_ingests_new_frames_and_merges_decisions_without_duplicates(app, tmp_path):
+    p = await _project()
+    repo = tmp_path / "repo"
+    rows = _repo_rows(repo, last_decision="U", last_decision_creator="sen", last_decision_note="fine",
+                      last_decision_created="2026-03-01T10:15:42+02:00", identified_artifacts="lesions")
+    path = _write_csv(repo / "import.csv", rows)
+    counts = await import_file(path, p)
+    assert counts["frames_added"] == 2 and counts["decisions_added"] == 1 and counts["format"] == "csv"
+    series = await Series.objects().get(Series.project == p.id)
+    assert series.review_status == "complete"  # a senior reviewer's decision settles it
+    d = await Decision.objects().get(Decision.series == series.id)
+    # The seconds and the zone survive: 10:15:42 at +02:00 is 08:15:42 UTC.
+    assert clock.iso(d.created_at) == "2026-03-01T08:15:42Z"
+    assert d.username == "sen" and d.role == "senior_reviewer" and d.note == "fine"
+    assert (json.loads(d.artifacts) if isinstance(d.artifacts, str) else d.artifacts) == {"lesions": 1}
+    again = await import_file(path, p)  # the same file again: nothing new
+    assert again["frames_added"] == 0 and again["frames_existing"] == 2
+    assert again["decisions_added"] == 0 and again["decisions_existing"] == 1
+    assert await Decision.count() == 1 and await Instance.count() == 2
+    assert await AuditEvent.count().where(AuditEvent.action == "import") == 2
+
+
+async def test_json_import_merges_history_into_existing_decisions(app, tmp_path):
+    p, s1, _ = await _populated(tmp_path)
+    result = await export(p, to=tmp_path / "e.json")
+    doc = _doc(result.path)
+    scan = next(s for e in doc["projects"]["chest"]["experiments"].values() for uid, s in e["scans"].items()
+                if uid == s1.series_instance_uid)
+    scan["decisions"].append({"decision": "U", "creator": "rev", "role": "reviewer", "note": "", "created":
+                              "2030-01-01T00:00:00Z", "user_identified_artifacts": {}, "location": None})
+    Path(result.path).write_text(json.dumps(doc))
+    before = await _counts()
+    counts = await import_file(result.path, p)
+    assert counts["decisions_added"] == 1 and counts["decisions_existing"] == 3 and counts["frames_added"] == 0
+    assert await _counts() == (before[0], before[1] + 1, before[2], before[3])
+    assert (await Series.objects().get(Series.id == s1.id)).review_status == "complete"  # latest: U
+
+
+BAD_INPUTS = {
+    "wrong_header": lambda d: _write_csv(d / "f.csv", [{"project_name": "chest"}],
+                                         header=("project", "experiment", "scan", "file")),
+    "other_project": lambda d: _write_csv(d / "f.csv", _repo_rows(d, project="elsewhere")),
+    "missing_file": lambda d: _write_csv(d / "f.csv", [{**r, "file_location": "nope/" + r["file_location"]}
+                                                       for r in _repo_rows(d)]),
+    "bad_date": lambda d: _write_csv(d / "f.csv", _repo_rows(d, last_decision="U", last_decision_creator="rev",
+                                                             last_decision_created="yesterday at noon")),
+    "unknown_code": lambda d: _write_csv(d / "f.csv", _repo_rows(d, last_decision="MAYBE", last_decision_creator="rev",
+                                                                 last_decision_created="2026-01-01T00:00:00Z")),
+    "duplicated_rows": lambda d: _write_csv(d / "f.csv", (lambda rs: rs + [rs[1]])(_repo_rows(d))),
+    "not_csv_or_json": lambda d: (d / "f.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00IHDR" + bytes(200)) and d / "f.csv",
+    "plain_text": lambda d: (d / "f.txt").write_text("hello world\nthis is not a table\n") and d / "f.txt",
+    "bad_json": lambda d: (d / "f.json").write_text('{"projects": {"chest": {"experiments": [1, 2}}') and d / "f.json",
+    "not_dicom": lambda d: (d / "x.dcm").write_text("not an image") and _write_csv(d / "f.csv", [
+        {"project_name": "chest", "experiment_name": "e", "scan_name": "s", "frame_number": 0, "file_location": "x.dcm"}]),
+}
+EXPECT = {"wrong_header": ("1", "Wrong header"), "other_project": ("2", "not 'chest'"),
+          "missing_file": ("2", "File not found"), "bad_date": ("2", "Bad date"),
+          "unknown_code": ("2", "Unknown decision code 'MAYBE'"), "duplicated_rows": ("4", "Duplicate row"),
+          "not_csv_or_json": ("", "not a CSV or JSON"), "plain_text": ("1", "not a CSV or JSON"),
+          "bad_json": ("line 1", "Not valid JSON"), "not_dicom": ("2", "x.dcm")}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+async def test_bad_input_is_reported_with_its_row_and_changes_nothing(app, tmp_path, case):
+    p, _, _ = await _populated(tmp_path)
+    before = await _counts()
+    path = BAD_INPUTS[case](tmp_path)
+    with pytest.raises(ImportRefused) as caught:
+        await import_file(path, p)
+    row, text = EXPECT[case]
+    assert any(pr.row == row and text in pr.problem for pr in caught.value.problems), caught.value.as_dict()
+    assert "nothing was changed" in caught.value.detail
+    assert await _counts() == before
+
+
+async def test_every_problem_is_reported_not_just_the_first(app, tmp_path):
+    p = await _project()
+    rows = _repo_rows(tmp_path, n=3)
+    rows[0]["project_name"] = "other"
+    rows[1]["file_location"] = "missing.dcm"
+    rows[2].update(last_decision="ZZ", last_decision_creator="rev", last_decision_created="2026-13-45")
+    with pytest.raises(ImportRefused) as caught:
+        await import_file(_write_csv(tmp_path / "f.csv", rows), p)
+    found = {(pr.row, pr.field) for pr in caught.value.problems}
+    assert {("2", "project_name"), ("3", "file_location"), ("4", "last_decision_created")} <= found
+    assert await Instance.count() == 0
+
+
+async def test_a_huge_file_is_refused_before_it_is_read(app, tmp_path, monkeypatch):
+    from portal.exchange import importer
+
+    p = await _project()
+    monkeypatch.setattr(importer, "MAX_BYTES", 1000)
+    path = _write_csv(tmp_path / "big.csv", _repo_rows(tmp_path, n=2) * 20)
+    with pytest.raises(ImportRefused) as caught:
+        await import_file(path, p)
+    assert "limited to" in caught.value.problems[0].problem and await Instance.count() == 0
+
+
+async def test_a_failure_while_applying_rolls_everything_back(app, tmp_path, monkeypatch):
+    from portal.archive import ingest as ingest_mod
+    from portal.exchange import importer
+
+    p = await _project()
+    path = _write_csv(tmp_path / "f.csv", _repo_rows(tmp_path, n=3, last_decision="U", last_decision_creator="rev",
+                                                     last_decision_created="2026-01-01T00:00:00Z"))
+    real, calls = ingest_mod.ingest_file, []
+
+    async def flaky(path, project, archive=None, **kw):
+        calls.append(path)
+        if len(calls) == 3:
+            return ingest_mod.IngestResult(status="rejected", reason="disk full")
+        return await real(path, project, archive, **kw)
+
+    monkeypatch.setattr(importer.ingest_mod, "ingest_file", flaky)
+    with pytest.raises(ImportRefused):
+        await import_file(path, p)
+    assert await _counts() == (0, 0, 0, 0)  # the two frames ingested before the failure were rolled back
