@@ -26,6 +26,7 @@ from portal.errors import LightboxError, Unauthenticated
 from portal.routes import admin, api_accounts, api_projects, api_v1, health, projects, qure, session, studies, upload
 from portal.routes import dicomweb, inference, review
 from portal.routes import forms
+from portal.routes import exchange
 from portal.settings import Settings
 from portal.tasks import queue, runner
 
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
             *api_v1.ROUTES, *review.ROUTES, *inference.ROUTES, qure.upload_studies, upload.upload_page, upload.upload_batch, *studies.ROUTES,
             *dicomweb.ROUTES,
             *forms.ROUTES,
+            *exchange.ROUTES,
             projects.project_list, projects.project_create, projects.project_page, projects.settings_page,
             projects.archive_create, projects.member_set, projects.member_remove,
             admin.users_page, admin.user_create, admin.user_page, admin.user_active, admin.user_admin_flag,

@@ -3,7 +3,7 @@
 Plain async functions over the tables; the CLI, the routes and the Huey tasks call them. No HTTP here.
 """
 
-from portal.exchange.export import ExportResult, export
+from portal.exchange.exporter import ExportResult, export
 from portal.exchange.importer import ImportRefused, import_file
 
 __all__ = ["ExportResult", "ImportRefused", "export", "import_file"]

@@ -23,7 +23,7 @@ _Z = ("AccessionNumber", "ContentCreatorName", "PatientBirthDate", "PatientSex",
       "StudyID", "StudyDate", "StudyTime", "FillerOrderNumberImagingServiceRequest",
       "PlacerOrderNumberImagingServiceRequest", "RequestingPhysician")
 _X = ("AcquisitionDateTime", "AdditionalPatientHistory", "AdmittingDiagnosesDescription", "Allergies",
-      "AttendingPhysicianName", "BranchOfService", "CountryOfResidence", "CurrentPatientLocation",
+      "BranchOfService", "CountryOfResidence", "CurrentPatientLocation",
       "DerivationDescription", "DeviceSerialNumber", "EthnicGroup", "ImageComments", "InstitutionAddress",
       "InstitutionName", "InstitutionalDepartmentName", "IssuerOfPatientID", "MedicalAlerts",
       "MedicalRecordLocator", "MilitaryRank", "NameOfPhysiciansReadingStudy", "Occupation",

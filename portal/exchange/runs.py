@@ -8,7 +8,7 @@ from pathlib import Path
 
 from portal import clock, projects
 from portal.errors import LightboxError, NotFound
-from portal.exchange import export as export_mod, importer, sync
+from portal.exchange import exporter as export_mod, importer, sync
 from portal.exchange.records import loads
 from portal.tables import Project, SyncRun, User
 

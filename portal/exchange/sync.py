@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from portal import clock
+from portal import clock, projects
 from portal.dicom import md5_of
-from portal.exchange import export as export_mod, importer
+from portal.exchange import exporter as export_mod, importer
 from portal.tables import Project, SyncRun
 
 
@@ -24,7 +24,7 @@ async def cycle(project: Project, *, username: str = "", on_progress=None) -> di
     if conf_path.is_file():
         known = await runs.last_export_md5(project, str(conf_path))
         if md5_of(conf_path) != known:
-            saved = export_mod.backup(conf_path, export_mod.projects.settings_of(project)["export_backups"],
+            saved = export_mod.backup(conf_path, projects.settings_of(project)["export_backups"],
                                       label="incoming")
             try:
                 summary["incoming"] = await importer.import_file(conf_path, project, username=username,

@@ -283,3 +283,217 @@ async def test_a_failure_while_applying_rolls_everything_back(app, tmp_path, mon
     with pytest.raises(ImportRefused):
         await import_file(path, p)
     assert await _counts() == (0, 0, 0, 0)  # the two frames ingested before the failure were rolled back
+
+
+# --- de-identified export ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("remap", [False, True])
+async def test_deidentified_export_follows_the_basic_profile(app, tmp_path, remap):
+    p, s1, _ = await _populated(tmp_path)
+    result = await export(p, fmt="json", deidentify=True, remap_uids=remap)
+    assert "deidentified" in result.path and result.deidentified
+    text = Path(result.path).read_text()
+    assert "P-1" not in text and "motion?" not in text and "@example.org" not in text and '"rev"' not in text
+    doc = json.loads(text)
+    experiments = doc["projects"]["chest"]["experiments"]
+    subjects = {e["subject_id"] for e in experiments.values()}
+    assert len(subjects) == 2 and all(s.startswith("ANON-") for s in subjects)
+    scans = {uid: s for e in experiments.values() for uid, s in e["scans"].items()}
+    assert (s1.series_instance_uid in scans) is (not remap)
+    for scan in scans.values():
+        for frame in scan["frames"].values():
+            ds = open_dataset(Path(result.path).parent / frame["file_location"], stop_before_pixels=True)
+            assert ds.PatientIdentityRemoved == "YES" and ds.PatientID.startswith("ANON-")
+            assert "PatientBirthDate" not in ds or not ds.PatientBirthDate
+            assert "InstitutionName" not in ds and not any(e.tag.is_private for e in ds)
+            assert ds.SOPInstanceUID == frame["sop_instance_uid"]
+            assert ds.SeriesInstanceUID in scans
+    again = await export(p, fmt="json", deidentify=True, remap_uids=remap)  # consistent from one export to the next
+    assert set(json.loads(Path(again.path).read_text())["projects"]["chest"]["experiments"]) == set(experiments)
+
+
+# --- scheduled sync ----------------------------------------------------------------------------------------
+
+
+async def test_scheduled_sync_imports_what_the_other_side_wrote_then_exports(app, tmp_path):
+    p, s1, _ = await _populated(tmp_path)
+    exchange_file = tmp_path / "exchange" / "chest.csv"
+    await projects.update_settings(p, {"sync_every_minutes": 5, "export_path": str(exchange_file)})
+    p = await projects.get("chest")
+    assert [x.name for x in await sync.due()] == ["chest"]
+    [run_id] = await sync.start_due()
+    assert await sync.due() == []  # one run at a time
+    run = await runs.execute(run_id)
+    assert run["state"] == "done", run["message"]
+    assert run["summary"]["incoming"] is None and run["summary"]["import"]["decisions_added"] == 0
+    assert await sync.due() == []  # not due again for 5 minutes
+    later = clock.now() + dt.timedelta(minutes=6)
+    assert [x.name for x in await sync.due(later)] == ["chest"]
+
+    # The other repository adds a new scan and a decision on an existing one, in the same file.
+    rows = list(csv.DictReader(open(exchange_file)))
+    for r in rows:
+        if r["scan_name"] == s1.series_instance_uid:
+            r.update(last_decision="U", last_decision_creator="external", last_decision_note="ok from PACS",
+                     last_decision_created="2031-05-05T05:05:05Z")
+    rows += _repo_rows(exchange_file.parent)
+    _write_csv(exchange_file, rows)
+    run = await runs.execute((await runs.create(p, "sync", trigger="schedule"))["id"])
+    assert run["state"] == "done", (run["message"], run["problems"])
+    assert run["summary"]["incoming"]["frames_added"] == 2 and run["summary"]["incoming"]["decisions_added"] == 1
+    assert Path(run["summary"]["incoming_backup"]).is_file()
+    history = await decisions.history(await Series.objects().get(Series.id == s1.id))
+    assert [d["decision"] for d in history] == ["U", "UN", "Q?"]  # nothing lost, the new one on top
+    assert len(list(csv.DictReader(open(exchange_file)))) == 7  # the export now has the new frames too
+
+
+async def test_a_sync_that_cannot_read_the_other_sides_file_does_not_overwrite_it(app, tmp_path):
+    p, _, _ = await _populated(tmp_path)
+    exchange_file = tmp_path / "chest.csv"
+    await projects.update_settings(p, {"export_path": str(exchange_file)})
+    _write_csv(exchange_file, _repo_rows(tmp_path, last_decision="??", last_decision_creator="x",
+                                         last_decision_created="2026-01-01T00:00:00Z"))
+    before = exchange_file.read_bytes()
+    run = await runs.execute((await runs.create(await projects.get("chest"), "sync", trigger="schedule"))["id"])
+    assert run["state"] == "failed" and "not overwritten" in run["message"]
+    assert any("Unknown decision code" in pr["problem"] for pr in run["problems"])
+    assert exchange_file.read_bytes() == before
+
+
+# --- API --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def consumer(app):
+    from portal.tasks.queue import EmbeddedConsumer, huey, load_tasks
+
+    load_tasks()
+    c = EmbeddedConsumer(huey, workers=1, worker_type="thread", periodic=False, check_worker_health=False)
+    c.start()
+    yield c
+    c.stop(graceful=True)
+
+
+async def _wait(client, url, user="mgr", timeout=60):
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = (await client.get(url, headers=creds(user))).json()
+        if run["state"] in ("done", "failed"):
+            return run
+        await asyncio.sleep(0.2)
+    raise AssertionError(run)
+
+
+async def test_api_export_and_import_are_tasks_with_a_status(client, consumer, tmp_path):
+    p, _, _ = await _populated(tmp_path)
+    await projects.update_settings(p, {"export_path": str(tmp_path / "api" / "chest.json")})
+    r = await client.post("/api/v1/projects/chest/export", headers=creds("mgr"), json={"format": "csv"})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["run"]["state"] == "queued" and body["status_url"] == f"/api/v1/projects/chest/runs/{body['run']['id']}"
+    run = await _wait(client, body["status_url"])
+    assert run["state"] == "done" and run["format"] == "csv" and Path(run["path"]).is_file(), run
+    assert run["summary"]["frames"] == 5
+
+    # Import by upload: a refused file reports its problems on the run.
+    bad = _write_csv(tmp_path / "bad.csv", _repo_rows(tmp_path / "r", project="other"))
+    with open(bad, "rb") as fh:
+        r = await client.post("/api/v1/projects/chest/import", headers=creds("mgr"), files={"file": ("bad.csv", fh)})
+    assert r.status_code == 202, r.text
+    run = await _wait(client, r.json()["status_url"])
+    assert run["state"] == "failed" and run["problems"][0]["row"] == "2" and "not 'chest'" in run["problems"][0]["problem"]
+
+    good = _write_csv(tmp_path / "r" / "good.csv", _repo_rows(tmp_path / "r"))
+    with open(good, "rb") as fh:
+        r = await client.post("/api/v1/projects/chest/import", headers=creds("mgr"), files={"file": ("good.csv", fh)})
+    run = await _wait(client, r.json()["status_url"])
+    # Uploaded on its own, its relative paths cannot resolve: reported, nothing changed.
+    assert run["state"] == "failed" and "File not found" in run["problems"][0]["problem"]
+
+    r = await client.post("/api/v1/projects/chest/import", headers=creds("mgr"))  # the project's import path
+    run = await _wait(client, r.json()["status_url"])
+    assert run["state"] == "done" and run["summary"]["frames_existing"] == 5, run
+    listed = (await client.get("/api/v1/projects/chest/runs", headers=creds("mgr"))).json()
+    assert [x["kind"] for x in listed] == ["import", "import", "import", "export"]
+
+
+async def test_api_import_export_is_for_managers_and_paths_for_admins(client, app, tmp_path):
+    await _project()
+    for user, status in (("rev", 403), ("sen", 403), ("view", 403)):
+        assert (await client.post("/api/v1/projects/chest/export", headers=creds(user))).status_code == status
+        assert (await client.post("/api/v1/projects/chest/import", headers=creds(user))).status_code == status
+        assert (await client.get("/api/v1/projects/chest/runs", headers=creds(user))).status_code == status
+    from tests.helpers import make_user
+
+    await make_user("stranger")
+    r = await client.post("/api/v1/projects/chest/export", headers=creds("stranger"))
+    assert r.status_code == 404
+    r = await client.post("/api/v1/projects/chest/export", headers=creds("mgr"), json={"to": "/etc/evil.json"})
+    assert r.status_code == 403 and r.json()["suberror"] == "admin_required"
+    r = await client.post("/api/v1/projects/chest/import", headers=creds("mgr"), json={"path": "/etc/passwd"})
+    assert r.status_code == 403
+    assert await SyncRun.count() == 0
+    r = await client.get("/api/v1/projects/chest/runs/999", headers=creds("mgr"))
+    assert r.status_code == 404
+
+
+# --- round trip into an empty install ----------------------------------------------------------------------
+
+
+def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "portal.cli", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=300)
+
+
+def _content(doc: dict) -> dict:
+    """What must survive a round trip: everything but the export time and where the files happen to live."""
+    doc = json.loads(json.dumps(doc))
+    doc.pop("exported")
+    for e in doc["projects"]["chest"]["experiments"].values():
+        for s in e["scans"].values():
+            for f in s["frames"].values():
+                f.pop("file_location")
+    return doc
+
+
+async def test_round_trip_into_an_empty_install_keeps_everything(app, tmp_path, template):
+    p, s1, _ = await _populated(tmp_path)
+    await forms.submit(s1, p, await accounts.get("sen"), "mri-qc", {**MRI_ENTRY, "quality_score": 2})
+    first = await export(p, fmt="json", to=tmp_path / "one" / "chest.json")
+
+    other = fresh_env(template, tmp_path / "other-install")
+    assert _cli(other, "project", "create", "chest").returncode == 0
+    out = _cli(other, "import", "chest", "--from", first.path)
+    assert out.returncode == 0, out.stderr
+    assert "5 new frame(s), 3 new decision(s), 2 new form submission(s)" in out.stdout
+    second_path = tmp_path / "two" / "chest.json"
+    out = _cli(other, "export", "chest", "--to", str(second_path))
+    assert out.returncode == 0, out.stderr
+    assert _content(_doc(second_path)) == _content(_doc(first.path))
+    # Its files are its own copies, not the first install's.
+    frame = next(iter(next(iter(_doc(second_path)["projects"]["chest"]["experiments"].values()))["scans"].values()))
+    assert str(tmp_path / "other-install") in next(iter(frame["frames"].values()))["file_location"]
+
+    # And CSV: the same frames and last decisions.
+    csv_one = await export(p, fmt="csv", to=tmp_path / "one" / "chest.csv")
+    out = _cli(other, "export", "chest", "--format", "csv", "--to", str(tmp_path / "two" / "chest.csv"))
+    assert out.returncode == 0, out.stderr
+    strip = lambda path: sorted(tuple(v for k, v in r.items() if k != "file_location")  # noqa: E731
+                                for r in csv.DictReader(open(path)))
+    assert strip(tmp_path / "two" / "chest.csv") == strip(csv_one.path)
+
+
+async def test_cli_import_reports_every_problem_and_exits_1(app, tmp_path, lb_env):
+    await _project()
+    rows = _repo_rows(tmp_path, n=2)
+    rows[0]["frame_number"] = "first"
+    rows[1]["file_location"] = "gone.dcm"
+    out = _cli(lb_env, "import", "chest", "--from", str(_write_csv(tmp_path / "f.csv", rows)))
+    assert out.returncode == 1
+    assert "row 2 (frame_number)" in out.stderr and "row 3 (file_location): File not found" in out.stderr
+    assert await Instance.count() == 0
+    assert (await SyncRun.objects().first()).trigger == "cli"
