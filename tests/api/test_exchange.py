@@ -497,3 +497,36 @@ async def test_cli_import_reports_every_problem_and_exits_1(app, tmp_path, lb_en
     assert "row 2 (frame_number)" in out.stderr and "row 3 (file_location): File not found" in out.stderr
     assert await Instance.count() == 0
     assert (await SyncRun.objects().first()).trigger == "cli"
+
+
+# --- portal -------------------------------------------------------------------------------------------------
+
+
+async def test_portal_panel_run_status_history_and_settings(client, app, tmp_path):
+    from tests.helpers import form_post, login
+
+    await _populated(tmp_path)
+    await login(client, "rev")
+    page = (await client.get("/projects/chest")).text
+    assert 'id="exchange"' not in page  # reviewers do not import or export
+    assert (await form_post(client, "/projects/chest/export", {})).status_code == 403
+    client.cookies.clear()
+    await login(client, "mgr")
+    assert 'id="exchange"' in (await client.get("/projects/chest")).text
+    r = await form_post(client, "/projects/chest/export", {"format": "csv"}, headers={"HX-Request": "true"})
+    assert r.status_code == 200 and 'hx-trigger="load delay:1s"' in r.text and 'data-state="queued"' in r.text
+    run = (await SyncRun.objects().first())
+    await runs.execute(run.id)
+    r = await client.get(f"/projects/chest/sync/runs/{run.id}", headers={"HX-Request": "true"})
+    assert 'data-state="done"' in r.text and "hx-trigger" not in r.text and "Exported 5 frame(s)" in r.text
+    history = await client.get("/projects/chest/sync")
+    assert history.status_code == 200 and f'data-run="{run.id}"' in history.text
+
+    r = await form_post(client, "/projects/chest/settings/exchange", {"sync_every_minutes": "15", "export_format": "csv",
+                                                                      "export_backups": "3"})
+    assert r.status_code == 303
+    conf = projects.settings_of(await projects.get("chest"))
+    assert (conf["sync_every_minutes"], conf["export_format"], conf["export_backups"]) == (15, "csv", 3)
+    r = await form_post(client, "/projects/chest/settings/exchange", {"export_path": "/etc/x.csv"})
+    assert projects.settings_of(await projects.get("chest"))["export_path"] == ""  # managers cannot set server paths
+    assert 'id="exchange"' in (await client.get("/projects/chest/settings")).text
