@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -16,6 +18,9 @@ log = logging.getLogger("lightbox.exchange")
 KINDS = ("export", "import", "sync")
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 ACTIVE = (QUEUED, RUNNING)
+# A run still queued or running after this long lost its worker (a restart): it is marked failed, so that
+# the project's schedule carries on.
+STALE = dt.timedelta(hours=2)
 
 
 async def create(project: Project, kind: str, *, trigger: str, user: User | None = None, fmt: str = "",
@@ -107,7 +112,29 @@ async def execute(run_id: int, *, also=None) -> dict:
     changes[SyncRun.finished_at] = clock.now()
     changes[SyncRun.phase] = ""
     await SyncRun.update(changes).where(SyncRun.id == run_id)
+    _remove_upload(row.path)
     return await get(project, run_id)
+
+
+def _remove_upload(path: str) -> None:
+    """A file uploaded for one import is not kept once that import has run."""
+    from portal import settings as settings_mod
+
+    uploads = (settings_mod.current().data_dir / "imports").resolve()
+    if path and uploads in Path(path).resolve().parents:
+        shutil.rmtree(Path(path).resolve().parent, ignore_errors=True)
+
+
+async def fail_stale(now: dt.datetime | None = None) -> int:
+    """Mark runs whose worker went away (queued or running for longer than STALE) as failed."""
+    cutoff = (now or clock.now()) - STALE
+    stale = await SyncRun.select(SyncRun.id).where(SyncRun.state.is_in(list(ACTIVE)) & (SyncRun.queued_at < cutoff))
+    if stale:
+        await SyncRun.update({SyncRun.state: FAILED, SyncRun.finished_at: clock.now(), SyncRun.phase: "",
+                              SyncRun.message: "The run stopped without finishing (its worker was stopped); "
+                                               "nothing was changed by an unfinished import."}).where(
+            SyncRun.id.is_in([r["id"] for r in stale]))
+    return len(stale)
 
 
 def _message(kind: str, s: dict) -> str:

@@ -62,4 +62,5 @@ async def start_due() -> list[int]:
     """Create a queued run for each due project; the periodic task executes them."""
     from portal.exchange import runs
 
+    await runs.fail_stale()
     return [(await runs.create(p, "sync", trigger="schedule"))["id"] for p in await due()]

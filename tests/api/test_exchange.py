@@ -530,3 +530,15 @@ async def test_portal_panel_run_status_history_and_settings(client, app, tmp_pat
     r = await form_post(client, "/projects/chest/settings/exchange", {"export_path": "/etc/x.csv"})
     assert projects.settings_of(await projects.get("chest"))["export_path"] == ""  # managers cannot set server paths
     assert 'id="exchange"' in (await client.get("/projects/chest/settings")).text
+
+
+async def test_a_run_whose_worker_went_away_does_not_block_the_schedule(app, tmp_path):
+    p = await _project()
+    await projects.update_settings(p, {"sync_every_minutes": 1, "export_path": str(tmp_path / "s.json")})
+    p = await projects.get("chest")
+    run = await runs.create(p, "sync", trigger="schedule")
+    await SyncRun.update({SyncRun.state: "running", SyncRun.queued_at: clock.now() - dt.timedelta(hours=3)}).where(
+        SyncRun.id == run["id"])
+    assert await sync.due() == []
+    [new] = await sync.start_due()
+    assert (await runs.get(p, run["id"]))["state"] == "failed" and new != run["id"]
