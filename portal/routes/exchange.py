@@ -3,6 +3,7 @@ project page, its live run status, the sync history page and the import/export s
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from pathlib import Path
 
@@ -12,17 +13,18 @@ from litestar.response import Response, Template
 
 from portal import projects, settings as settings_mod, uploads
 from portal.auth import permissions
+from portal.dicom import sanitize_filename
 from portal.errors import Invalid, LightboxError, PermissionDenied
-from portal.exchange import exporter as export_mod, runs
+from portal.exchange import exporter as export_mod, importer, runs
 from portal.routes._auth import api_user, client_of, portal_user
 from portal.routes._body import json_object
 from portal.routes._render import flash, page, partial, redirect
-from portal.routes._uploads import MAX_UPLOAD_BYTES
 from portal.tables import Project, User
 
 _api = {"me": Provide(api_user)}
 _portal = {"me": Provide(portal_user)}
 PERMISSION = "import_export"
+MAX_BODY = importer.MAX_BYTES + 1024**2  # the largest import file, and the form around it
 
 
 def _enqueue(run: dict) -> None:
@@ -35,16 +37,22 @@ def _status_url(project: Project, run: dict) -> str:
     return f"/api/v1/projects/{project.name}/runs/{run['id']}"
 
 
-async def _receive_file(request: Request) -> Path:
-    """An uploaded import file, kept under the data dir until its run reads it."""
+async def _receive_file(request: Request, *, required: bool = True) -> str:
+    """An uploaded import file (form field 'file'), kept under the data dir until its run has read it."""
     folder = settings_mod.current().data_dir / "imports" / uuid.uuid4().hex
     folder.mkdir(parents=True)
     parts = await uploads.receive(request.stream(), request.headers.get("content-type", ""), folder,
-                                  max_total=MAX_UPLOAD_BYTES, allowed=("multipart/form-data",))
-    files = [p for p in parts if p.is_file and p.path is not None and p.name == "file"]
+                                  max_total=MAX_BODY, allowed=("multipart/form-data",))
+    files = [p for p in parts if p.name == "file" and p.path is not None and p.filename and p.size]
     if not files:
-        raise Invalid("Send the import file in a form field named 'file'.", "no_file", fields={"file": "required"})
-    return files[0].path
+        shutil.rmtree(folder, ignore_errors=True)
+        if required:
+            raise Invalid("Send the import file in a form field named 'file'.", "no_file", fields={"file": "required"})
+        return ""
+    # Keep the sender's file name (made safe): messages and the history name the file people know.
+    named = folder / sanitize_filename(files[0].filename)
+    files[0].path.rename(named)
+    return str(named)
 
 
 def _admin_path(me: User, value, what: str) -> str:
@@ -79,13 +87,14 @@ async def api_export(request: Request, me: User, name: str) -> dict:
 
 
 @post("/api/v1/projects/{name:str}/import", dependencies=_api, tags=["projects"], status_code=202,
+      request_max_body_size=MAX_BODY,
       summary="Import into the project (a task): a multipart 'file', JSON {path} (admins), or no body for the "
               "project's import path")
 async def api_import(request: Request, me: User, name: str) -> dict:
     p = await permissions.project_for(me, name, PERMISSION)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "multipart/form-data":
-        path = str(await _receive_file(request))
+        path = await _receive_file(request)
     elif await request.body():
         path = _admin_path(me, (await json_object(request, '{"path": "/srv/exchange/chest.csv"}')).get("path"), "path")
     else:
@@ -126,20 +135,11 @@ async def portal_export(request: Request, me: User, project: str) -> Template:
     return _run_partial(p, run)
 
 
-@post("/projects/{project:str}/import", dependencies=_portal, include_in_schema=False)
+@post("/projects/{project:str}/import", dependencies=_portal, include_in_schema=False, request_max_body_size=MAX_BODY)
 async def portal_import(request: Request, me: User, project: str) -> Template:
     p = await permissions.project_for(me, project, PERMISSION)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    path = ""
-    if media == "multipart/form-data":
-        form = await request.form()
-        upload = form.get("file")
-        if upload is not None and getattr(upload, "filename", ""):
-            folder = settings_mod.current().data_dir / "imports" / uuid.uuid4().hex
-            folder.mkdir(parents=True)
-            dest = folder / (Path(upload.filename).name or "import")
-            dest.write_bytes(await upload.read())
-            path = str(dest)
+    path = await _receive_file(request, required=False) if media == "multipart/form-data" else ""
     run = await runs.create(p, "import", trigger="portal", user=me, path=path)
     _enqueue(run)
     return _run_partial(p, run)
