@@ -78,7 +78,7 @@ def read(text: str, parsed: Parsed, artifacts_known: list[str]) -> None:
 
 def _row(row: dict, line: str, parsed: Parsed, artifacts_known: list[str], seen: dict) -> None:
     project = row["project_name"]
-    parsed.project_names.setdefault(project, line)
+    parsed.project_names.setdefault(project, []).append(line)
     ok = True
     for column in ("experiment_name", "scan_name", "file_location"):
         if not row[column]:

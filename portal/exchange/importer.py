@@ -112,10 +112,10 @@ async def validate(path: str | Path, project: Project, on_progress=None) -> Plan
     plan = Plan(parsed=parsed, base=path.parent)
     if parsed.problems and not (parsed.frames or parsed.decisions):
         raise ImportRefused(parsed.problems, str(path))
-    for name, row in parsed.project_names.items():
+    for name, rows in parsed.project_names.items():
         if name != project.name:
-            parsed.problem(row, "project_name", f"This row is for project '{name[:64]}', not '{project.name}'"
-                           + (" (and so may be others)" if len(parsed.project_names) > 1 else "") + ".")
+            for row in rows:
+                parsed.problem(row, "project_name", f"This row is for project '{name[:64]}', not '{project.name}'.")
     conf = projects.settings_of(project)
     codes = [d["code"] for d in conf["decisions"]]
     for d in parsed.decisions:
@@ -193,6 +193,7 @@ async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress)
         return p, parsed_instance, ""
 
     files = list(plan.new_files)
+    new_sops: dict[str, Path] = {}
     for start in range(0, len(files), 16):
         for p, info, why in await asyncio.gather(*(inspect(p) for p in files[start:start + 16])):
             done += 1
@@ -200,6 +201,11 @@ async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress)
                 parsed.problem(seen_paths[p], "file_location", f"{p}: {why}")
                 plan.new_files.pop(p, None)
                 continue
+            if why != "same" and info.sop_instance_uid in new_sops:
+                parsed.problem(seen_paths[p], "file_location", f"{p} has the SOP Instance UID of "
+                               f"{new_sops[info.sop_instance_uid]} (row {seen_paths[new_sops[info.sop_instance_uid]]}).")
+                continue
+            new_sops.setdefault(info.sop_instance_uid, p)
             if why == "same":
                 plan.new_files.pop(p, None)
                 plan.existing_frames += 1

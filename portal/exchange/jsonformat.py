@@ -39,7 +39,7 @@ def read(text: str, parsed: Parsed, artifacts_known: list[str]) -> None:
         return
     for name, project in doc["projects"].items():
         where = f"projects.{name}"
-        parsed.project_names.setdefault(name, where)
+        parsed.project_names.setdefault(name, []).append(where)
         if not _is(project, dict, parsed, where, "an object with \"experiments\""):
             continue
         for i, form in enumerate(project.get("forms") or []):

@@ -73,7 +73,7 @@ class AiIn:
 @dataclass
 class Parsed:
     format: str
-    project_names: dict = field(default_factory=dict)  # name -> first row naming it
+    project_names: dict = field(default_factory=dict)  # name -> the rows naming it
     frames: list = field(default_factory=list)
     decisions: list = field(default_factory=list)
     submissions: list = field(default_factory=list)

@@ -219,12 +219,21 @@ BAD_INPUTS = {
     "bad_json": lambda d: (d / "f.json").write_text('{"projects": {"chest": {"experiments": [1, 2}}') and d / "f.json",
     "not_dicom": lambda d: (d / "x.dcm").write_text("not an image") and _write_csv(d / "f.csv", [
         {"project_name": "chest", "experiment_name": "e", "scan_name": "s", "frame_number": 0, "file_location": "x.dcm"}]),
+    "same_image_twice": lambda d: _write_csv(d / "f.csv", (lambda rs: rs + [{**rs[0], "frame_number": 9,
+        "file_location": _copy_of(d / rs[0]["file_location"])}])(_repo_rows(d))),
 }
 EXPECT = {"wrong_header": ("1", "Wrong header"), "other_project": ("2", "not 'chest'"),
           "missing_file": ("2", "File not found"), "bad_date": ("2", "Bad date"),
           "unknown_code": ("2", "Unknown decision code 'MAYBE'"), "duplicated_rows": ("4", "Duplicate row"),
           "not_csv_or_json": ("", "not a CSV or JSON"), "plain_text": ("1", "not a CSV or JSON"),
-          "bad_json": ("line 1", "Not valid JSON"), "not_dicom": ("2", "x.dcm")}
+          "bad_json": ("line 1", "Not valid JSON"), "not_dicom": ("2", "x.dcm"),
+          "same_image_twice": ("4", "has the SOP Instance UID of")}
+
+
+def _copy_of(path: Path) -> str:
+    import shutil
+
+    return str(shutil.copy(path, path.with_name("copy.dcm")))
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
