@@ -111,7 +111,7 @@ async def validate(path: str | Path, project: Project, on_progress=None) -> Plan
     parsed = await asyncio.to_thread(read, path, project)
     plan = Plan(parsed=parsed, base=path.parent)
     if parsed.problems and not (parsed.frames or parsed.decisions):
-        raise ImportRefused(parsed.problems, str(path))
+        raise _refused(parsed, path)
     for name, rows in parsed.project_names.items():
         if name != project.name:
             for row in rows:
@@ -126,8 +126,14 @@ async def validate(path: str | Path, project: Project, on_progress=None) -> Plan
     await _check_scans(plan, project)
     await _check_forms(plan)
     if parsed.problems:
-        raise ImportRefused(parsed.problems, str(path))
+        raise _refused(parsed, path)
     return plan
+
+
+def _refused(parsed: Parsed, path: Path) -> ImportRefused:
+    exc = ImportRefused(parsed.problems, str(path))
+    exc.format = parsed.format
+    return exc
 
 
 async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress) -> None:

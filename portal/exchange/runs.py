@@ -8,6 +8,8 @@ import shutil
 import time
 from pathlib import Path
 
+from piccolo.engine.sqlite import SQLiteEngine
+
 from portal import clock, projects
 from portal.errors import LightboxError, NotFound
 from portal.exchange import exporter as export_mod, importer, sync
@@ -33,6 +35,8 @@ async def create(project: Project, kind: str, *, trigger: str, user: User | None
 
 
 def as_dict(row: dict, project_name: str = "") -> dict:
+    if row["state"] == RUNNING and row["id"] in LIVE:
+        row = {**row, **dict(zip(("phase", "done", "total"), LIVE[row["id"]]))}
     return {
         "id": row["id"], "project": project_name, "kind": row["kind"], "trigger": row["trigger"],
         "state": row["state"], "format": row["format"], "path": row["path"], "options": loads(row["options"]) or {},
@@ -55,9 +59,16 @@ async def history(project: Project, limit: int = 100) -> list[dict]:
     return [as_dict(r, project.name) for r in rows]
 
 
+# Progress of the runs executing in this process: what an import's transaction cannot show yet on SQLite.
+LIVE: dict[int, tuple[str, int, int]] = {}
+
+
 class Progress:
-    """Writes a run's phase and counts, at most twice a second. Inside the import's transaction a write would
-    only show after the commit, so there it is skipped; `also` (the CLI's bar) always sees every update."""
+    """Writes a run's phase and counts, at most twice a second; `also` (the CLI's bar) sees every update.
+
+    Inside an import's transaction the row is written on a connection of its own (PostgreSQL), so others
+    see it before the commit; SQLite has one writer, the transaction, so there the progress is kept in
+    this process (`LIVE`), which is the web process when the queue runs embedded in `lightbox serve`."""
 
     def __init__(self, run_id: int, also=None):
         self.run_id, self.also, self._last = run_id, also, 0.0
@@ -65,13 +76,22 @@ class Progress:
     async def __call__(self, phase: str, done: int, total: int) -> None:
         if self.also:
             self.also(phase, done, total)
+        LIVE[self.run_id] = (phase[:32], done, total)
         now = time.monotonic()
         if now - self._last < 0.5 and done < total:
             return
         self._last = now
-        if SyncRun._meta.db.current_transaction.get() is None:
+        engine = SyncRun._meta.db
+        in_transaction = engine.current_transaction.get() is not None
+        if in_transaction and isinstance(engine, SQLiteEngine):
+            return
+        token = engine.current_transaction.set(None) if in_transaction else None
+        try:
             await SyncRun.update({SyncRun.phase: phase[:32], SyncRun.done: done, SyncRun.total: total}).where(
                 SyncRun.id == self.run_id)
+        finally:
+            if token is not None:
+                engine.current_transaction.reset(token)
 
 
 async def execute(run_id: int, *, also=None) -> dict:
@@ -101,7 +121,7 @@ async def execute(run_id: int, *, also=None) -> dict:
             changes = {SyncRun.summary: summary, SyncRun.path: summary["path"], SyncRun.format: summary["format"]}
         changes.update({SyncRun.state: DONE, SyncRun.message: _message(row.kind, changes[SyncRun.summary])})
     except importer.ImportRefused as exc:
-        changes = {SyncRun.state: FAILED, SyncRun.message: exc.detail,
+        changes = {SyncRun.state: FAILED, SyncRun.message: exc.detail, SyncRun.format: getattr(exc, "format", ""),
                    SyncRun.problems: [p.as_dict() for p in exc.problems],
                    SyncRun.summary: {"problem_count": exc.count, **getattr(exc, "summary", {})}}
     except LightboxError as exc:
@@ -112,6 +132,7 @@ async def execute(run_id: int, *, also=None) -> dict:
     changes[SyncRun.finished_at] = clock.now()
     changes[SyncRun.phase] = ""
     await SyncRun.update(changes).where(SyncRun.id == run_id)
+    LIVE.pop(run_id, None)
     _remove_upload(row.path)
     return await get(project, run_id)
 

@@ -551,3 +551,16 @@ async def test_a_run_whose_worker_went_away_does_not_block_the_schedule(app, tmp
     assert await sync.due() == []
     [new] = await sync.start_due()
     assert (await runs.get(p, run["id"]))["state"] == "failed" and new != run["id"]
+
+
+async def test_progress_inside_the_import_transaction_is_visible(app, tmp_path):
+    from portal import db
+
+    p = await _project()
+    run = await runs.create(p, "import", trigger="cli")
+    await SyncRun.update({SyncRun.state: "running"}).where(SyncRun.id == run["id"])
+    progress = runs.Progress(run["id"])
+    async with db.write_transaction():
+        await progress("adding images", 5, 10)
+    got = await runs.get(p, run["id"])
+    assert (got["phase"], got["done"], got["total"]) == ("adding images", 5, 10)

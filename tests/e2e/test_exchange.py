@@ -56,3 +56,15 @@ def test_manager_exports_imports_and_reads_the_sync_history(page, live_server, t
     expect(rows.nth(1)).to_have_attribute("data-state", "failed")
     expect(rows.nth(2)).to_contain_text("export")
     expect(rows.nth(2)).to_contain_text("admin")
+    page.screenshot(path=str(tmp_path / "sync-history.png"), full_page=True)
+
+    # The schedule is set on the settings page.
+    page.get_by_role("link", name="Change").click()
+    section = page.locator("article#exchange")
+    section.get_by_label("Sync every (minutes, 0 = off)").fill("30")
+    section.get_by_role("button", name="Save import/export settings").click()
+    expect(page.locator(".flash-success")).to_contain_text("Import/export settings saved")
+    expect(page.locator("article#exchange").get_by_label("Sync every (minutes, 0 = off)")).to_have_value("30")
+    page.screenshot(path=str(tmp_path / "settings.png"), full_page=True)
+    page.goto(live_server.url + "/projects/sync/sync")
+    expect(page.locator("main, body").first).to_contain_text("every 30 minute(s)")
