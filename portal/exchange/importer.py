@@ -37,8 +37,9 @@ class ImportRefused(Invalid):
         shown = problems[:MAX_PROBLEMS]
         more = f" (the first {MAX_PROBLEMS} are listed)" if len(problems) > MAX_PROBLEMS else ""
         first = shown[0]
-        super().__init__(f"{Path(path).name if path else 'The file'} was not imported: {len(problems)} problem(s){more}; nothing was "
-                         f"changed. First: {_where(first)}{first.problem}", "import_refused")
+        name = Path(path).name if path else "The file"
+        super().__init__(f"{name} was not imported: {len(problems)} problem(s){more}; nothing was changed. "
+                         f"First: {_where(first)}{first.problem}", "import_refused")
         self.problems = shown
         self.count = len(problems)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from portal import clock, forms, projects
-from portal.archive import ingest_file, storage
+from portal.archive import ingest_file
 from portal.auth import accounts
 from portal.dicom import open_dataset, samples
 from portal.exchange import csvformat, export, import_file, runs, sync
