@@ -472,7 +472,18 @@ def _content(doc: dict) -> dict:
 async def test_round_trip_into_an_empty_install_keeps_everything(app, tmp_path, template):
     p, s1, _ = await _populated(tmp_path)
     await forms.submit(s1, p, await accounts.get("sen"), "mri-qc", {**MRI_ENTRY, "quality_score": 2})
+    from portal.tables import InferenceJob, Result
+
+    when = clock.now()
+    job = InferenceJob(project=p.id, series=s1.id, model_name="lightbox-quality", model_version="1.0.0",
+                       state="done", attempts=1, queued_at=when, finished_at=when)
+    await job.save()
+    await Result.insert(Result(job=job.id, series=s1.id, name="quality", algorithm="lightbox-quality", value=0.25,
+                               type="probability", model_name="lightbox-quality", model_version="1.0.0",
+                               created_at=when))
     first = await export(p, fmt="json", to=tmp_path / "one" / "chest.json")
+    assert sum(len(s["ai_results"]) for e in _doc(first.path)["projects"]["chest"]["experiments"].values()
+               for s in e["scans"].values()) == 1
 
     other = fresh_env(template, tmp_path / "other-install")
     assert _cli(other, "project", "create", "chest").returncode == 0
