@@ -10,6 +10,7 @@ results on (series, model, version, finished).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,18 +254,6 @@ async def _check_scans(plan: Plan, project: Project) -> None:
             elif not any(p.row == row for p in parsed.problems):
                 parsed.problem(row, "scan_name", f"Scan '{key[1]}' has no frames in the file and no series with that "
                                "UID is in the project.")
-    # Decisions that contradict each other within the file.
-    seen: dict[tuple, object] = {}
-    for d in parsed.decisions:
-        uid = plan.scan_series.get((d.experiment, d.scan))
-        key = (uid, d.creator, second(d.created))
-        if key in seen:
-            other = seen[key]
-            if (other.code, other.note) != (d.code, d.note):
-                parsed.problem(d.row, "decision", f"Contradicts row {other.row}: same scan, creator and time, another "
-                               "decision or note.")
-        else:
-            seen[key] = d
 
 
 async def _check_forms(plan: Plan) -> None:
@@ -336,28 +325,59 @@ async def _insert(table, rows: list) -> None:
         await table.insert(*rows[start:start + BATCH])
 
 
-async def _decisions(plan, project, series_ids, users, admins, roles, counts) -> set[int]:
-    wanted = {}
-    for d in plan.parsed.decisions:
-        sid = series_ids[plan.scan_series[(d.experiment, d.scan)]]
-        wanted.setdefault((sid, d.creator, second(d.created)), d)
-    if not wanted:
-        return set()
-    sids = sorted({k[0] for k in wanted})
-    existing = set()
-    for start in range(0, len(sids), 500):
-        for r in await Decision.select(Decision.series, Decision.username, Decision.created_at).where(
-                Decision.series.is_in(sids[start:start + 500])):
-            existing.add((r["series"], r["username"], second(r["created_at"])))
-    rows = []
-    for key, d in wanted.items():
-        if key in existing:
-            counts["decisions_existing"] += 1
+def _merge(items: list, stored: list[tuple], key, content) -> tuple[list, int]:
+    """What to add: merged on `key` (series, creator, created to the second).
+
+    A key already stored is there, whatever the file says about it now. Only when one key holds several
+    different entries (two decisions by one person on one series within a second) are they told apart by
+    `content` as well, so that such a pair survives every round trip; identical repeats (a CSV repeats a
+    scan's decision on each of its frames) count once.
+    """
+    in_file: dict[tuple, dict] = {}
+    for item in items:
+        in_file.setdefault(key(item), {}).setdefault(content(item), item)
+    by_key: dict[tuple, list] = {}
+    for k, c in stored:
+        by_key.setdefault(k, []).append(c)
+    add, existing = [], 0
+    for k, entries in in_file.items():
+        there = by_key.get(k, [])
+        if len(entries) == 1:
+            if there:
+                existing += 1
+            else:
+                add.append((k, next(iter(entries.values()))))
             continue
+        for c, item in entries.items():
+            if c in there:
+                there.remove(c)
+                existing += 1
+            else:
+                add.append((k, item))
+    return add, existing
+
+
+async def _decisions(plan, project, series_ids, users, admins, roles, counts) -> set[int]:
+    items = plan.parsed.decisions
+    if not items:
+        return set()
+
+    def key(d):
+        return series_ids[plan.scan_series[(d.experiment, d.scan)]], d.creator, second(d.created)
+
+    sids = sorted({key(d)[0] for d in items})
+    stored = []
+    for start in range(0, len(sids), 500):
+        for r in await Decision.select(Decision.series, Decision.username, Decision.created_at, Decision.code,
+                                       Decision.note).where(Decision.series.is_in(sids[start:start + 500])):
+            stored.append(((r["series"], r["username"], second(r["created_at"])), (r["code"], r["note"])))
+    add, counts["decisions_existing"] = _merge(items, stored, key, lambda d: (d.code, d.note))
+    rows = []
+    for k, d in add:
         role = d.role if d.role is not None else ("admin" if d.creator in admins else roles.get(d.creator, ""))
-        rows.append(Decision(project=project.id, series=key[0], user=users.get(d.creator), username=d.creator[:150],
+        rows.append(Decision(project=project.id, series=k[0], user=users.get(d.creator), username=d.creator[:150],
                              role=role, code=d.code, note=d.note, artifacts=d.artifacts, location=d.location or {},
-                             created_at=key[2]))
+                             created_at=k[2]))
     await _insert(Decision, rows)
     counts["decisions_added"] = len(rows)
     return {r.series for r in rows}
@@ -396,22 +416,23 @@ async def _submissions(plan, project, series_ids, users, counts) -> None:
             counts["forms_added"] += 1
             row = {"id": new.id}
         form_ids[(name, version)] = row["id"]
-    sids = sorted({series_ids[plan.scan_series[(s.experiment, s.scan)]] for s in subs})
-    existing = set()
-    for r in await FormSubmission.select(FormSubmission.series, FormSubmission.form, FormSubmission.username,
-                                         FormSubmission.created_at).where(FormSubmission.series.is_in(sids)):
-        existing.add((r["series"], r["form"], r["username"], second(r["created_at"])))
-    rows = []
-    for s in subs:
-        key = (series_ids[plan.scan_series[(s.experiment, s.scan)]], form_ids[(s.form, s.form_version)], s.creator,
-               second(s.created))
-        if key in existing:
-            counts["submissions_existing"] += 1
-            continue
-        existing.add(key)
-        rows.append(FormSubmission(project=project.id, series=key[0], form=key[1], user=users.get(s.creator),
-                                   username=s.creator[:150], user_email=s.email[:254], entry=s.entry,
-                                   entry_formatted=s.entry_formatted, created_at=key[3]))
+
+    def key(s):
+        return (series_ids[plan.scan_series[(s.experiment, s.scan)]], form_ids[(s.form, s.form_version)], s.creator,
+                second(s.created))
+
+    def content(entry) -> str:
+        return json.dumps(entry, sort_keys=True)
+
+    sids = sorted({key(s)[0] for s in subs})
+    stored = [((r["series"], r["form"], r["username"], second(r["created_at"])), content(loads(r["entry"])))
+              for r in await FormSubmission.select(
+                  FormSubmission.series, FormSubmission.form, FormSubmission.username, FormSubmission.created_at,
+                  FormSubmission.entry).where(FormSubmission.series.is_in(sids))]
+    add, counts["submissions_existing"] = _merge(subs, stored, key, lambda s: content(s.entry))
+    rows = [FormSubmission(project=project.id, series=k[0], form=k[1], user=users.get(s.creator),
+                           username=s.creator[:150], user_email=s.email[:254], entry=s.entry,
+                           entry_formatted=s.entry_formatted, created_at=k[3]) for k, s in add]
     await _insert(FormSubmission, rows)
     counts["submissions_added"] = len(rows)
 

@@ -575,3 +575,62 @@ async def test_progress_inside_the_import_transaction_is_visible(app, tmp_path):
         await progress("adding images", 5, 10)
     got = await runs.get(p, run["id"])
     assert (got["phase"], got["done"], got["total"]) == ("adding images", 5, 10)
+
+
+async def test_a_week_of_scheduled_syncs_loses_nothing(app, tmp_path):
+    """Both sides change things between cycles: Lightbox users decide, fill forms and upload; the other
+    repository adds decisions and new images to the JSON file. After every cycle, nothing is missing."""
+    p, s1, s2 = await _populated(tmp_path)
+    exchange_file = tmp_path / "exchange" / "chest.json"
+    await projects.update_settings(p, {"export_path": str(exchange_file), "sync_every_minutes": 60})
+    p = await projects.get("chest")
+    rev = await accounts.get("rev")
+    expected_decisions, expected_images = 3, 5
+    for day in range(5):
+        # In Lightbox: a decision, a form, an upload.
+        await decisions.record(p, s2, rev, "Q?", note=f"day {day}")
+        await forms.submit(s2, p, rev, "mri-qc", {**MRI_ENTRY, "quality_score": 1 + day % 5})
+        await _series(p, tmp_path, 1, patient_id=f"UP-{day}", sub=f"up{day}")
+        expected_decisions += 1
+        expected_images += 1
+        if day:  # the other side edits the file Lightbox wrote in the last cycle
+            doc = _doc(exchange_file)
+            experiments = doc["projects"]["chest"]["experiments"]
+            scan = experiments[next(iter(experiments))]["scans"]
+            next(iter(scan.values()))["decisions"].append(
+                {"decision": "U", "creator": "pacs", "created": f"2031-01-0{day}T12:00:0{day}+01:00", "note": ""})
+            new = samples.make_series(samples.sample_path("MR_small.dcm"), exchange_file.parent / f"new{day}", 2,
+                                      patient_id=f"EXT-{day}")
+            experiments[f"ext-{day}"] = {"scans": {"s": {"type": "MR", "frames": {
+                str(i): f.relative_to(exchange_file.parent).as_posix() for i, f in enumerate(new)}}}}
+            exchange_file.write_text(json.dumps(doc))
+            expected_decisions += 1
+            expected_images += 2
+        run = await runs.execute((await runs.create(p, "sync", trigger="schedule"))["id"])
+        assert run["state"] == "done", (run["message"], run["problems"])
+        assert await Decision.count() == expected_decisions and await Instance.count() == expected_images
+        final = _doc(exchange_file)["projects"]["chest"]["experiments"]
+        scans = [s for e in final.values() for s in e["scans"].values()]
+        assert sum(len(s["decisions"]) for s in scans) == expected_decisions
+        assert sum(len(s["frames"]) for s in scans) == expected_images
+        assert sum(len(s["form_submissions"]) for s in scans) == 1 + day + 1
+        assert all(Path(f["file_location"]).is_file() for s in scans for f in s["frames"].values())
+    assert await FormSubmission.count() == 6
+    assert len(list((exchange_file.parent / "backups").iterdir())) == 9  # 5 exports + 4 incoming copies
+
+
+async def test_two_decisions_by_one_person_in_one_second_both_survive(app, tmp_path):
+    p, s1, _ = await _populated(tmp_path)
+    rev = await accounts.get("rev")
+    await decisions.record(p, s1, rev, "U", note="first")
+    await decisions.record(p, s1, rev, "Q?", note="second thoughts")
+    moment = clock.now().replace(microsecond=0)
+    await Decision.update({Decision.created_at: moment}).where(
+        (Decision.series == s1.id) & Decision.note.is_in(["first", "second thoughts"]))
+    result = await export(p, to=tmp_path / "e.json")
+    again = await import_file(result.path, p)
+    assert again["decisions_added"] == 0 and await Decision.count() == 5
+    await Decision.delete().where(Decision.note == "second thoughts")
+    back = await import_file(result.path, p)
+    assert back["decisions_added"] == 1 and await Decision.count() == 5
+    assert await Decision.count().where((Decision.note == "second thoughts") & (Decision.code == "Q?")) == 1
