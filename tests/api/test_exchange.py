@@ -634,3 +634,19 @@ async def test_two_decisions_by_one_person_in_one_second_both_survive(app, tmp_p
     back = await import_file(result.path, p)
     assert back["decisions_added"] == 1 and await Decision.count() == 5
     assert await Decision.count().where((Decision.note == "second thoughts") & (Decision.code == "Q?")) == 1
+
+
+async def test_miqa_style_json_with_last_decision_and_relative_frames(app, tmp_path):
+    p = await _project()
+    files = samples.make_series(samples.sample_path("MR_small.dcm"), tmp_path / "data" / "scan", 2)
+    doc = {"projects": {"chest": {"experiments": {"Experiment One": {"scans": {"Scan One": {
+        "type": "T1", "frames": {str(i): f"data/scan/{f.name}" for i, f in enumerate(files)},
+        "last_decision": {"decision": "Q?", "creator": "rev", "note": "check", "created": "2025-06-01T09:30:15-04:00",
+                          "user_identified_artifacts": {"lesions": 1, "ghosting_motion": 0}, "location": None}}}}}}}}
+    path = tmp_path / "import.json"
+    path.write_text(json.dumps(doc))
+    counts = await import_file(path, p)
+    assert (counts["format"], counts["frames_added"], counts["decisions_added"]) == ("json", 2, 1)
+    d = await Decision.objects().first()
+    assert clock.iso(d.created_at) == "2025-06-01T13:30:15Z" and d.role == "reviewer"
+    assert (await Series.objects().first()).review_status == "needs_senior_review"
