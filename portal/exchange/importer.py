@@ -10,6 +10,7 @@ results on (series, model, version, finished).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 from dataclasses import dataclass, field
@@ -281,8 +282,43 @@ async def _check_forms(plan: Plan) -> None:
             parsed.problem(row, "form", f"Form '{name}' version {version} is not valid: {exc.detail}")
 
 
+# New series met inside the import's transaction: their hooks (queueing AI) run once it commits, since a
+# worker could not see the series before, and must not hear of series a rollback removes.
+_DEFERRED: contextvars.ContextVar[list | None] = contextvars.ContextVar("exchange_deferred_hooks", default=None)
+
+
+def _deferring(hook):
+    def wrapper(project, series_id):
+        pending = _DEFERRED.get()
+        if pending is None:
+            hook(project, series_id)
+        else:
+            pending.append((hook, project, series_id))
+
+    wrapper.deferring = True
+    return wrapper
+
+
+def _defer_new_series_hooks() -> None:
+    hooks = ingest_mod.new_series_hooks
+    hooks[:] = [h if getattr(h, "deferring", False) else _deferring(h) for h in hooks]
+
+
 async def apply(plan: Plan, project: Project, on_progress=None) -> dict:
     """Merge a validated plan in one transaction; returns counts of what was added."""
+    _defer_new_series_hooks()
+    pending: list = []
+    token = _DEFERRED.set(pending)
+    try:
+        counts = await _apply(plan, project, on_progress)
+    finally:
+        _DEFERRED.reset(token)
+    for hook, p, series_id in pending:  # committed: now workers can see these series
+        hook(p, series_id)
+    return counts
+
+
+async def _apply(plan: Plan, project: Project, on_progress=None) -> dict:
     parsed = plan.parsed
     counts = {"frames": plan.frames, "frames_added": 0, "frames_existing": plan.existing_frames,
               "decisions_added": 0, "decisions_existing": 0, "submissions_added": 0, "submissions_existing": 0,

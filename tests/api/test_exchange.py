@@ -650,3 +650,37 @@ async def test_miqa_style_json_with_last_decision_and_relative_frames(app, tmp_p
     d = await Decision.objects().first()
     assert clock.iso(d.created_at) == "2025-06-01T13:30:15Z" and d.role == "reviewer"
     assert (await Series.objects().first()).review_status == "needs_senior_review"
+
+
+async def test_new_series_are_announced_only_after_the_import_commits(app, tmp_path, monkeypatch):
+    from portal.archive import ingest as ingest_mod
+    from portal.exchange import importer
+
+    p = await _project()
+    seen = []
+
+    def hook(project, series_id):
+        seen.append((series_id, importer._DEFERRED.get()))
+
+    monkeypatch.setattr(ingest_mod, "new_series_hooks", [hook])
+    rows = _repo_rows(tmp_path, n=2)
+    await import_file(_write_csv(tmp_path / "f.csv", rows), p)
+    series = await Series.objects().first()
+    assert seen == [(series.id, None)]  # once, after the commit (outside the deferral)
+
+    seen.clear()
+    real = ingest_mod.ingest_file
+    calls = []
+
+    async def failing_second(path, project, archive=None, **kw):
+        calls.append(path)
+        return await real(path, project, archive, **kw) if len(calls) == 1 else ingest_mod.IngestResult(
+            status="rejected", reason="disk full")
+
+    monkeypatch.setattr(importer.ingest_mod, "ingest_file", failing_second)
+    more = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "more", 1)
+    more += samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "more2", 1)
+    bad = [{**rows[0], "scan_name": f"s{i}", "file_location": str(f)} for i, f in enumerate(more)]
+    with pytest.raises(ImportRefused):
+        await import_file(_write_csv(tmp_path / "g.csv", bad), p)
+    assert seen == []  # rolled back: nobody hears of the series
