@@ -287,7 +287,7 @@ def model_train(version: str | None) -> None:
 # --- import/export (portal/exchange) ---------------------------------------------------------------
 
 
-def _exchange_run(project_name: str, kind: str, **create) -> dict:
+def _exchange_run(project_name: str, kind: str, create_project: bool = False, **create) -> dict:
     """Create a run of `kind` (so it shows in the project's sync history) and execute it here, with a bar."""
     from portal import projects
     from portal.errors import NotFound
@@ -311,10 +311,21 @@ def _exchange_run(project_name: str, kind: str, **create) -> dict:
 
     async def go():
         p = await projects.get(project_name)
+        created = False
+        if p is None and kind == "import" and create_project:
+            from portal.exchange import importer
+
+            p, created = await importer.create_project_for(create["path"], project_name), True
         if p is None:
-            raise NotFound(f"No project named '{project_name}'.")
+            raise NotFound(f"No project named '{project_name}'" + (" (add --create to create it)." if kind == "import"
+                                                                   else "."))
         run = await runs.create(p, kind, trigger="cli", **create)
-        return await runs.execute(run["id"], also=show)
+        run = await runs.execute(run["id"], also=show)
+        if created and run["state"] != "done":
+            from portal.exchange import importer
+
+            await importer.delete_project(p)  # refused: leave the install as it was
+        return run
 
     run = _run(go())
     if state["bar"] is not None:
@@ -350,10 +361,12 @@ def export_cmd(project_name: str, fmt: str | None, to: Path | None, deidentify: 
 @click.argument("project_name", metavar="PROJECT")
 @click.option("--from", "source", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="A CSV (MIQA columns) or JSON file; relative file_locations resolve against its folder.")
-def import_cmd(project_name: str, source: Path) -> None:
+@click.option("--create", "create_project", is_flag=True,
+              help="Create the project first if it does not exist (with the review vocabulary of a Lightbox export).")
+def import_cmd(project_name: str, source: Path, create_project: bool) -> None:
     """Validate a CSV or JSON file (every problem reported, nothing changed), then merge it into the project."""
     _setup()
-    _exchange_run(project_name, "import", path=str(source.resolve()))
+    _exchange_run(project_name, "import", create_project=create_project, path=str(source.resolve()))
 
 
 if __name__ == '__main__':

@@ -88,6 +88,7 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
                    deid: Deidentifier | None = None, on_progress=None) -> dict:
     """The project's state as the export document (the JSON file's content)."""
     store = storage()
+    conf = projects.settings_of(project)
     archives = {a["id"]: a["name"] for a in await Archive.select(Archive.id, Archive.name).where(
         Archive.project == project.id)}
     patients = {p["id"]: p for p in await Patient.select(Patient.id, Patient.patient_id, Patient.archive).where(
@@ -195,6 +196,8 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
         "format": jsonformat.FORMAT, "version": jsonformat.VERSION, "exported": clock.iso(clock.now()),
         "deidentified": bool(deid),
         "projects": {project.name: {
+            # The review vocabulary, so that an empty install can take the decisions in (`import --create`).
+            "settings": {"decisions": conf["decisions"], "artifacts": conf["artifacts"]},
             "forms": [] if deid else [{"name": f["name"], "version": f["version"], "title": f["title"],
                                        "description": f["description"], "fields": loads(f["fields"]) or []}
                                       for f in forms],

@@ -509,3 +509,27 @@ async def import_file(path: str | Path, project: Project, *, by: User | None = N
     await audit.record("import", user=by, username=username, object=f"project:{project.name}",
                        detail={"path": str(path), **counts}, client=client)
     return counts
+
+
+async def create_project_for(path: str | Path, name: str) -> Project:
+    """A new project `name` for importing `path` into an empty install, with the review vocabulary a Lightbox
+    JSON export carries (else the defaults)."""
+    import json as json_mod
+
+    from portal.review import vocabulary
+
+    project = await projects.create(name)
+    try:
+        doc = json_mod.loads(Path(path).read_text(encoding="utf-8-sig"))
+        conf = doc["projects"][name]["settings"]
+        changes = {"decisions": vocabulary.check_decisions(conf["decisions"]),
+                   "artifacts": vocabulary.check_artifacts(conf["artifacts"])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, Invalid):
+        return project  # not a Lightbox JSON export: the import reports what is wrong with the file
+    await projects.update_settings(project, changes)
+    return await projects.get(name)
+
+
+async def delete_project(project: Project) -> None:
+    """Undo `create_project_for` when its import was refused: the install is left as it was."""
+    await Project.delete().where(Project.id == project.id)

@@ -481,15 +481,21 @@ async def test_round_trip_into_an_empty_install_keeps_everything(app, tmp_path, 
     await Result.insert(Result(job=job.id, series=s1.id, name="quality", algorithm="lightbox-quality", value=0.25,
                                type="probability", model_name="lightbox-quality", model_version="1.0.0",
                                created_at=when))
+    conf = projects.settings_of(p)
+    await projects.update_settings(p, {"decisions": conf["decisions"] + [
+        {"code": "RE", "label": "Repeat", "colour": "#6a1b9a", "key": "r", "roles": ["manager"]}],
+        "artifacts": conf["artifacts"] + ["bed_in_view"]})
+    await decisions.record(p, s1, await accounts.get("mgr"), "RE", artifacts={"bed_in_view": 1})
     first = await export(p, fmt="json", to=tmp_path / "one" / "chest.json")
     assert sum(len(s["ai_results"]) for e in _doc(first.path)["projects"]["chest"]["experiments"].values()
                for s in e["scans"].values()) == 1
 
     other = fresh_env(template, tmp_path / "other-install")
-    assert _cli(other, "project", "create", "chest").returncode == 0
     out = _cli(other, "import", "chest", "--from", first.path)
+    assert out.returncode == 1 and "--create" in out.stderr
+    out = _cli(other, "import", "chest", "--from", first.path, "--create")
     assert out.returncode == 0, out.stderr
-    assert "5 new frame(s), 3 new decision(s), 2 new form submission(s)" in out.stdout
+    assert "5 new frame(s), 4 new decision(s), 2 new form submission(s)" in out.stdout
     second_path = tmp_path / "two" / "chest.json"
     out = _cli(other, "export", "chest", "--to", str(second_path))
     assert out.returncode == 0, out.stderr
@@ -684,3 +690,18 @@ async def test_new_series_are_announced_only_after_the_import_commits(app, tmp_p
     with pytest.raises(ImportRefused):
         await import_file(_write_csv(tmp_path / "g.csv", bad), p)
     assert seen == []  # rolled back: nobody hears of the series
+
+
+async def test_import_create_leaves_nothing_behind_when_refused(app, tmp_path, lb_env):
+    from portal.tables import Project
+
+    path = _write_csv(tmp_path / "f.csv", _repo_rows(tmp_path, project="fresh", last_decision="NOPE",
+                                                      last_decision_creator="x",
+                                                      last_decision_created="2026-01-01T00:00:00Z"))
+    out = _cli(lb_env, "import", "fresh", "--from", str(path), "--create")
+    assert out.returncode == 1 and "Unknown decision code 'NOPE'" in out.stderr
+    assert not await Project.exists().where(Project.name == "fresh")
+    path = _write_csv(tmp_path / "g.csv", _repo_rows(tmp_path / "g", project="fresh"))
+    out = _cli(lb_env, "import", "fresh", "--from", str(path), "--create")
+    assert out.returncode == 0, out.stderr
+    assert await Instance.count() == 2
