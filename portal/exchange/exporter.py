@@ -41,6 +41,7 @@ class ExportResult:
     decisions: int
     submissions: int
     deidentified: bool
+    missing_files: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -132,6 +133,7 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
 
     total = len(instances)
     done = 0
+    missing: list[str] = []  # stored files gone from the disk: said loudly, since an import would refuse them
     experiments: dict[str, dict] = {}
     study_by_id = {s["id"]: s for s in studies}
     for study in studies:
@@ -166,6 +168,8 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
                 location = rel.as_posix()
             else:
                 location, md5 = str(src), inst["md5"]
+                if not src.is_file():
+                    missing.append(location)
             frames[str(number)] = {"file_location": location, "sop_instance_uid": sop, "md5": md5}
             done += 1
             if on_progress and done % 200 == 0:
@@ -195,6 +199,7 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
     document = {
         "format": jsonformat.FORMAT, "version": jsonformat.VERSION, "exported": clock.iso(clock.now()),
         "deidentified": bool(deid),
+        "missing_files": missing,
         "projects": {project.name: {
             # The review vocabulary, so that an empty install can take the decisions in (`import --create`).
             "settings": {"decisions": conf["decisions"], "artifacts": conf["artifacts"]},
@@ -275,7 +280,7 @@ async def export(project: Project, *, fmt: str | None = None, to: str | Path | N
         path=str(path), format=fmt, md5=await asyncio.to_thread(md5_of, path), backup=str(saved),
         frames=sum(len(s["frames"]) for s in scans), scans=len(scans),
         decisions=sum(len(s["decisions"]) for s in scans), submissions=sum(len(s["form_submissions"]) for s in scans),
-        deidentified=deidentify)
+        deidentified=deidentify, missing_files=len(document["missing_files"]))
     await audit.record("export", user=by, username=username, object=f"project:{project.name}",
                        detail={k: v for k, v in result.as_dict().items() if k != "md5"}, client=client)
     return result

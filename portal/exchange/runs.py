@@ -161,7 +161,9 @@ async def fail_stale(now: dt.datetime | None = None) -> int:
 def _message(kind: str, s: dict) -> str:
     if kind == "export":
         return (f"Exported {s['frames']} frame(s) in {s['scans']} scan(s), {s['decisions']} decision(s) and "
-                f"{s['submissions']} form submission(s) to {Path(s['path']).name}.")
+                f"{s['submissions']} form submission(s) to {Path(s['path']).name}."
+                + (f" Warning: {s['missing_files']} stored file(s) are missing from the disk (listed in the "
+                   "export's missing_files)." if s.get("missing_files") else ""))
     imported = s.get("import") if kind == "sync" else s
     text = (f"{imported['frames_added']} new frame(s), {imported['decisions_added']} new decision(s), "
             f"{imported['submissions_added']} new form submission(s); {imported['frames_existing']} frame(s) "

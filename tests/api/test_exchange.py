@@ -705,3 +705,14 @@ async def test_import_create_leaves_nothing_behind_when_refused(app, tmp_path, l
     out = _cli(lb_env, "import", "fresh", "--from", str(path), "--create")
     assert out.returncode == 0, out.stderr
     assert await Instance.count() == 2
+
+
+async def test_an_export_says_when_stored_files_are_missing(app, tmp_path):
+    from portal.archive import storage
+
+    p, _, _ = await _populated(tmp_path)
+    gone = await Instance.objects().first()
+    storage().path(gone.file_key).unlink()
+    run = await runs.execute((await runs.create(p, "export", trigger="cli", path=str(tmp_path / "e.json")))["id"])
+    assert run["state"] == "done" and "1 stored file(s) are missing" in run["message"]
+    assert _doc(tmp_path / "e.json")["missing_files"] == [str(storage().path(gone.file_key))]
