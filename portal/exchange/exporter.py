@@ -196,6 +196,8 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
             } for j in jobs_of.get(series["id"], [])],
         }
         experiments[study_uid]["scans"][series_uid] = scan
+    if on_progress and total:
+        await on_progress("writing frames", total, total)
     document = {
         "format": jsonformat.FORMAT, "version": jsonformat.VERSION, "exported": clock.iso(clock.now()),
         "deidentified": bool(deid),

@@ -180,6 +180,8 @@ async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress)
         else:
             plan.new_files[full] = frame.archive
         frame.file_location = str(full)
+    if on_progress and total:
+        await on_progress("checking files", total, total)
     # New files: read their headers (and MD5, for conflicts) in threads.
     done = 0
     new_total = len(plan.new_files)
