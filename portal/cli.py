@@ -327,5 +327,90 @@ def _retrain(project_name: str) -> None:
                    f"{c['new']['macro']:.3f}): {run['model_name']} {run['base_version']} stays in use")
 
 
+# --- import/export (portal/exchange) ---------------------------------------------------------------
+
+
+def _exchange_run(project_name: str, kind: str, create_project: bool = False, **create) -> dict:
+    """Create a run of `kind` (so it shows in the project's sync history) and execute it here, with a bar."""
+    from portal import projects
+    from portal.errors import NotFound
+    from portal.exchange import runs
+
+    state = {"bar": None, "phase": None}
+
+    def show(phase: str, done: int, total: int) -> None:
+        if phase != state["phase"]:
+            if state["bar"] is not None:
+                state["bar"].render_finish()
+            state["phase"] = phase
+            state["bar"] = click.progressbar(length=max(total, 1), label=phase.capitalize(), show_pos=True,
+                                             file=sys.stderr) if total else None
+            if state["bar"] is None:
+                click.echo(phase.capitalize() + "…", err=True)
+        bar = state["bar"]
+        if bar is not None and total:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+    async def go():
+        p = await projects.get(project_name)
+        created = False
+        if p is None and kind == "import" and create_project:
+            from portal.exchange import importer
+
+            p, created = await importer.create_project_for(create["path"], project_name), True
+        if p is None:
+            raise NotFound(f"No project named '{project_name}'" + (" (add --create to create it)." if kind == "import"
+                                                                   else "."))
+        run = await runs.create(p, kind, trigger="cli", **create)
+        run = await runs.execute(run["id"], also=show)
+        if created and run["state"] != "done":
+            from portal.exchange import importer
+
+            await importer.delete_project(p)  # refused: leave the install as it was
+        return run
+
+    run = _run(go())
+    if state["bar"] is not None:
+        state["bar"].render_finish()
+    for problem in run["problems"]:
+        where = f"row {problem['row']}" if str(problem["row"]).isdigit() else problem["row"]
+        click.echo(f"{where}{' (' + problem['field'] + ')' if problem['field'] else ''}: {problem['problem']}",
+                   err=True)
+    if run["state"] != "done":
+        click.echo(f"error: {run['message']}", err=True)
+        sys.exit(1)
+    click.echo(run["message"])
+    return run
+
+
+@main.command("export")
+@click.argument("project_name", metavar="PROJECT")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default=None,
+              help="Default: from --to's suffix, else the project's export format.")
+@click.option("--to", "to", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write (default: the project's export path).")
+@click.option("--deidentify", is_flag=True, help="De-identify (DICOM PS3.15 basic profile) for sharing outside the team.")
+@click.option("--remap-uids", is_flag=True, help="With --deidentify: replace UIDs consistently instead of keeping them.")
+def export_cmd(project_name: str, fmt: str | None, to: Path | None, deidentify: bool, remap_uids: bool) -> None:
+    """Export a project's state (frames, every decision, form submissions, AI results) atomically, with a backup."""
+    _setup()
+    run = _exchange_run(project_name, "export", fmt=fmt or "", path=str(to.resolve()) if to else "",
+                        options={"deidentify": deidentify, "remap_uids": remap_uids})
+    click.echo(run["path"])
+
+
+@main.command("import")
+@click.argument("project_name", metavar="PROJECT")
+@click.option("--from", "source", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A CSV (MIQA columns) or JSON file; relative file_locations resolve against its folder.")
+@click.option("--create", "create_project", is_flag=True,
+              help="Create the project first if it does not exist (with the review vocabulary of a Lightbox export).")
+def import_cmd(project_name: str, source: Path, create_project: bool) -> None:
+    """Validate a CSV or JSON file (every problem reported, nothing changed), then merge it into the project."""
+    _setup()
+    _exchange_run(project_name, "import", create_project=create_project, path=str(source.resolve()))
+
+
 if __name__ == '__main__':
     main()

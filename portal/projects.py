@@ -37,6 +37,16 @@ DEFAULT_SETTINGS: dict = {
     # gets AI alerts (addresses or member usernames; empty means the project's senior reviewers).
     "email_recipients": [],
     "alert_recipients": [],
+    # Import/export (portal/exchange): the file written by exports ("" = {data dir}/exports/{project}/
+    # {project}.{format}), the file imports read ("" = the export file, one file both ways as the seed
+    # advises), its format, where frames' files are ("store": the stable stored file; "copy": a copy under
+    # the export folder), how many timestamped backups to keep, and the sync schedule (0 = off).
+    "export_path": "",
+    "import_path": "",
+    "export_format": "json",
+    "export_images": "store",
+    "export_backups": 10,
+    "sync_every_minutes": 0,
 }
 
 

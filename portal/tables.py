@@ -267,7 +267,6 @@ class AiAlert(Table, tablename="lb_ai_alert"):
     delivered_at = Timestamptz(null=True, default=None)
 
 
-
 class RetrainRun(Table, tablename="lb_retrain_run"):
     """Fine-tuning a model on one project's reviewer labels: its state and the before/after comparison."""
 
@@ -283,6 +282,30 @@ class RetrainRun(Table, tablename="lb_retrain_run"):
     error = Text(default="")
     requested_by = Varchar(length=150, default="")
     created_at = Timestamptz()
+    started_at = Timestamptz(null=True, default=None)
+    finished_at = Timestamptz(null=True, default=None)
+
+
+# Import/export: one row per export, import or scheduled sync run; the sync history page lists them.
+
+
+class SyncRun(Table, tablename="lb_sync_run"):
+    id: Serial
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    kind = Varchar(length=16)  # export | import | sync
+    trigger = Varchar(length=16, default="")  # portal | api | cli | schedule
+    state = Varchar(length=16, default="queued", index=True)  # queued running done failed
+    format = Varchar(length=8, default="")  # json | csv (detected on import)
+    path = Text(default="")
+    options = JSON(default="{}")  # {"deidentify": bool, "remap_uids": bool, ...}
+    username = Varchar(length=150, default="")
+    phase = Varchar(length=32, default="")
+    done = Integer(default=0)
+    total = Integer(default=0)
+    summary = JSON(default="{}")  # counts: frames, new frames, decisions added, ...
+    problems = JSON(default="[]")  # [{"row", "field", "problem"}] when the file was refused
+    message = Text(default="")
+    queued_at = Timestamptz(index=True)
     started_at = Timestamptz(null=True, default=None)
     finished_at = Timestamptz(null=True, default=None)
 
@@ -358,4 +381,4 @@ class SiteSetting(Table, tablename="lb_site_setting"):
 TABLES: list[type[Table]] = [User, ApiToken, Project, Archive, Membership, AuditEvent,
                              Patient, Study, Series, Instance, Decision, FormDefinition, ProjectForm,
                              FormSubmission, InferenceJob, Result, Asset, AiAlert, RetrainRun,
-                             EmailOutbox, Flag, Notification, SiteSetting]
+                             EmailOutbox, Flag, Notification, SiteSetting, SyncRun]

@@ -57,7 +57,15 @@ async def settings_page_context(me: User, name: str) -> dict:
     conf = projects.settings_of(p)
     return {"project": p, "archives": await projects.archives(p), "members": await projects.members(p),
             "roles": ROLES, "vocabulary": conf["decisions"], "artifacts": conf["artifacts"],
-            "review_roles": vocabulary.ROLES, "ae_titles": conf["ae_titles"], "ae_callers": conf["ae_callers"]}
+            "review_roles": vocabulary.ROLES, "ae_titles": conf["ae_titles"], "ae_callers": conf["ae_callers"],
+            "exchange": _exchange_settings(p, conf)}
+
+
+def _exchange_settings(p, conf: dict) -> dict:
+    from portal.exchange import exporter as export_mod
+
+    keys = ("export_path", "import_path", "export_format", "export_images", "export_backups", "sync_every_minutes")
+    return {**{k: conf[k] for k in keys}, "default_export": str(export_mod.export_file(p, conf["export_format"])[0])}
 
 
 @get("/projects/{project:str}/settings", dependencies=_deps, include_in_schema=False)

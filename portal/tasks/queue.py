@@ -39,6 +39,7 @@ def configure(settings: Settings) -> None:
 def load_tasks() -> None:
     """Import every task module so the consumer knows every task."""
     import portal.tasks.inference  # noqa: F401
+    import portal.tasks.exchange  # noqa: F401
     import portal.tasks.maintenance  # noqa: F401
     import portal.tasks.mail  # noqa: F401
 

@@ -1,0 +1,288 @@
+"""Export: a project's whole state to its export file, written atomically, with a timestamped backup copy.
+
+Every frame's file_location points at a real file: the stable stored file (content-addressed, never
+overwritten), or a copy under the export folder, so an import of the export loses no image, including
+the ones uploaded through the browser. A de-identified export always copies (de-identified) files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from portal import audit, clock, projects, settings as settings_mod
+from portal.archive import storage
+from portal.dicom import md5_of
+from portal.errors import Invalid
+from portal.exchange import csvformat, jsonformat
+from portal.exchange.deidentify import Deidentifier
+from portal.exchange.records import loads
+from portal.inference import jobs as job_states
+from portal.tables import (Archive, Decision, FormDefinition, FormSubmission, InferenceJob, Instance, Patient,
+                           Project, Result, Series, Study, User)
+
+FORMATS = ("json", "csv")
+
+
+@dataclass
+class ExportResult:
+    path: str
+    format: str
+    md5: str
+    backup: str
+    frames: int
+    scans: int
+    decisions: int
+    submissions: int
+    deidentified: bool
+    missing_files: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def format_of(path: Path, default: str = "json") -> str:
+    suffix = path.suffix.lower().lstrip(".")
+    return suffix if suffix in FORMATS else default
+
+
+def export_file(project: Project, fmt: str | None = None, to: str | Path | None = None) -> tuple[Path, str]:
+    """Where an export goes, and in which format: `to`, else the project's export path, else the default."""
+    conf = projects.settings_of(project)
+    chosen = Path(to or conf["export_path"] or "")
+    if fmt is not None and fmt not in FORMATS:
+        raise Invalid(f"Unknown format '{fmt}'; choose json or csv.", "invalid_format")
+    if not str(to or conf["export_path"] or ""):
+        fmt = fmt or conf["export_format"]
+        chosen = settings_mod.current().data_dir / "exports" / project.name / f"{project.name}.{fmt}"
+    fmt = fmt or format_of(chosen, conf["export_format"])
+    return chosen.expanduser().resolve(), fmt
+
+
+def import_file_path(project: Project) -> Path:
+    """The file scheduled syncs import: the project's import path, else its export file."""
+    conf = projects.settings_of(project)
+    if conf["import_path"]:
+        return Path(conf["import_path"]).expanduser().resolve()
+    return export_file(project)[0]
+
+
+def scan_link(project: Project, series_uid: str) -> str:
+    return f"{settings_mod.current().base_url}/projects/{project.name}/series/{series_uid}"
+
+
+def _decision(row: dict, deid: Deidentifier | None) -> dict:
+    artifacts = loads(row["artifacts"]) or {}
+    return {"decision": row["code"], "creator": deid.user(row["username"]) if deid else row["username"],
+            "role": row["role"], "note": "" if deid else row["note"], "created": clock.iso(row["created_at"]),
+            "user_identified_artifacts": {k: artifacts[k] for k in sorted(artifacts)},
+            "location": loads(row["location"]) or None}
+
+
+async def snapshot(project: Project, *, images: str = "store", export_dir: Path | None = None,
+                   deid: Deidentifier | None = None, on_progress=None) -> dict:
+    """The project's state as the export document (the JSON file's content)."""
+    store = storage()
+    conf = projects.settings_of(project)
+    archives = {a["id"]: a["name"] for a in await Archive.select(Archive.id, Archive.name).where(
+        Archive.project == project.id)}
+    patients = {p["id"]: p for p in await Patient.select(Patient.id, Patient.patient_id, Patient.archive).where(
+        Patient.project == project.id)}
+    studies = await Study.select().where(Study.project == project.id).order_by(Study.study_instance_uid)
+    series_rows = await Series.select().where(Series.project == project.id).order_by(Series.series_instance_uid)
+    instances = await Instance.select(
+        Instance.series, Instance.sop_instance_uid, Instance.instance_number, Instance.file_key, Instance.md5,
+        Instance.size).where(Instance.project == project.id)
+    decisions = await Decision.select().where(Decision.project == project.id).order_by(
+        Decision.created_at).order_by(Decision.id)
+    submissions = await FormSubmission.select(
+        FormSubmission.series, FormSubmission.username, FormSubmission.user_email, FormSubmission.entry,
+        FormSubmission.entry_formatted, FormSubmission.created_at, FormSubmission.form,
+        FormSubmission.form.name, FormSubmission.form.version).where(
+        FormSubmission.project == project.id).order_by(FormSubmission.created_at).order_by(FormSubmission.id)
+    ai_jobs = await InferenceJob.select().where(
+        (InferenceJob.project == project.id) & (InferenceJob.state == job_states.DONE)).order_by(InferenceJob.id)
+    results = await Result.select().where(Result.job.is_in([j["id"] for j in ai_jobs])).order_by(
+        Result.id) if ai_jobs else []
+    form_ids = sorted({s["form"] for s in submissions})
+    forms = await FormDefinition.select().where(FormDefinition.id.is_in(form_ids)).order_by(
+        FormDefinition.name).order_by(FormDefinition.version) if form_ids else []
+
+    by_series: dict[int, list] = {}
+    for i in sorted(instances, key=lambda r: (r["instance_number"] is None, r["instance_number"] or 0,
+                                              r["sop_instance_uid"])):
+        by_series.setdefault(i["series"], []).append(i)
+    decisions_of: dict[int, list] = {}
+    for d in decisions:
+        decisions_of.setdefault(d["series"], []).append(d)
+    submissions_of: dict[int, list] = {}
+    for s in submissions:
+        submissions_of.setdefault(s["series"], []).append(s)
+    results_of: dict[int, list] = {}
+    for r in results:
+        results_of.setdefault(r["job"], []).append(r)
+    jobs_of: dict[int, list] = {}
+    for j in ai_jobs:
+        jobs_of.setdefault(j["series"], []).append(j)
+
+    total = len(instances)
+    done = 0
+    missing: list[str] = []  # stored files gone from the disk: said loudly, since an import would refuse them
+    experiments: dict[str, dict] = {}
+    study_by_id = {s["id"]: s for s in studies}
+    for study in studies:
+        patient = patients.get(study["patient"]) or {}
+        pid = patient.get("patient_id", "")
+        experiments[deid.uid(study["study_instance_uid"]) if deid else study["study_instance_uid"]] = {
+            "notes": "" if deid else study["description"],
+            "subject_id": deid.patient_id(pid) if deid else pid,
+            "session_id": "" if deid else study["accession_number"],
+            "archive": archives.get(patient.get("archive"), projects.DEFAULT_ARCHIVE),
+            "scans": {},
+        }
+    for series in series_rows:
+        study = study_by_id[series["study"]]
+        study_uid = deid.uid(study["study_instance_uid"]) if deid else study["study_instance_uid"]
+        series_uid = deid.uid(series["series_instance_uid"]) if deid else series["series_instance_uid"]
+        frames = {}
+        for number, inst in enumerate(by_series.get(series["id"], [])):
+            src = store.path(inst["file_key"])
+            sop = deid.uid(inst["sop_instance_uid"]) if deid else inst["sop_instance_uid"]
+            if deid is not None or images == "copy":
+                rel = Path("images") / study_uid / series_uid / f"{sop}.dcm"
+                dest = export_dir / rel
+                if deid is not None:
+                    if not dest.exists():
+                        await asyncio.to_thread(deid.write_file, src, dest)
+                    md5 = await asyncio.to_thread(md5_of, dest)
+                else:
+                    if not dest.exists() or dest.stat().st_size != inst["size"]:
+                        await asyncio.to_thread(_copy, src, dest)
+                    md5 = inst["md5"]
+                location = rel.as_posix()
+            else:
+                location, md5 = str(src), inst["md5"]
+                if not src.is_file():
+                    missing.append(location)
+            frames[str(number)] = {"file_location": location, "sop_instance_uid": sop, "md5": md5}
+            done += 1
+            if on_progress and done % 200 == 0:
+                await on_progress("writing frames", done, total)
+        history = [_decision(d, deid) for d in decisions_of.get(series["id"], [])]
+        scan = {
+            "type": series["modality"],
+            "scan_link": "" if deid else scan_link(project, series["series_instance_uid"]),
+            "description": "" if deid else series["description"],
+            "frames": frames,
+            "last_decision": {k: v for k, v in history[-1].items() if k != "role"} if history else None,
+            "decisions": history,
+            "form_submissions": [{
+                "form": s["form.name"], "form_version": s["form.version"],
+                "creator": deid.user(s["username"]) if deid else s["username"],
+                "email": "" if deid else s["user_email"], "created": clock.iso(s["created_at"]),
+                "entry": loads(s["entry"]) or {}, "entry_formatted": s["entry_formatted"],
+            } for s in submissions_of.get(series["id"], [])] if not deid else [],
+            "ai_results": [{
+                "model": {"name": j["model_name"], "version": j["model_version"]},
+                "finished": clock.iso(j["finished_at"] or j["queued_at"]),
+                "results": [{"name": r["name"], "algorithm": r["algorithm"], "value": r["value"], "text": r["text"],
+                             "type": r["type"]} for r in results_of.get(j["id"], [])],
+            } for j in jobs_of.get(series["id"], [])],
+        }
+        experiments[study_uid]["scans"][series_uid] = scan
+    if on_progress and total:
+        await on_progress("writing frames", total, total)
+    document = {
+        "format": jsonformat.FORMAT, "version": jsonformat.VERSION, "exported": clock.iso(clock.now()),
+        "deidentified": bool(deid),
+        "missing_files": missing,
+        "projects": {project.name: {
+            # The review vocabulary, so that an empty install can take the decisions in (`import --create`).
+            "settings": {"decisions": conf["decisions"], "artifacts": conf["artifacts"]},
+            "forms": [] if deid else [{"name": f["name"], "version": f["version"], "title": f["title"],
+                                       "description": f["description"], "fields": loads(f["fields"]) or []}
+                                      for f in forms],
+            "experiments": {k: experiments[k] for k in sorted(experiments)},
+        }},
+    }
+    return document
+
+
+def _copy(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Temp file beside `path`, fsync, rename: readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def backup(path: Path, keep: int, *, label: str = "") -> Path:
+    """A timestamped copy of `path` in the `backups` folder beside it; only the newest `keep` remain."""
+    folder = path.parent / "backups"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    dest = folder / f"{path.stem}.{stamp}{'.' + label if label else ''}{path.suffix}"
+    shutil.copy2(path, dest)
+    mine = sorted(p for p in folder.glob(f"{path.stem}.*{path.suffix}") if p.is_file())
+    for old in mine[:max(len(mine) - max(int(keep), 1), 0)]:
+        old.unlink(missing_ok=True)
+    return dest
+
+
+async def export(project: Project, *, fmt: str | None = None, to: str | Path | None = None,
+                 deidentify: bool = False, remap_uids: bool = False, by: User | None = None, username: str = "",
+                 client: str = "", on_progress=None) -> ExportResult:
+    """Write the project's state to its export file (or `to`), keep a backup, and audit it."""
+    path, fmt = export_file(project, fmt, to)
+    if deidentify and not to:
+        path = path.parent / "deidentified" / f"{path.stem}-deidentified.{fmt}"
+    if path.exists() and path.is_dir():
+        raise Invalid(f"The export path {path} is a folder; give a file name ending .json or .csv.", "invalid_path")
+    conf = projects.settings_of(project)
+    deid = Deidentifier(settings_mod.current().secret_key, project.name, remap_uids=remap_uids) if deidentify else None
+    if on_progress:
+        await on_progress("reading the project", 0, 0)
+    document = await snapshot(project, images=conf["export_images"], export_dir=path.parent, deid=deid,
+                              on_progress=on_progress)
+    out = io.StringIO()
+    if fmt == "csv":
+        csvformat.write(document, out)
+    else:
+        jsonformat.write(document, out)
+    text = out.getvalue()
+    await asyncio.to_thread(write_atomically, path, text)
+    saved = await asyncio.to_thread(backup, path, conf["export_backups"])
+    scans = [s for e in document["projects"][project.name]["experiments"].values() for s in e["scans"].values()]
+    result = ExportResult(
+        path=str(path), format=fmt, md5=await asyncio.to_thread(md5_of, path), backup=str(saved),
+        frames=sum(len(s["frames"]) for s in scans), scans=len(scans),
+        decisions=sum(len(s["decisions"]) for s in scans), submissions=sum(len(s["form_submissions"]) for s in scans),
+        deidentified=deidentify, missing_files=len(document["missing_files"]))
+    await audit.record("export", user=by, username=username, object=f"project:{project.name}",
+                       detail={k: v for k, v in result.as_dict().items() if k != "md5"}, client=client)
+    return result

@@ -1,0 +1,537 @@
+"""Import: validate the whole file first and report every problem with its row, changing nothing; then merge it
+into the project in one transaction.
+
+Merging never removes anything. New frames go through the one ingest path (from their file_location, relative
+paths resolved against the import file's folder); frames already stored stay as they are; decisions merge on
+(series, creator, created to the second), form submissions on (series, form version, creator, created), AI
+results on (series, model, version, finished).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from portal import audit, clock, db, projects
+from portal.archive import ingest as ingest_mod
+from portal.dicom import DicomRejected, md5_of, read_instance
+from portal.errors import Invalid
+from portal.exchange import csvformat, jsonformat
+from portal.exchange.records import Parsed, Problem, loads, second
+from portal.forms.schema import check_definition
+from portal.review.decisions import status_after
+from portal.tables import (Archive, Decision, FormDefinition, FormSubmission, InferenceJob, Instance, Membership,
+                           Project, Result, Series, User)
+
+MAX_BYTES = 512 * 1024**2  # a bigger file is refused before it is read
+MAX_PROBLEMS = 500  # a report lists this many; the count says how many there were
+BATCH = 200
+
+
+class ImportRefused(Invalid):
+    """The file was not imported; `problems` says what and where. Nothing was changed."""
+
+    def __init__(self, problems: list[Problem], path: str = ""):
+        shown = problems[:MAX_PROBLEMS]
+        more = f" (the first {MAX_PROBLEMS} are listed)" if len(problems) > MAX_PROBLEMS else ""
+        first = shown[0]
+        name = Path(path).name if path else "The file"
+        super().__init__(f"{name} was not imported: {len(problems)} problem(s){more}; nothing was changed. "
+                         f"First: {_where(first)}{first.problem}", "import_refused")
+        self.problems = shown
+        self.count = len(problems)
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "problems": [p.as_dict() for p in self.problems], "problem_count": self.count}
+
+
+def _where(p: Problem) -> str:
+    row = f"row {p.row}" if p.row.isdigit() else p.row
+    return f"{row}{' (' + p.field + ')' if p.field else ''}: " if row or p.field else ""
+
+
+@dataclass
+class Plan:
+    """A validated import: what will be added."""
+
+    parsed: Parsed
+    base: Path
+    new_files: dict = field(default_factory=dict)  # resolved path -> archive name
+    scan_series: dict = field(default_factory=dict)  # (experiment, scan) -> SeriesInstanceUID
+    series_sets: dict = field(default_factory=dict)  # (experiment, scan) -> the series its frames are in
+    frames: int = 0
+    existing_frames: int = 0
+
+
+def read(path: Path, project: Project) -> Parsed:
+    """Parse the file (format detected from its content) into records; problems are collected, not raised."""
+    conf = projects.settings_of(project)
+    parsed = Parsed(format="")
+    try:
+        size = path.stat().st_size
+    except OSError:
+        parsed.problem("", "path", f"There is no file at {path}.")
+        return parsed
+    if not path.is_file():
+        parsed.problem("", "path", f"{path} is not a file.")
+        return parsed
+    if size > MAX_BYTES:
+        parsed.problem("", "", f"The file is {size / 1024**2:.0f} MB; imports are limited to "
+                       f"{MAX_BYTES / 1024**2:.0f} MB. Split it into several files.")
+        return parsed
+    raw = path.read_bytes()
+    head = raw[:8192]
+    if b"\x00" in head:
+        parsed.problem("", "", "This is not a CSV or JSON file (it contains binary data).")
+        return parsed
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        parsed.problem("", "", f"This is not a CSV or JSON file: it is not UTF-8 text (byte {exc.start}).")
+        return parsed
+    artifacts = conf["artifacts"]
+    if text.lstrip()[:1] in ("{", "["):
+        parsed.format = "json"
+        jsonformat.read(text, parsed, artifacts)
+    else:
+        parsed.format = "csv"
+        first = text.lstrip().split("\n", 1)[0]
+        if "," not in first:
+            parsed.problem("1", "header", "This is not a CSV or JSON file: the first line has no commas and is not "
+                           "JSON. A CSV starts with MIQA's header: " + ", ".join(csvformat.COLUMNS) + ".")
+            return parsed
+        csvformat.read(text, parsed, artifacts)
+    return parsed
+
+
+async def validate(path: str | Path, project: Project, on_progress=None) -> Plan:
+    """Check everything the import needs; ImportRefused lists every problem. Reads, never writes."""
+    path = Path(path).expanduser().resolve()
+    parsed = await asyncio.to_thread(read, path, project)
+    plan = Plan(parsed=parsed, base=path.parent)
+    if parsed.problems and not (parsed.frames or parsed.decisions):
+        raise _refused(parsed, path)
+    for name, rows in parsed.project_names.items():
+        if name != project.name:
+            for row in rows:
+                parsed.problem(row, "project_name", f"This row is for project '{name[:64]}', not '{project.name}'.")
+    conf = projects.settings_of(project)
+    codes = [d["code"] for d in conf["decisions"]]
+    for d in parsed.decisions:
+        if d.code not in codes:
+            parsed.problem(d.row, "decision", f"Unknown decision code '{d.code[:16]}'; this project's codes: "
+                           f"{', '.join(codes)}.")
+    await _resolve_frames(plan, project, conf, on_progress)
+    await _check_scans(plan, project)
+    await _check_forms(plan)
+    if parsed.problems:
+        raise _refused(parsed, path)
+    return plan
+
+
+def _refused(parsed: Parsed, path: Path) -> ImportRefused:
+    exc = ImportRefused(parsed.problems, str(path))
+    exc.format = parsed.format
+    return exc
+
+
+async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress) -> None:
+    """Find each frame's file; know its series (from the store, or by reading the file's header)."""
+    parsed = plan.parsed
+    store_root = ingest_mod.storage().root.resolve()
+    rows = await Instance.select(Instance.file_key, Instance.sop_instance_uid, Instance.md5,
+                                 Instance.series.series_instance_uid).where(Instance.project == project.id)
+    by_key = {r["file_key"]: r for r in rows}
+    by_sop = {r["sop_instance_uid"]: r for r in rows}
+    seen_paths: dict[Path, str] = {}
+    series_of_path: dict[Path, str] = {}
+    total = len(parsed.frames)
+    for n, frame in enumerate(parsed.frames, 1):
+        if on_progress and n % 1000 == 0:
+            await on_progress("checking files", n, total)
+        location = Path(frame.file_location).expanduser()
+        full = location if location.is_absolute() else plan.base / location
+        full = Path(os.path.normpath(full))
+        if full in seen_paths:
+            parsed.problem(frame.row, "file_location", f"Duplicate row: the same file as row {seen_paths[full]}.")
+            continue
+        seen_paths[full] = frame.row
+        known = None
+        try:
+            if store_root in full.parents:
+                known = by_key.get(full.relative_to(store_root).as_posix())
+            if known is None and frame.sop_instance_uid and frame.md5:
+                candidate = by_sop.get(frame.sop_instance_uid)
+                known = candidate if candidate and candidate["md5"] == frame.md5 else None
+            if not full.is_file():
+                parsed.problem(frame.row, "file_location", f"File not found: {full}"
+                               + ("" if location.is_absolute() else f" (relative to {plan.base})") + ".")
+                continue
+        except OSError as exc:
+            parsed.problem(frame.row, "file_location", f"Cannot read {full}: {exc.strerror}.")
+            continue
+        if known is not None:
+            plan.existing_frames += 1
+            series_of_path[full] = known["series.series_instance_uid"]
+        else:
+            plan.new_files[full] = frame.archive
+        frame.file_location = str(full)
+    if on_progress and total:
+        await on_progress("checking files", total, total)
+    # New files: read their headers (and MD5, for conflicts) in threads.
+    done = 0
+    new_total = len(plan.new_files)
+
+    async def inspect(p: Path):
+        try:
+            parsed_instance = await asyncio.to_thread(read_instance, p)
+        except DicomRejected as exc:
+            return p, None, exc.detail
+        except OSError as exc:
+            return p, None, f"cannot read it: {exc.strerror}"
+        existing = by_sop.get(parsed_instance.sop_instance_uid)
+        if existing is not None:
+            md5 = await asyncio.to_thread(md5_of, p)
+            if md5 == existing["md5"]:
+                return p, parsed_instance, "same"
+            if not conf["allow_overwrite"]:
+                return p, None, (f"SOP Instance UID {parsed_instance.sop_instance_uid} is already stored with "
+                                 "other content (this project does not allow overwriting).")
+        return p, parsed_instance, ""
+
+    files = list(plan.new_files)
+    new_sops: dict[str, Path] = {}
+    for start in range(0, len(files), 16):
+        for p, info, why in await asyncio.gather(*(inspect(p) for p in files[start:start + 16])):
+            done += 1
+            if info is None:
+                parsed.problem(seen_paths[p], "file_location", f"{p}: {why}")
+                plan.new_files.pop(p, None)
+                continue
+            if why != "same" and info.sop_instance_uid in new_sops:
+                parsed.problem(seen_paths[p], "file_location", f"{p} has the SOP Instance UID of "
+                               f"{new_sops[info.sop_instance_uid]} (row {seen_paths[new_sops[info.sop_instance_uid]]}).")
+                continue
+            new_sops.setdefault(info.sop_instance_uid, p)
+            if why == "same":
+                plan.new_files.pop(p, None)
+                plan.existing_frames += 1
+            series_of_path[p] = info.series_instance_uid
+        if on_progress:
+            await on_progress("reading new images", done, new_total)
+    plan.frames = len(parsed.frames)
+    # Scans → series.
+    series_sets: dict[tuple, set] = {}
+    for frame in parsed.frames:
+        uid = series_of_path.get(Path(frame.file_location))
+        if uid:
+            series_sets.setdefault((frame.experiment, frame.scan), set()).add(uid)
+    plan.series_sets = series_sets
+
+
+async def _check_scans(plan: Plan, project: Project) -> None:
+    """Decisions, submissions and AI results each need their scan to be exactly one DICOM series."""
+    parsed = plan.parsed
+    sets = plan.series_sets
+    needed = {}
+    for item in [*parsed.decisions, *parsed.submissions, *parsed.ai]:
+        needed.setdefault((item.experiment, item.scan), item.row)
+    known_uids = None
+    for key, row in needed.items():
+        uids = sets.get(key, set())
+        if len(uids) == 1:
+            plan.scan_series[key] = next(iter(uids))
+        elif len(uids) > 1:
+            parsed.problem(row, "scan_name", f"The frames of scan '{key[1]}' come from {len(uids)} DICOM series; "
+                           "a decision belongs to one series.")
+        else:
+            if known_uids is None:
+                known_uids = set(await Series.select(Series.series_instance_uid).where(
+                    Series.project == project.id).output(as_list=True))
+            if key[1] in known_uids:
+                plan.scan_series[key] = key[1]
+            elif not any(p.row == row for p in parsed.problems):
+                parsed.problem(row, "scan_name", f"Scan '{key[1]}' has no frames in the file and no series with that "
+                               "UID is in the project.")
+
+
+async def _check_forms(plan: Plan) -> None:
+    parsed = plan.parsed
+    wanted = {(s.form, s.form_version): s.row for s in parsed.submissions}
+    if not wanted:
+        return
+    stored = {(r["name"], r["version"]): r for r in await FormDefinition.select().where(
+        FormDefinition.name.is_in(sorted({n for n, _ in wanted})))}
+    for (name, version), row in wanted.items():
+        if (name, version) in stored:
+            given = parsed.forms.get((name, version))
+            if given and given["fields"] != (loads(stored[(name, version)]["fields"]) or []):
+                parsed.problem(row, "form", f"Form '{name}' version {version} here differs from the one stored; "
+                               "save it under another name or version.")
+            continue
+        given = parsed.forms.get((name, version))
+        if given is None:
+            parsed.problem(row, "form", f"Form '{name}' version {version} is neither in the file's \"forms\" nor "
+                           "stored here.")
+            continue
+        try:
+            check_definition({k: given[k] for k in ("name", "title", "description", "fields")})
+        except Invalid as exc:
+            parsed.problem(row, "form", f"Form '{name}' version {version} is not valid: {exc.detail}")
+
+
+# New series met inside the import's transaction: their hooks (queueing AI) run once it commits, since a
+# worker could not see the series before, and must not hear of series a rollback removes.
+_DEFERRED: contextvars.ContextVar[list | None] = contextvars.ContextVar("exchange_deferred_hooks", default=None)
+
+
+def _deferring(hook):
+    def wrapper(project, series_id):
+        pending = _DEFERRED.get()
+        if pending is None:
+            hook(project, series_id)
+        else:
+            pending.append((hook, project, series_id))
+
+    wrapper.deferring = True
+    return wrapper
+
+
+def _defer_new_series_hooks() -> None:
+    hooks = ingest_mod.new_series_hooks
+    hooks[:] = [h if getattr(h, "deferring", False) else _deferring(h) for h in hooks]
+
+
+async def apply(plan: Plan, project: Project, on_progress=None) -> dict:
+    """Merge a validated plan in one transaction; returns counts of what was added."""
+    _defer_new_series_hooks()
+    pending: list = []
+    token = _DEFERRED.set(pending)
+    try:
+        counts = await _apply(plan, project, on_progress)
+    finally:
+        _DEFERRED.reset(token)
+    for hook, p, series_id in pending:  # committed: now workers can see these series
+        hook(p, series_id)
+    return counts
+
+
+async def _apply(plan: Plan, project: Project, on_progress=None) -> dict:
+    parsed = plan.parsed
+    counts = {"frames": plan.frames, "frames_added": 0, "frames_existing": plan.existing_frames,
+              "decisions_added": 0, "decisions_existing": 0, "submissions_added": 0, "submissions_existing": 0,
+              "ai_results_added": 0, "forms_added": 0}
+    async with db.write_transaction():
+        archives = {a.name: a for a in await Archive.objects().where(Archive.project == project.id)}
+        total = len(plan.new_files)
+        for n, (path, archive_name) in enumerate(plan.new_files.items(), 1):
+            archive = archives.get(archive_name or projects.DEFAULT_ARCHIVE)
+            if archive is None:
+                archive = Archive(project=project.id, name=archive_name, created_at=clock.now())
+                await archive.save()
+                archives[archive_name] = archive
+            result = await ingest_mod.ingest_file(path, project, archive)
+            if not result.ok:
+                raise ImportRefused([Problem(_row_of(parsed, path), "file_location",
+                                             f"{path}: {result.status}: {result.reason}")])
+            counts["frames_added"] += result.status == ingest_mod.STORED
+            if on_progress and (n % 20 == 0 or n == total):
+                await on_progress("adding images", n, total)
+        series_ids = {r["series_instance_uid"]: r["id"] for r in await Series.select(
+            Series.id, Series.series_instance_uid).where(Series.project == project.id)}
+        users = {u["username"]: u["id"] for u in await User.select(User.id, User.username, User.is_admin)}
+        admins = set(await User.select(User.username).where(User.is_admin == True).output(as_list=True))  # noqa: E712
+        roles = {r["user.username"]: r["role"] for r in await Membership.select(
+            Membership.user.username, Membership.role).where(Membership.project == project.id)}
+        touched = await _decisions(plan, project, series_ids, users, admins, roles, counts)
+        await _review_status(touched)
+        await _submissions(plan, project, series_ids, users, counts)
+        await _ai(plan, project, series_ids, counts)
+    return counts
+
+
+def _row_of(parsed: Parsed, path: Path) -> str:
+    return next((f.row for f in parsed.frames if f.file_location == str(path)), "")
+
+
+async def _insert(table, rows: list) -> None:
+    for start in range(0, len(rows), BATCH):
+        await table.insert(*rows[start:start + BATCH])
+
+
+def _merge(items: list, stored: list[tuple], key, content) -> tuple[list, int]:
+    """What to add: merged on `key` (series, creator, created to the second).
+
+    A key already stored is there, whatever the file says about it now. Only when one key holds several
+    different entries (two decisions by one person on one series within a second) are they told apart by
+    `content` as well, so that such a pair survives every round trip; identical repeats (a CSV repeats a
+    scan's decision on each of its frames) count once.
+    """
+    in_file: dict[tuple, dict] = {}
+    for item in items:
+        in_file.setdefault(key(item), {}).setdefault(content(item), item)
+    by_key: dict[tuple, list] = {}
+    for k, c in stored:
+        by_key.setdefault(k, []).append(c)
+    add, existing = [], 0
+    for k, entries in in_file.items():
+        there = by_key.get(k, [])
+        if len(entries) == 1:
+            if there:
+                existing += 1
+            else:
+                add.append((k, next(iter(entries.values()))))
+            continue
+        for c, item in entries.items():
+            if c in there:
+                there.remove(c)
+                existing += 1
+            else:
+                add.append((k, item))
+    return add, existing
+
+
+async def _decisions(plan, project, series_ids, users, admins, roles, counts) -> set[int]:
+    items = plan.parsed.decisions
+    if not items:
+        return set()
+
+    def key(d):
+        return series_ids[plan.scan_series[(d.experiment, d.scan)]], d.creator, second(d.created)
+
+    sids = sorted({key(d)[0] for d in items})
+    stored = []
+    for start in range(0, len(sids), 500):
+        for r in await Decision.select(Decision.series, Decision.username, Decision.created_at, Decision.code,
+                                       Decision.note).where(Decision.series.is_in(sids[start:start + 500])):
+            stored.append(((r["series"], r["username"], second(r["created_at"])), (r["code"], r["note"])))
+    add, counts["decisions_existing"] = _merge(items, stored, key, lambda d: (d.code, d.note))
+    rows = []
+    for k, d in add:
+        role = d.role if d.role is not None else ("admin" if d.creator in admins else roles.get(d.creator, ""))
+        rows.append(Decision(project=project.id, series=k[0], user=users.get(d.creator), username=d.creator[:150],
+                             role=role, code=d.code, note=d.note, artifacts=d.artifacts, location=d.location or {},
+                             created_at=k[2]))
+    await _insert(Decision, rows)
+    counts["decisions_added"] = len(rows)
+    return {r.series for r in rows}
+
+
+async def _review_status(series: set[int]) -> None:
+    """A series' review status follows its latest decision, whatever order decisions arrived in."""
+    ids = sorted(series)
+    for start in range(0, len(ids), 500):
+        latest: dict[int, dict] = {}
+        for r in await Decision.select(Decision.series, Decision.code, Decision.role).where(
+                Decision.series.is_in(ids[start:start + 500])).order_by(Decision.created_at).order_by(Decision.id):
+            latest[r["series"]] = r
+        by_status: dict[str, list[int]] = {}
+        for sid, r in latest.items():
+            by_status.setdefault(status_after(r["code"], r["role"]), []).append(sid)
+        for status, sids in by_status.items():
+            await Series.update({Series.review_status: status}).where(Series.id.is_in(sids))
+
+
+async def _submissions(plan, project, series_ids, users, counts) -> None:
+    subs = plan.parsed.submissions
+    if not subs:
+        return
+    form_ids = {}
+    for name, version in sorted({(s.form, s.form_version) for s in subs}):
+        row = await FormDefinition.select(FormDefinition.id).where(
+            FormDefinition.key == f"{name}:{version}").first()
+        if row is None:
+            given = plan.parsed.forms[(name, version)]
+            definition = check_definition({k: given[k] for k in ("name", "title", "description", "fields")})
+            new = FormDefinition(key=f"{name}:{version}", name=name, version=version, title=definition["title"],
+                                 description=definition["description"], fields=definition["fields"],
+                                 created_by="import", created_at=clock.now())
+            await new.save()
+            counts["forms_added"] += 1
+            row = {"id": new.id}
+        form_ids[(name, version)] = row["id"]
+
+    def key(s):
+        return (series_ids[plan.scan_series[(s.experiment, s.scan)]], form_ids[(s.form, s.form_version)], s.creator,
+                second(s.created))
+
+    def content(entry) -> str:
+        return json.dumps(entry, sort_keys=True)
+
+    sids = sorted({key(s)[0] for s in subs})
+    stored = [((r["series"], r["form"], r["username"], second(r["created_at"])), content(loads(r["entry"])))
+              for r in await FormSubmission.select(
+                  FormSubmission.series, FormSubmission.form, FormSubmission.username, FormSubmission.created_at,
+                  FormSubmission.entry).where(FormSubmission.series.is_in(sids))]
+    add, counts["submissions_existing"] = _merge(subs, stored, key, lambda s: content(s.entry))
+    rows = [FormSubmission(project=project.id, series=k[0], form=k[1], user=users.get(s.creator),
+                           username=s.creator[:150], user_email=s.email[:254], entry=s.entry,
+                           entry_formatted=s.entry_formatted, created_at=k[3]) for k, s in add]
+    await _insert(FormSubmission, rows)
+    counts["submissions_added"] = len(rows)
+
+
+async def _ai(plan, project, series_ids, counts) -> None:
+    items = plan.parsed.ai
+    if not items:
+        return
+    sids = sorted({series_ids[plan.scan_series[(a.experiment, a.scan)]] for a in items})
+    existing = {(j["series"], j["model_name"], j["model_version"], second(j["finished_at"] or j["queued_at"]))
+                for j in await InferenceJob.select().where(InferenceJob.series.is_in(sids))}
+    for a in items:
+        sid = series_ids[plan.scan_series[(a.experiment, a.scan)]]
+        key = (sid, a.model_name, a.model_version, second(a.finished))
+        if key in existing:
+            continue
+        existing.add(key)
+        job = InferenceJob(project=project.id, series=sid, model_name=a.model_name, model_version=a.model_version,
+                           state="done", attempts=1, queued_at=key[3], started_at=key[3], finished_at=key[3])
+        await job.save()
+        await _insert(Result, [Result(job=job.id, series=sid, name=r["name"], algorithm=r["algorithm"],
+                                      value=r["value"], text=r["text"], type=r["type"], model_name=a.model_name,
+                                      model_version=a.model_version, created_at=key[3]) for r in a.results])
+        await Series.update({Series.ai_status: "done"}).where((Series.id == sid) & (Series.ai_status == ""))
+        counts["ai_results_added"] += 1
+
+
+async def import_file(path: str | Path, project: Project, *, by: User | None = None, username: str = "",
+                      client: str = "", on_progress=None) -> dict:
+    """Validate, then merge; returns counts. ImportRefused (nothing changed) when the file has problems."""
+    if on_progress:
+        await on_progress("reading the file", 0, 0)
+    plan = await validate(path, project, on_progress)
+    if on_progress:
+        await on_progress("applying", 0, len(plan.new_files))
+    counts = await apply(plan, project, on_progress)
+    counts["format"] = plan.parsed.format
+    await audit.record("import", user=by, username=username, object=f"project:{project.name}",
+                       detail={"path": str(path), **counts}, client=client)
+    return counts
+
+
+async def create_project_for(path: str | Path, name: str) -> Project:
+    """A new project `name` for importing `path` into an empty install, with the review vocabulary a Lightbox
+    JSON export carries (else the defaults)."""
+    import json as json_mod
+
+    from portal.review import vocabulary
+
+    project = await projects.create(name)
+    try:
+        doc = json_mod.loads(Path(path).read_text(encoding="utf-8-sig"))
+        conf = doc["projects"][name]["settings"]
+        changes = {"decisions": vocabulary.check_decisions(conf["decisions"]),
+                   "artifacts": vocabulary.check_artifacts(conf["artifacts"])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, Invalid):
+        return project  # not a Lightbox JSON export: the import reports what is wrong with the file
+    await projects.update_settings(project, changes)
+    return await projects.get(name)
+
+
+async def delete_project(project: Project) -> None:
+    """Undo `create_project_for` when its import was refused: the install is left as it was."""
+    await Project.delete().where(Project.id == project.id)

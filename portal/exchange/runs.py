@@ -1,0 +1,197 @@
+"""Runs of exports, imports and syncs: created when asked for, executed by a task (or the CLI), kept as history."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from piccolo.engine.sqlite import SQLiteEngine
+
+from portal import clock, projects
+from portal.errors import LightboxError, NotFound
+from portal.exchange import exporter as export_mod, importer, sync
+from portal.exchange.records import loads
+from portal.tables import Project, SyncRun, User
+
+log = logging.getLogger("lightbox.exchange")
+KINDS = ("export", "import", "sync")
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+ACTIVE = (QUEUED, RUNNING)
+# A run still queued or running after this long lost its worker (a restart): it is marked failed, so that
+# the project's schedule carries on.
+STALE = dt.timedelta(hours=2)
+
+
+async def create(project: Project, kind: str, *, trigger: str, user: User | None = None, fmt: str = "",
+                 path: str = "", options: dict | None = None) -> dict:
+    assert kind in KINDS
+    run = SyncRun(project=project.id, kind=kind, trigger=trigger, state=QUEUED, format=fmt or "", path=str(path or ""),
+                  options=options or {}, username=user.username if user else "", queued_at=clock.now())
+    await run.save()
+    return await get(project, run.id)
+
+
+def as_dict(row: dict, project_name: str = "") -> dict:
+    if row["state"] == RUNNING and row["id"] in LIVE:
+        row = {**row, **dict(zip(("phase", "done", "total"), LIVE[row["id"]]))}
+    return {
+        "id": row["id"], "project": project_name, "kind": row["kind"], "trigger": row["trigger"],
+        "state": row["state"], "format": row["format"], "path": row["path"], "options": loads(row["options"]) or {},
+        "username": row["username"], "phase": row["phase"], "done": row["done"], "total": row["total"],
+        "summary": loads(row["summary"]) or {}, "problems": loads(row["problems"]) or [], "message": row["message"],
+        "queued": clock.iso(row["queued_at"]), "started": clock.iso(row["started_at"]),
+        "finished": clock.iso(row["finished_at"]), "active": row["state"] in ACTIVE,
+    }
+
+
+async def get(project: Project, run_id: int) -> dict:
+    row = await SyncRun.select().where((SyncRun.id == run_id) & (SyncRun.project == project.id)).first()
+    if row is None:
+        raise NotFound(f"Project '{project.name}' has no import/export run {run_id}.", "run_not_found")
+    return as_dict(row, project.name)
+
+
+async def history(project: Project, limit: int = 100) -> list[dict]:
+    rows = await SyncRun.select().where(SyncRun.project == project.id).order_by(SyncRun.id, ascending=False).limit(limit)
+    return [as_dict(r, project.name) for r in rows]
+
+
+# Progress of the runs executing in this process: what an import's transaction cannot show yet on SQLite.
+LIVE: dict[int, tuple[str, int, int]] = {}
+
+
+class Progress:
+    """Writes a run's phase and counts, at most twice a second; `also` (the CLI's bar) sees every update.
+
+    Inside an import's transaction the row is written on a connection of its own (PostgreSQL), so others
+    see it before the commit; SQLite has one writer, the transaction, so there the progress is kept in
+    this process (`LIVE`), which is the web process when the queue runs embedded in `lightbox serve`."""
+
+    def __init__(self, run_id: int, also=None):
+        self.run_id, self.also, self._last = run_id, also, 0.0
+
+    async def __call__(self, phase: str, done: int, total: int) -> None:
+        if self.also:
+            self.also(phase, done, total)
+        LIVE[self.run_id] = (phase[:32], done, total)
+        now = time.monotonic()
+        if now - self._last < 0.5 and done < total:
+            return
+        self._last = now
+        engine = SyncRun._meta.db
+        in_transaction = engine.current_transaction.get() is not None
+        if in_transaction and isinstance(engine, SQLiteEngine):
+            return
+        token = engine.current_transaction.set(None) if in_transaction else None
+        try:
+            await SyncRun.update({SyncRun.phase: phase[:32], SyncRun.done: done, SyncRun.total: total}).where(
+                SyncRun.id == self.run_id)
+        finally:
+            if token is not None:
+                engine.current_transaction.reset(token)
+
+
+async def execute(run_id: int, *, also=None) -> dict:
+    """Do the run's work; it ends done (with a summary) or failed (with a message and, for a refused import,
+    every problem). Never raises for the work's own failures."""
+    row = await SyncRun.objects().get(SyncRun.id == run_id)
+    if row is None or row.state != QUEUED:
+        return {}
+    project = await Project.objects().get(Project.id == row.project)
+    await SyncRun.update({SyncRun.state: RUNNING, SyncRun.started_at: clock.now()}).where(SyncRun.id == run_id)
+    progress = Progress(run_id, also)
+    options = loads(row.options) or {}
+    who = {"username": row.username}
+    changes: dict = {}
+    try:
+        if row.kind == "export":
+            result = await export_mod.export(project, fmt=row.format or None, to=row.path or None,
+                                             deidentify=bool(options.get("deidentify")),
+                                             remap_uids=bool(options.get("remap_uids")), on_progress=progress, **who)
+            changes = {SyncRun.summary: result.as_dict(), SyncRun.path: result.path, SyncRun.format: result.format}
+        elif row.kind == "import":
+            path = row.path or str(export_mod.import_file_path(project))
+            counts = await importer.import_file(path, project, on_progress=progress, **who)
+            changes = {SyncRun.summary: counts, SyncRun.path: path, SyncRun.format: counts.get("format", "")}
+        else:
+            summary = await sync.cycle(project, on_progress=progress, **who)
+            changes = {SyncRun.summary: summary, SyncRun.path: summary["path"], SyncRun.format: summary["format"]}
+        changes.update({SyncRun.state: DONE, SyncRun.message: _message(row.kind, changes[SyncRun.summary])})
+    except importer.ImportRefused as exc:
+        changes = {SyncRun.state: FAILED, SyncRun.message: exc.detail, SyncRun.format: getattr(exc, "format", ""),
+                   SyncRun.problems: [p.as_dict() for p in exc.problems],
+                   SyncRun.summary: {"problem_count": exc.count, **getattr(exc, "summary", {})}}
+    except LightboxError as exc:
+        changes = {SyncRun.state: FAILED, SyncRun.message: exc.detail}
+    except Exception as exc:  # recorded for the history page; the worker carries on
+        log.exception("%s run %s failed", row.kind, run_id)
+        changes = {SyncRun.state: FAILED, SyncRun.message: f"{type(exc).__name__}: {exc}"}
+    changes[SyncRun.finished_at] = clock.now()
+    changes[SyncRun.phase] = ""
+    await SyncRun.update(changes).where(SyncRun.id == run_id)
+    LIVE.pop(run_id, None)
+    _remove_upload(row.path)
+    return await get(project, run_id)
+
+
+def _remove_upload(path: str) -> None:
+    """A file uploaded for one import is not kept once that import has run."""
+    from portal import settings as settings_mod
+
+    uploads = (settings_mod.current().data_dir / "imports").resolve()
+    if path and uploads in Path(path).resolve().parents:
+        shutil.rmtree(Path(path).resolve().parent, ignore_errors=True)
+
+
+async def fail_stale(now: dt.datetime | None = None) -> int:
+    """Mark runs whose worker went away (queued or running for longer than STALE) as failed."""
+    cutoff = (now or clock.now()) - STALE
+    stale = await SyncRun.select(SyncRun.id).where(SyncRun.state.is_in(list(ACTIVE)) & (SyncRun.queued_at < cutoff))
+    if stale:
+        await SyncRun.update({SyncRun.state: FAILED, SyncRun.finished_at: clock.now(), SyncRun.phase: "",
+                              SyncRun.message: "The run stopped without finishing (its worker was stopped); "
+                                               "nothing was changed by an unfinished import."}).where(
+            SyncRun.id.is_in([r["id"] for r in stale]))
+    return len(stale)
+
+
+def _message(kind: str, s: dict) -> str:
+    if kind == "export":
+        return (f"Exported {s['frames']} frame(s) in {s['scans']} scan(s), {s['decisions']} decision(s) and "
+                f"{s['submissions']} form submission(s) to {Path(s['path']).name}."
+                + (f" Warning: {s['missing_files']} stored file(s) are missing from the disk (listed in the "
+                   "export's missing_files)." if s.get("missing_files") else ""))
+    imported = s.get("import") if kind == "sync" else s
+    text = (f"{imported['frames_added']} new frame(s), {imported['decisions_added']} new decision(s), "
+            f"{imported['submissions_added']} new form submission(s); {imported['frames_existing']} frame(s) "
+            f"were already here.") if imported else ""
+    if kind == "sync":
+        incoming = s.get("incoming")
+        return ((f"Imported changes from the repository: {incoming['frames_added']} new frame(s), "
+                 f"{incoming['decisions_added']} new decision(s). " if incoming else "No changes from the repository. ")
+                + f"Exported {s['export']['frames']} frame(s); re-import check: {text}")
+    return "Imported: " + text
+
+
+async def has_active(project: Project) -> bool:
+    return await SyncRun.exists().where((SyncRun.project == project.id) & SyncRun.state.is_in(list(ACTIVE)))
+
+
+async def last_export_md5(project: Project, path: str) -> str:
+    """The MD5 of the file the newest finished export or sync of `project` wrote at `path` ("" if none)."""
+    rows = await SyncRun.select(SyncRun.kind, SyncRun.summary, SyncRun.path).where(
+        (SyncRun.project == project.id) & (SyncRun.state == DONE) & SyncRun.kind.is_in(["export", "sync"])).order_by(
+        SyncRun.id, ascending=False).limit(20)
+    for r in rows:
+        s = loads(r["summary"]) or {}
+        s = s.get("export", s) if r["kind"] == "sync" else s
+        if s.get("path") == path and not s.get("deidentified"):
+            return s.get("md5", "")
+    return ""
+
+
+def schedule_of(project: Project) -> int:
+    return int(projects.settings_of(project)["sync_every_minutes"] or 0)

@@ -1,0 +1,197 @@
+"""Import/export routes: the API (managers start runs and read their status) and the portal's panel on the
+project page, its live run status, the sync history page and the import/export settings."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+from litestar import Request, get, post
+from litestar.di import Provide
+from litestar.response import Response, Template
+
+from portal import projects, settings as settings_mod, uploads
+from portal.auth import permissions
+from portal.dicom import sanitize_filename
+from portal.errors import Invalid, LightboxError, PermissionDenied
+from portal.exchange import exporter as export_mod, importer, runs
+from portal.routes._auth import api_user, client_of, portal_user
+from portal.routes._body import json_object
+from portal.routes._render import flash, page, partial, redirect
+from portal.tables import Project, User
+
+_api = {"me": Provide(api_user)}
+_portal = {"me": Provide(portal_user)}
+PERMISSION = "import_export"
+MAX_BODY = importer.MAX_BYTES + 1024**2  # the largest import file, and the form around it
+
+
+def _enqueue(run: dict) -> None:
+    from portal.tasks.exchange import enqueue
+
+    enqueue(run)
+
+
+def _status_url(project: Project, run: dict) -> str:
+    return f"/api/v1/projects/{project.name}/runs/{run['id']}"
+
+
+async def _receive_file(request: Request, *, required: bool = True) -> str:
+    """An uploaded import file (form field 'file'), kept under the data dir until its run has read it."""
+    folder = settings_mod.current().data_dir / "imports" / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    parts = await uploads.receive(request.stream(), request.headers.get("content-type", ""), folder,
+                                  max_total=MAX_BODY, allowed=("multipart/form-data",))
+    files = [p for p in parts if p.name == "file" and p.path is not None and p.filename and p.size]
+    if not files:
+        shutil.rmtree(folder, ignore_errors=True)
+        if required:
+            raise Invalid("Send the import file in a form field named 'file'.", "no_file", fields={"file": "required"})
+        return ""
+    # Keep the sender's file name (made safe): messages and the history name the file people know.
+    named = folder / sanitize_filename(files[0].filename)
+    files[0].path.rename(named)
+    return str(named)
+
+
+def _admin_path(me: User, value, what: str) -> str:
+    """A server path chosen by the caller: administrators only, since it reads or writes the server's disk."""
+    if not value:
+        return ""
+    if not isinstance(value, str):
+        raise Invalid(f"'{what}' must be a path.", "invalid_value", fields={what: "must be text"})
+    if not me.is_admin:
+        raise PermissionDenied(f"Only administrators may choose a server path ('{what}'); managers use the "
+                               "project's configured path or upload a file.", "admin_required")
+    return str(Path(value).expanduser().resolve())
+
+
+# --- API ----------------------------------------------------------------------------------------------
+
+
+@post("/api/v1/projects/{name:str}/export", dependencies=_api, tags=["projects"], status_code=202,
+      summary="Export the project (a task): body {format?, deidentify?, remap_uids?, to? (admins)}")
+async def api_export(request: Request, me: User, name: str) -> dict:
+    p = await permissions.project_for(me, name, PERMISSION)
+    data = await json_object(request, '{"format": "csv"}') if await request.body() else {}
+    fmt = data.get("format") or ""
+    if fmt not in ("", *export_mod.FORMATS):
+        raise Invalid("format must be json or csv.", "invalid_format", fields={"format": "json or csv"})
+    to = _admin_path(me, data.get("to"), "to")
+    run = await runs.create(p, "export", trigger="api", user=me, fmt=fmt, path=to,
+                            options={"deidentify": bool(data.get("deidentify")),
+                                     "remap_uids": bool(data.get("remap_uids"))})
+    _enqueue(run)
+    return {"run": run, "status_url": _status_url(p, run)}
+
+
+@post("/api/v1/projects/{name:str}/import", dependencies=_api, tags=["projects"], status_code=202,
+      request_max_body_size=MAX_BODY,
+      summary="Import into the project (a task): a multipart 'file', JSON {path} (admins), or no body for the "
+              "project's import path")
+async def api_import(request: Request, me: User, name: str) -> dict:
+    p = await permissions.project_for(me, name, PERMISSION)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        path = await _receive_file(request)
+    elif await request.body():
+        path = _admin_path(me, (await json_object(request, '{"path": "/srv/exchange/chest.csv"}')).get("path"), "path")
+    else:
+        path = ""
+    run = await runs.create(p, "import", trigger="api", user=me, path=path)
+    _enqueue(run)
+    return {"run": run, "status_url": _status_url(p, run)}
+
+
+@get("/api/v1/projects/{name:str}/runs", dependencies=_api, tags=["projects"],
+     summary="Import/export/sync runs of the project, newest first")
+async def api_runs(me: User, name: str) -> list[dict]:
+    return await runs.history(await permissions.project_for(me, name, PERMISSION))
+
+
+@get("/api/v1/projects/{name:str}/runs/{run_id:int}", dependencies=_api, tags=["projects"],
+     summary="One import/export/sync run: state, progress, summary, and every problem of a refused import")
+async def api_run(me: User, name: str, run_id: int) -> dict:
+    return await runs.get(await permissions.project_for(me, name, PERMISSION), run_id)
+
+
+# --- portal --------------------------------------------------------------------------------------------
+
+
+def _run_partial(p: Project, run: dict) -> Template:
+    return partial("exchange/_run.html", project=p, run=run)
+
+
+@post("/projects/{project:str}/export", dependencies=_portal, include_in_schema=False)
+async def portal_export(request: Request, me: User, project: str) -> Template:
+    p = await permissions.project_for(me, project, PERMISSION)
+    form = await request.form()
+    fmt = form.get("format", "") if form.get("format", "") in export_mod.FORMATS else ""
+    run = await runs.create(p, "export", trigger="portal", user=me, fmt=fmt,
+                            options={"deidentify": bool(form.get("deidentify")),
+                                     "remap_uids": bool(form.get("remap_uids"))})
+    _enqueue(run)
+    return _run_partial(p, run)
+
+
+@post("/projects/{project:str}/import", dependencies=_portal, include_in_schema=False, request_max_body_size=MAX_BODY)
+async def portal_import(request: Request, me: User, project: str) -> Template:
+    p = await permissions.project_for(me, project, PERMISSION)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    path = await _receive_file(request, required=False) if media == "multipart/form-data" else ""
+    run = await runs.create(p, "import", trigger="portal", user=me, path=path)
+    _enqueue(run)
+    return _run_partial(p, run)
+
+
+@get("/projects/{project:str}/sync/runs/{run_id:int}", dependencies=_portal, include_in_schema=False)
+async def portal_run(me: User, project: str, run_id: int) -> Template:
+    p = await permissions.project_for(me, project, PERMISSION)
+    return _run_partial(p, await runs.get(p, run_id))
+
+
+@get("/projects/{project:str}/sync", dependencies=_portal, include_in_schema=False)
+async def sync_history(request: Request, me: User, project: str) -> Template:
+    p = await permissions.project_for(me, project, PERMISSION)
+    conf = projects.settings_of(p)
+    return await page(request, me, "exchange/history.html", project=p, runs=await runs.history(p),
+                      every=conf["sync_every_minutes"], export_file=export_mod.export_file(p)[0],
+                      import_file=export_mod.import_file_path(p))
+
+
+@post("/projects/{project:str}/settings/exchange", dependencies=_portal, include_in_schema=False)
+async def exchange_settings(request: Request, me: User, project: str) -> Template | Response:
+    p = await permissions.project_for(me, project, "manage_project")
+    form = await request.form()
+    changes: dict = {}
+    try:
+        if form.get("export_format") in export_mod.FORMATS:
+            changes["export_format"] = form["export_format"]
+        if form.get("export_images") in ("store", "copy"):
+            changes["export_images"] = form["export_images"]
+        for key, low, high in (("export_backups", 1, 1000), ("sync_every_minutes", 0, 7 * 24 * 60)):
+            raw = (form.get(key) or "").strip()
+            if raw:
+                try:
+                    value = int(raw)
+                except ValueError:
+                    raise Invalid(f"{key.replace('_', ' ')} must be a whole number.", "invalid_value") from None
+                if not low <= value <= high:
+                    raise Invalid(f"{key.replace('_', ' ')} must be between {low} and {high}.", "invalid_value")
+                changes[key] = value
+        conf = projects.settings_of(p)
+        for key in ("export_path", "import_path"):
+            value = (form.get(key) or "").strip()
+            if value != conf[key]:
+                changes[key] = _admin_path(me, value, key) if value else ""
+        await projects.update_settings(p, changes, by=me, client=client_of(request))
+    except LightboxError as exc:
+        flash(request, exc.detail, "error")
+        return redirect(request, f"/projects/{p.name}/settings#exchange")
+    flash(request, "Import/export settings saved.", "success")
+    return redirect(request, f"/projects/{p.name}/settings#exchange")
+
+
+ROUTES = [api_export, api_import, api_runs, api_run, portal_export, portal_import, portal_run, sync_history,
+          exchange_settings]
