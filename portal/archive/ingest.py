@@ -143,8 +143,11 @@ def _result(status: str, p: ParsedInstance, patient_id: str, filename: str, reas
 
 
 async def ingest_file(path: str | Path, project: Project, archive: Archive | None = None, *,
-                      filename: str = "") -> IngestResult:
-    """Ingest one file into `project` (its `archive`, the default one when None)."""
+                      filename: str = "", after_commit: list | None = None) -> IngestResult:
+    """Ingest one file into `project` (its `archive`, the default one when None).
+
+    Called inside a caller's transaction, `after_commit` collects what must wait for its commit (callables
+    run by the caller once committed): a rollback must not leave the rows pointing at a deleted file."""
     filename = filename or Path(path).name
     try:
         parsed = await asyncio.to_thread(read_instance, path)
@@ -175,7 +178,10 @@ async def ingest_file(path: str | Path, project: Project, archive: Archive | Non
         await Instance.update({Instance.file_key: file_key, Instance.size: stored.size, Instance.md5: md5,
                                Instance.transfer_syntax_uid: parsed.transfer_syntax_uid}).where(
             Instance.id == existing["id"])
-        await asyncio.to_thread(store.delete, existing["file_key"])
+        if after_commit is not None:
+            after_commit.append(lambda: store.delete(existing["file_key"]))
+        else:
+            await asyncio.to_thread(store.delete, existing["file_key"])
         return _result(STORED, parsed, patient_id, filename, "replaced the earlier file with this SOP Instance UID")
     inserted, raced = await _write_rows(project, archive, parsed, patient_id, file_key, stored.size, md5)
     if inserted:

@@ -12,6 +12,7 @@ import hmac
 from pathlib import Path
 
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from portal.dicom import open_dataset
 
@@ -38,11 +39,24 @@ _X = ("AcquisitionDateTime", "AdditionalPatientHistory", "AdmittingDiagnosesDesc
       "AcquisitionDate", "AcquisitionTime", "ContentDate", "ContentTime", "SeriesDate", "SeriesTime",
       "OverlayDate", "OverlayTime", "CurveDate", "CurveTime", "InstanceCreationDate", "InstanceCreationTime",
       "ProtocolName", "ReferencedPatientSequence", "ReferencedStudySequence", "ResponsibleOrganization",
-      "ResponsiblePerson", "DeviceUID", "TimezoneOffsetFromUTC")
-_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID",
-         "SynchronizationFrameOfReferenceUID", "ReferencedSOPInstanceUID", "ReferencedFrameOfReferenceUID",
-         "MediaStorageSOPInstanceUID", "IrradiationEventUID", "StorageMediaFileSetUID",
-         "DimensionOrganizationUID", "ConcatenationUID")
+      "ResponsiblePerson", "DeviceUID", "TimezoneOffsetFromUTC", "OriginalAttributesSequence",
+      "ModifiedAttributesSequence", "PerformedProcedureStepEndDate", "PerformedProcedureStepEndTime",
+      "PerformedProcedureStepEndDateTime", "ReferringPhysicianTelephoneNumbers", "ReferringPhysicianAddress",
+      "ReferringPhysicianIdentificationSequence", "ScheduledPerformingPhysicianName",
+      "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime", "ScheduledProcedureStepEndDate",
+      "ScheduledProcedureStepEndTime", "PerformingPhysicianIdentificationSequence",
+      "PhysiciansOfRecordIdentificationSequence", "PhysiciansReadingStudyIdentificationSequence",
+      "OperatorIdentificationSequence", "InstitutionCodeSequence", "PatientBirthDateInAlternativeCalendar",
+      "PatientDeathDateInAlternativeCalendar", "PersonAddress", "PersonTelephoneNumbers", "VerifyingObserverName",
+      "VerifyingObserverSequence", "ContentCreatorIdentificationCodeSequence")
+# UIDs never remapped: they name a kind of thing (a SOP class, a transfer syntax), not an instance.
+# Registered DICOM UIDs (1.2.840.10008.…) are kept too, whatever attribute holds them.
+_KEEP_UIDS = ("SOPClassUID", "ReferencedSOPClassUID", "MediaStorageSOPClassUID", "TransferSyntaxUID",
+              "ReferencedTransferSyntaxUIDInFile", "ReferencedSOPClassUIDInFile", "ImplementationClassUID",
+              "CodingSchemeUID", "ContextGroupExtensionCreatorUID", "MappingResourceUID",
+              "PrivateInformationCreatorUID", "RelatedGeneralSOPClassUID", "OriginalSpecializedSOPClassUID",
+              "SOPClassesInStudy")
+_TEMPORAL = ("DA", "DT", "TM")
 
 
 class Deidentifier:
@@ -77,16 +91,10 @@ class Deidentifier:
     def dataset(self, ds: Dataset) -> Dataset:
         """Apply the basic profile to `ds` in place and return it."""
         original_id = str(ds.get("PatientID", "") or "")
-        ds.remove_private_tags()
-        for keyword in _X:
-            if keyword in ds:
-                delattr(ds, keyword)
-        for keyword in _Z:
-            if keyword in ds:
-                ds.data_element(keyword).value = ""
+        ds.remove_private_tags()  # recursive: private tags inside sequences go too
+        self._clean(ds)
         ds.PatientID = self.patient_id(original_id)
         ds.PatientName = self.patient_name(original_id)
-        self._uids(ds)
         if getattr(ds, "file_meta", None) is not None and "MediaStorageSOPInstanceUID" in ds.file_meta:
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.PatientIdentityRemoved = "YES"
@@ -102,16 +110,27 @@ class Deidentifier:
             ds.DeidentificationMethodCodeSequence.append(retained)
         return ds
 
-    def _uids(self, ds: Dataset) -> None:
-        for element in ds:
-            if element.VR == "SQ":
+    def _clean(self, ds: Dataset) -> None:
+        """The profile on `ds` and every dataset nested in its sequences, by name and by VR: identifiers hide
+        in sequences (a source image's PatientName), and any person name or date may identify someone."""
+        for element in list(ds):
+            keyword = element.keyword
+            if keyword in _X:
+                del ds[element.tag]
+            elif element.VR == "SQ":
                 for item in element.value:
-                    for keyword in _X + _Z:
-                        if keyword in item:
-                            delattr(item, keyword)
-                    self._uids(item)
-            elif element.keyword in _UIDS and element.value:
-                element.value = self.uid(str(element.value))
+                    self._clean(item)
+            elif keyword == "PatientID":
+                element.value = self.patient_id(str(element.value or ""))
+            elif keyword in _Z or element.VR == "PN" or element.VR in _TEMPORAL:
+                element.value = ""
+            elif element.VR == "UI" and self.remap_uids and element.value and keyword not in _KEEP_UIDS:
+                element.value = self._remapped(element.value)
+
+    def _remapped(self, value):
+        if not isinstance(value, str):  # several UIDs in one element
+            return [self._remapped(v) for v in value]
+        return value if not UID(str(value)).is_private else self.uid(str(value))
 
     def write_file(self, src: Path, dest: Path) -> None:
         """A de-identified copy of DICOM file `src` at `dest` (atomically)."""

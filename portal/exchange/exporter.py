@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import io
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -42,6 +43,7 @@ class ExportResult:
     submissions: int
     deidentified: bool
     missing_files: int = 0
+    incoming_backup: str = ""  # the file as the other side had changed it, kept before it was replaced
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +88,7 @@ def _decision(row: dict, deid: Deidentifier | None) -> dict:
 
 
 async def snapshot(project: Project, *, images: str = "store", export_dir: Path | None = None,
-                   deid: Deidentifier | None = None, on_progress=None) -> dict:
+                   deid: Deidentifier | None = None, images_folder: str = "images", on_progress=None) -> dict:
     """The project's state as the export document (the JSON file's content)."""
     store = storage()
     conf = projects.settings_of(project)
@@ -155,11 +157,11 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
             src = store.path(inst["file_key"])
             sop = deid.uid(inst["sop_instance_uid"]) if deid else inst["sop_instance_uid"]
             if deid is not None or images == "copy":
-                rel = Path("images") / study_uid / series_uid / f"{sop}.dcm"
+                rel = Path(images_folder) / study_uid / series_uid / f"{sop}.dcm"
                 dest = export_dir / rel
                 if deid is not None:
-                    if not dest.exists():
-                        await asyncio.to_thread(deid.write_file, src, dest)
+                    # Always written: a file already there may be from an export with other options.
+                    await asyncio.to_thread(deid.write_file, src, dest)
                     md5 = await asyncio.to_thread(md5_of, dest)
                 else:
                     if not dest.exists() or dest.stat().st_size != inst["size"]:
@@ -241,6 +243,15 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
+def _series(folder: Path, path: Path, label: str = "") -> list[Path]:
+    """The backups of `path` with `label` in `folder`, oldest first: exactly the names `backup` gives, so that
+    pruning never touches another file's backups (`chest.ct.json`'s, when the file is `chest.json`) or the
+    other series (incoming copies of what the other repository wrote are kept as a series of their own)."""
+    name = re.compile(rf"{re.escape(path.stem)}\.\d{{8}}T\d{{12}}Z{re.escape('.' + label) if label else ''}"
+                      rf"{re.escape(path.suffix)}")
+    return sorted(p for p in folder.iterdir() if name.fullmatch(p.name) and p.is_file()) if folder.is_dir() else []
+
+
 def backup(path: Path, keep: int, *, label: str = "") -> Path:
     """A timestamped copy of `path` in the `backups` folder beside it; only the newest `keep` remain."""
     folder = path.parent / "backups"
@@ -248,15 +259,30 @@ def backup(path: Path, keep: int, *, label: str = "") -> Path:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     dest = folder / f"{path.stem}.{stamp}{'.' + label if label else ''}{path.suffix}"
     shutil.copy2(path, dest)
-    mine = sorted(p for p in folder.glob(f"{path.stem}.*{path.suffix}") if p.is_file())
+    mine = _series(folder, path, label)
     for old in mine[:max(len(mine) - max(int(keep), 1), 0)]:
         old.unlink(missing_ok=True)
     return dest
 
 
+def keep_changes(path: Path, keep: int, accepted_md5: str = "") -> Path | None:
+    """Before `path` is replaced: unless it is what Lightbox last wrote there (its newest backup is that
+    copy) or what the caller already took care of (`accepted_md5`), someone else wrote to it since, so it is
+    kept first as an `.incoming` backup. Returns that backup, or None."""
+    if not path.is_file():
+        return None
+    current = md5_of(path)
+    if current == accepted_md5:
+        return None
+    written = _series(path.parent / "backups", path)
+    if written and md5_of(written[-1]) == current:
+        return None
+    return backup(path, keep, label="incoming")
+
+
 async def export(project: Project, *, fmt: str | None = None, to: str | Path | None = None,
                  deidentify: bool = False, remap_uids: bool = False, by: User | None = None, username: str = "",
-                 client: str = "", on_progress=None) -> ExportResult:
+                 client: str = "", on_progress=None, accepted_md5: str = "") -> ExportResult:
     """Write the project's state to its export file (or `to`), keep a backup, and audit it."""
     path, fmt = export_file(project, fmt, to)
     if deidentify and not to:
@@ -267,14 +293,18 @@ async def export(project: Project, *, fmt: str | None = None, to: str | Path | N
     deid = Deidentifier(settings_mod.current().secret_key, project.name, remap_uids=remap_uids) if deidentify else None
     if on_progress:
         await on_progress("reading the project", 0, 0)
+    # De-identified images never share a folder with the identified copies a copy-mode export puts in
+    # `images/` beside its file: without `to` the whole export is in its own `deidentified/` folder already.
+    images_folder = "deidentified/images" if deidentify and to else "images"
     document = await snapshot(project, images=conf["export_images"], export_dir=path.parent, deid=deid,
-                              on_progress=on_progress)
+                              images_folder=images_folder, on_progress=on_progress)
     out = io.StringIO()
     if fmt == "csv":
         csvformat.write(document, out)
     else:
         jsonformat.write(document, out)
     text = out.getvalue()
+    incoming = await asyncio.to_thread(keep_changes, path, conf["export_backups"], accepted_md5)
     await asyncio.to_thread(write_atomically, path, text)
     saved = await asyncio.to_thread(backup, path, conf["export_backups"])
     scans = [s for e in document["projects"][project.name]["experiments"].values() for s in e["scans"].values()]
@@ -282,7 +312,8 @@ async def export(project: Project, *, fmt: str | None = None, to: str | Path | N
         path=str(path), format=fmt, md5=await asyncio.to_thread(md5_of, path), backup=str(saved),
         frames=sum(len(s["frames"]) for s in scans), scans=len(scans),
         decisions=sum(len(s["decisions"]) for s in scans), submissions=sum(len(s["form_submissions"]) for s in scans),
-        deidentified=deidentify, missing_files=len(document["missing_files"]))
+        deidentified=deidentify, missing_files=len(document["missing_files"]),
+        incoming_backup=str(incoming) if incoming else "")
     await audit.record("export", user=by, username=username, object=f"project:{project.name}",
                        detail={k: v for k, v in result.as_dict().items() if k != "md5"}, client=client)
     return result

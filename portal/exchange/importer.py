@@ -16,34 +16,36 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from piccolo.engine.postgres import PostgresEngine
+
 from portal import audit, clock, db, projects
 from portal.archive import ingest as ingest_mod
 from portal.dicom import DicomRejected, md5_of, read_instance
 from portal.errors import Invalid
-from portal.exchange import csvformat, jsonformat
-from portal.exchange.records import Parsed, Problem, loads, second
+from portal.exchange import csvformat, exporter, jsonformat
+from portal.exchange.records import MAX_PROBLEMS, Parsed, Problem, loads, second
 from portal.forms.schema import check_definition
 from portal.review.decisions import status_after
 from portal.tables import (Archive, Decision, FormDefinition, FormSubmission, InferenceJob, Instance, Membership,
                            Project, Result, Series, User)
 
 MAX_BYTES = 512 * 1024**2  # a bigger file is refused before it is read
-MAX_PROBLEMS = 500  # a report lists this many; the count says how many there were
 BATCH = 200
 
 
 class ImportRefused(Invalid):
     """The file was not imported; `problems` says what and where. Nothing was changed."""
 
-    def __init__(self, problems: list[Problem], path: str = ""):
+    def __init__(self, problems: list[Problem], path: str = "", count: int = 0):
         shown = problems[:MAX_PROBLEMS]
-        more = f" (the first {MAX_PROBLEMS} are listed)" if len(problems) > MAX_PROBLEMS else ""
+        count = max(count, len(problems))
+        more = f" (the first {MAX_PROBLEMS} are listed)" if count > len(shown) else ""
         first = shown[0]
         name = Path(path).name if path else "The file"
-        super().__init__(f"{name} was not imported: {len(problems)} problem(s){more}; nothing was changed. "
+        super().__init__(f"{name} was not imported: {count} problem(s){more}; nothing was changed. "
                          f"First: {_where(first)}{first.problem}", "import_refused")
         self.problems = shown
-        self.count = len(problems)
+        self.count = count
 
     def as_dict(self) -> dict:
         return {**super().as_dict(), "problems": [p.as_dict() for p in self.problems], "problem_count": self.count}
@@ -65,6 +67,48 @@ class Plan:
     series_sets: dict = field(default_factory=dict)  # (experiment, scan) -> the series its frames are in
     frames: int = 0
     existing_frames: int = 0
+    guard: "_Guard | None" = None
+
+
+# Said for every file a confined import may not read, whether it exists or not: the message must not tell
+# someone without access to the server's disk what is there.
+NOT_ALLOWED = "File not found, or not in a folder this import may read"
+
+
+class _Guard:
+    """Which files an import may ingest.
+
+    Never another project's stored files (the image store holds every project's images) nor files in a
+    folder that only other projects export to. A confined import may besides only read under the import
+    file's own folder and this project's export and import folders (set by an administrator)."""
+
+    def __init__(self, store_root: Path, allowed: list[Path] | None, folders: list[tuple[Path, bool]]):
+        self.store_root, self.allowed, self.folders = store_root, allowed, folders
+
+    @classmethod
+    async def make(cls, project: Project, path: Path, confined: bool) -> "_Guard":
+        def folders_of(p: Project) -> set[Path]:
+            return {exporter.export_file(p)[0].parent, exporter.import_file_path(p).parent}
+
+        own = folders_of(project) | {path.parent}
+        folders = [(f, True) for f in own]
+        for other in await Project.objects().where(Project.id != project.id):
+            folders += [(f, False) for f in folders_of(other) - own]
+        allowed = sorted(own) if confined else None
+        return cls(ingest_mod.storage().root.resolve(), allowed, folders)
+
+    def refusal(self, real: Path, own_stored: bool) -> str:
+        """Why `real` (resolved, symlinks followed) may not be read; "" when it may."""
+        if self.store_root == real or self.store_root in real.parents:
+            return "" if own_stored else "it is in the image store but not one of this project's stored files"
+        # The deepest export/import folder holding the file decides: one shared with this project is fine.
+        holders = [(len(f.parts), mine) for f, mine in self.folders if f in real.parents]
+        deepest = max((n for n, _ in holders), default=0)
+        if holders and not any(mine for n, mine in holders if n == deepest):
+            return "it is in another project's export folder"
+        if self.allowed is not None and not any(a in real.parents for a in self.allowed):
+            return "it is outside the import file's folder and this project's export and import folders"
+        return ""
 
 
 def read(path: Path, project: Project) -> Parsed:
@@ -108,11 +152,15 @@ def read(path: Path, project: Project) -> Parsed:
     return parsed
 
 
-async def validate(path: str | Path, project: Project, on_progress=None) -> Plan:
-    """Check everything the import needs; ImportRefused lists every problem. Reads, never writes."""
+async def validate(path: str | Path, project: Project, on_progress=None, *, confined: bool = False) -> Plan:
+    """Check everything the import needs; ImportRefused lists every problem. Reads, never writes.
+
+    `confined` (an uploaded file, or a run started by someone who is not an administrator): frames may only
+    name files in the import file's folder or the project's own export/import folders (see `_Guard`)."""
     path = Path(path).expanduser().resolve()
     parsed = await asyncio.to_thread(read, path, project)
     plan = Plan(parsed=parsed, base=path.parent)
+    plan.guard = await _Guard.make(project, path, confined)
     if parsed.problems and not (parsed.frames or parsed.decisions):
         raise _refused(parsed, path)
     for name, rows in parsed.project_names.items():
@@ -134,7 +182,7 @@ async def validate(path: str | Path, project: Project, on_progress=None) -> Plan
 
 
 def _refused(parsed: Parsed, path: Path) -> ImportRefused:
-    exc = ImportRefused(parsed.problems, str(path))
+    exc = ImportRefused(parsed.problems, str(path), parsed.problem_count)
     exc.format = parsed.format
     return exc
 
@@ -155,24 +203,35 @@ async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress)
             await on_progress("checking files", n, total)
         location = Path(frame.file_location).expanduser()
         full = location if location.is_absolute() else plan.base / location
-        full = Path(os.path.normpath(full))
+        try:
+            full = full.resolve()  # symlinks followed: what is checked is what is read
+        except (OSError, RuntimeError):
+            full = Path(os.path.normpath(full))
         if full in seen_paths:
             parsed.problem(frame.row, "file_location", f"Duplicate row: the same file as row {seen_paths[full]}.")
             continue
         seen_paths[full] = frame.row
-        known = None
+        known = own_stored = None
+        confined = plan.guard.allowed is not None
         try:
             if store_root in full.parents:
-                known = by_key.get(full.relative_to(store_root).as_posix())
+                known = own_stored = by_key.get(full.relative_to(store_root).as_posix())
             if known is None and frame.sop_instance_uid and frame.md5:
                 candidate = by_sop.get(frame.sop_instance_uid)
                 known = candidate if candidate and candidate["md5"] == frame.md5 else None
+            why = plan.guard.refusal(full, own_stored is not None)
+            if why:
+                parsed.problem(frame.row, "file_location", f"{NOT_ALLOWED}: {frame.file_location}." if confined
+                               else f"{full} may not be imported: {why}.")
+                continue
             if not full.is_file():
-                parsed.problem(frame.row, "file_location", f"File not found: {full}"
+                parsed.problem(frame.row, "file_location", f"{NOT_ALLOWED}: {frame.file_location}." if confined
+                               else f"File not found: {full}"
                                + ("" if location.is_absolute() else f" (relative to {plan.base})") + ".")
                 continue
         except OSError as exc:
-            parsed.problem(frame.row, "file_location", f"Cannot read {full}: {exc.strerror}.")
+            parsed.problem(frame.row, "file_location", f"{NOT_ALLOWED}: {frame.file_location}." if confined
+                           else f"Cannot read {full}: {exc.strerror}.")
             continue
         if known is not None:
             plan.existing_frames += 1
@@ -201,6 +260,9 @@ async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress)
             if not conf["allow_overwrite"]:
                 return p, None, (f"SOP Instance UID {parsed_instance.sop_instance_uid} is already stored with "
                                  "other content (this project does not allow overwriting).")
+        if not parsed_instance.patient_id.strip() and conf["missing_patient_id"] == "reject":
+            # What ingest would refuse half-way through the import: said now, with every other problem.
+            return p, None, "it has no PatientID and this project rejects such files."
         return p, parsed_instance, ""
 
     files = list(plan.new_files)
@@ -295,7 +357,7 @@ def _deferring(hook):
         if pending is None:
             hook(project, series_id)
         else:
-            pending.append((hook, project, series_id))
+            pending.append(lambda: hook(project, series_id))
 
     wrapper.deferring = True
     return wrapper
@@ -309,14 +371,14 @@ def _defer_new_series_hooks() -> None:
 async def apply(plan: Plan, project: Project, on_progress=None) -> dict:
     """Merge a validated plan in one transaction; returns counts of what was added."""
     _defer_new_series_hooks()
-    pending: list = []
+    pending: list = []  # run once committed: new-series hooks, and deleting the files overwritten frames replace
     token = _DEFERRED.set(pending)
     try:
         counts = await _apply(plan, project, on_progress)
     finally:
         _DEFERRED.reset(token)
-    for hook, p, series_id in pending:  # committed: now workers can see these series
-        hook(p, series_id)
+    for call in pending:  # committed: now workers can see these series, and the replaced files are unused
+        call()
     return counts
 
 
@@ -326,6 +388,10 @@ async def _apply(plan: Plan, project: Project, on_progress=None) -> dict:
               "decisions_added": 0, "decisions_existing": 0, "submissions_added": 0, "submissions_existing": 0,
               "ai_results_added": 0, "forms_added": 0}
     async with db.write_transaction():
+        if isinstance(Project._meta.db, PostgresEngine):
+            # Held until the commit: a second import into the project (a sync beside a manual one) waits here,
+            # then reads the decisions this one added instead of adding them again.
+            await Project.raw("SELECT pg_advisory_xact_lock({})", project.id)
         archives = {a.name: a for a in await Archive.objects().where(Archive.project == project.id)}
         total = len(plan.new_files)
         for n, (path, archive_name) in enumerate(plan.new_files.items(), 1):
@@ -334,7 +400,7 @@ async def _apply(plan: Plan, project: Project, on_progress=None) -> dict:
                 archive = Archive(project=project.id, name=archive_name, created_at=clock.now())
                 await archive.save()
                 archives[archive_name] = archive
-            result = await ingest_mod.ingest_file(path, project, archive)
+            result = await ingest_mod.ingest_file(path, project, archive, after_commit=_DEFERRED.get())
             if not result.ok:
                 raise ImportRefused([Problem(_row_of(parsed, path), "file_location",
                                              f"{path}: {result.status}: {result.reason}")])
@@ -499,11 +565,11 @@ async def _ai(plan, project, series_ids, counts) -> None:
 
 
 async def import_file(path: str | Path, project: Project, *, by: User | None = None, username: str = "",
-                      client: str = "", on_progress=None) -> dict:
+                      client: str = "", on_progress=None, confined: bool = False) -> dict:
     """Validate, then merge; returns counts. ImportRefused (nothing changed) when the file has problems."""
     if on_progress:
         await on_progress("reading the file", 0, 0)
-    plan = await validate(path, project, on_progress)
+    plan = await validate(path, project, on_progress, confined=confined)
     if on_progress:
         await on_progress("applying", 0, len(plan.new_files))
     counts = await apply(plan, project, on_progress)

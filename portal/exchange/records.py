@@ -7,6 +7,8 @@ import datetime as dt
 import json
 from dataclasses import asdict, dataclass, field
 
+MAX_PROBLEMS = 500  # a report lists this many; the count says how many there were
+
 
 @dataclass
 class Problem:
@@ -79,10 +81,13 @@ class Parsed:
     submissions: list = field(default_factory=list)
     ai: list = field(default_factory=list)
     forms: dict = field(default_factory=dict)  # (name, version) -> definition
-    problems: list = field(default_factory=list)
+    problems: list = field(default_factory=list)  # the first MAX_PROBLEMS: a huge bad file must not fill memory
+    problem_count: int = 0
 
     def problem(self, row: str, field_name: str, text: str) -> None:
-        self.problems.append(Problem(str(row), field_name, text))
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(Problem(str(row), field_name, text))
 
 
 def parse_time(text: str) -> dt.datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from piccolo.engine.sqlite import SQLiteEngine
 
 from portal import clock, projects
-from portal.errors import LightboxError, NotFound
+from portal.errors import Conflict, LightboxError, NotFound
 from portal.exchange import exporter as export_mod, importer, sync
 from portal.exchange.records import loads
 from portal.tables import Project, SyncRun, User
@@ -25,9 +26,14 @@ ACTIVE = (QUEUED, RUNNING)
 STALE = dt.timedelta(hours=2)
 
 
+MERGING = ("import", "sync")  # runs that write to the project: one at a time
+
+
 async def create(project: Project, kind: str, *, trigger: str, user: User | None = None, fmt: str = "",
                  path: str = "", options: dict | None = None) -> dict:
     assert kind in KINDS
+    if kind in MERGING:
+        await refuse_if_merging(project)
     run = SyncRun(project=project.id, kind=kind, trigger=trigger, state=QUEUED, format=fmt or "", path=str(path or ""),
                   options=options or {}, username=user.username if user else "", queued_at=clock.now())
     await run.save()
@@ -94,6 +100,26 @@ class Progress:
                 engine.current_transaction.reset(token)
 
 
+async def refuse_if_merging(project: Project) -> None:
+    """Two imports into one project at once could each add what the other adds: one waits for the other."""
+    busy = await SyncRun.select(SyncRun.kind, SyncRun.state).where(
+        (SyncRun.project == project.id) & SyncRun.kind.is_in(list(MERGING)) & SyncRun.state.is_in(list(ACTIVE))).first()
+    if busy:
+        raise Conflict(f"An {busy['kind']} of project '{project.name}' is {busy['state']}; start this one when it "
+                       "has finished (see the sync history).", "import_running")
+
+
+async def _overtaken(run: SyncRun) -> dict | None:
+    """Another import or sync of the project that started running before `run` and has not finished."""
+    mine = await SyncRun.select(SyncRun.started_at).where(SyncRun.id == run.id).first()
+    for other in await SyncRun.select(SyncRun.id, SyncRun.kind, SyncRun.started_at).where(
+            (SyncRun.project == run.project) & (SyncRun.id != run.id) & SyncRun.kind.is_in(list(MERGING))
+            & (SyncRun.state == RUNNING)):
+        if (other["started_at"], other["id"]) < (mine["started_at"], run.id):
+            return other
+    return None
+
+
 async def execute(run_id: int, *, also=None) -> dict:
     """Do the run's work; it ends done (with a summary) or failed (with a message and, for a refused import,
     every problem). Never raises for the work's own failures."""
@@ -107,6 +133,10 @@ async def execute(run_id: int, *, also=None) -> dict:
     who = {"username": row.username}
     changes: dict = {}
     try:
+        if row.kind in MERGING and (other := await _overtaken(row)):
+            raise Conflict(f"Not started: {other['kind']} run {other['id']} of this project is running; imports "
+                           "into one project run one at a time. Start it again when that one has finished.",
+                           "import_running")
         if row.kind == "export":
             result = await export_mod.export(project, fmt=row.format or None, to=row.path or None,
                                              deidentify=bool(options.get("deidentify")),
@@ -114,7 +144,8 @@ async def execute(run_id: int, *, also=None) -> dict:
             changes = {SyncRun.summary: result.as_dict(), SyncRun.path: result.path, SyncRun.format: result.format}
         elif row.kind == "import":
             path = row.path or str(export_mod.import_file_path(project))
-            counts = await importer.import_file(path, project, on_progress=progress, **who)
+            counts = await importer.import_file(path, project, on_progress=progress,
+                                                confined=await _confined(row, options), **who)
             changes = {SyncRun.summary: counts, SyncRun.path: path, SyncRun.format: counts.get("format", "")}
         else:
             summary = await sync.cycle(project, on_progress=progress, **who)
@@ -133,17 +164,34 @@ async def execute(run_id: int, *, also=None) -> dict:
     changes[SyncRun.phase] = ""
     await SyncRun.update(changes).where(SyncRun.id == run_id)
     LIVE.pop(run_id, None)
-    _remove_upload(row.path)
+    if options.get("upload"):
+        _remove_upload(row.path)
     return await get(project, run_id)
 
 
-def _remove_upload(path: str) -> None:
-    """A file uploaded for one import is not kept once that import has run."""
+def _uploads() -> Path:
     from portal import settings as settings_mod
 
-    uploads = (settings_mod.current().data_dir / "imports").resolve()
-    if path and uploads in Path(path).resolve().parents:
-        shutil.rmtree(Path(path).resolve().parent, ignore_errors=True)
+    return (settings_mod.current().data_dir / "imports").resolve()
+
+
+async def _confined(row: SyncRun, options: dict) -> bool:
+    """Whether the import may only read files in its own and the project's folders: an uploaded file, or a
+    run started by someone who is not an administrator (the CLI is run by whoever runs the server)."""
+    if options.get("upload") or (row.path and _uploads() in Path(row.path).resolve().parents):
+        return True
+    if row.trigger == "cli":
+        return False
+    runner = await User.objects().get(User.username == row.username) if row.username else None
+    return not (runner is not None and runner.is_admin)
+
+
+def _remove_upload(path: str) -> None:
+    """A file uploaded for one import is not kept once that import has run: only the folder made for it
+    (data/imports/<uuid>/), never anything else under data/imports."""
+    folder = Path(path).resolve().parent if path else None
+    if folder is not None and folder.parent == _uploads() and re.fullmatch(r"[0-9a-f]{32}", folder.name):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def fail_stale(now: dt.datetime | None = None) -> int:
@@ -163,7 +211,10 @@ def _message(kind: str, s: dict) -> str:
         return (f"Exported {s['frames']} frame(s) in {s['scans']} scan(s), {s['decisions']} decision(s) and "
                 f"{s['submissions']} form submission(s) to {Path(s['path']).name}."
                 + (f" Warning: {s['missing_files']} stored file(s) are missing from the disk (listed in the "
-                   "export's missing_files)." if s.get("missing_files") else ""))
+                   "export's missing_files)." if s.get("missing_files") else "")
+                + (f" The file had been changed since Lightbox last wrote it; that version was kept as "
+                   f"{Path(s['incoming_backup']).name} in its backups folder (not imported)."
+                   if s.get("incoming_backup") else ""))
     imported = s.get("import") if kind == "sync" else s
     text = (f"{imported['frames_added']} new frame(s), {imported['decisions_added']} new decision(s), "
             f"{imported['submissions_added']} new form submission(s); {imported['frames_existing']} frame(s) "

@@ -21,22 +21,28 @@ async def cycle(project: Project, *, username: str = "", on_progress=None) -> di
     conf_path = export_mod.import_file_path(project)
     export_path, fmt = export_mod.export_file(project)
     summary: dict = {"path": str(export_path), "format": fmt, "incoming": None}
+    taken_in = ""  # the other side's version, backed up and imported here: the export need not keep it again
     if conf_path.is_file():
         known = await runs.last_export_md5(project, str(conf_path))
-        if md5_of(conf_path) != known:
+        current = md5_of(conf_path)
+        if current != known:
             saved = export_mod.backup(conf_path, projects.settings_of(project)["export_backups"],
                                       label="incoming")
             try:
+                # Confined: the file is the project's own, but what it names is written by the other side.
                 summary["incoming"] = await importer.import_file(conf_path, project, username=username,
-                                                                 on_progress=on_progress)
+                                                                 on_progress=on_progress, confined=True)
             except importer.ImportRefused as exc:
                 exc.summary = {"incoming_backup": str(saved)}
                 exc.detail = ("The repository's file was not imported, and so not overwritten: " + exc.detail)
                 raise
             summary["incoming_backup"] = str(saved)
-    result = await export_mod.export(project, fmt=fmt, username=username, on_progress=on_progress)
+            taken_in = current
+    result = await export_mod.export(project, fmt=fmt, username=username, on_progress=on_progress,
+                                     accepted_md5=taken_in)
     summary["export"] = result.as_dict()
-    summary["import"] = await importer.import_file(export_path, project, username=username, on_progress=on_progress)
+    summary["import"] = await importer.import_file(export_path, project, username=username, on_progress=on_progress,
+                                                   confined=True)
     return summary
 
 

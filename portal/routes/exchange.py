@@ -55,6 +55,15 @@ async def _receive_file(request: Request, *, required: bool = True) -> str:
     return str(named)
 
 
+async def _create_import(p: Project, trigger: str, me: User, path: str, uploaded: bool) -> dict:
+    try:
+        return await runs.create(p, "import", trigger=trigger, user=me, path=path, options={"upload": uploaded})
+    except LightboxError:
+        if uploaded:  # refused (another import started meanwhile): the upload is not kept
+            shutil.rmtree(Path(path).parent, ignore_errors=True)
+        raise
+
+
 def _admin_path(me: User, value, what: str) -> str:
     """A server path chosen by the caller: administrators only, since it reads or writes the server's disk."""
     if not value:
@@ -93,13 +102,15 @@ async def api_export(request: Request, me: User, name: str) -> dict:
 async def api_import(request: Request, me: User, name: str) -> dict:
     p = await permissions.project_for(me, name, PERMISSION)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media == "multipart/form-data":
+    await runs.refuse_if_merging(p)  # before receiving a file that could not be imported now
+    uploaded = media == "multipart/form-data"
+    if uploaded:
         path = await _receive_file(request)
     elif await request.body():
         path = _admin_path(me, (await json_object(request, '{"path": "/srv/exchange/chest.csv"}')).get("path"), "path")
     else:
         path = ""
-    run = await runs.create(p, "import", trigger="api", user=me, path=path)
+    run = await _create_import(p, "api", me, path, uploaded)
     _enqueue(run)
     return {"run": run, "status_url": _status_url(p, run)}
 
@@ -139,8 +150,9 @@ async def portal_export(request: Request, me: User, project: str) -> Template:
 async def portal_import(request: Request, me: User, project: str) -> Template:
     p = await permissions.project_for(me, project, PERMISSION)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    await runs.refuse_if_merging(p)
     path = await _receive_file(request, required=False) if media == "multipart/form-data" else ""
-    run = await runs.create(p, "import", trigger="portal", user=me, path=path)
+    run = await _create_import(p, "portal", me, path, bool(path))
     _enqueue(run)
     return _run_partial(p, run)
 

@@ -716,3 +716,205 @@ async def test_an_export_says_when_stored_files_are_missing(app, tmp_path):
     run = await runs.execute((await runs.create(p, "export", trigger="cli", path=str(tmp_path / "e.json")))["id"])
     assert run["state"] == "done" and "1 stored file(s) are missing" in run["message"]
     assert _doc(tmp_path / "e.json")["missing_files"] == [str(storage().path(gone.file_key))]
+
+
+# --- review fixes ---------------------------------------------------------------------------------------------
+
+
+def _upload_of(path: Path) -> str:
+    """Where the import routes keep an uploaded file: data/imports/<uuid>/<name>."""
+    import shutil
+    import uuid
+
+    from portal import settings as settings_mod
+
+    folder = settings_mod.current().data_dir / "imports" / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    return str(shutil.copy(path, folder / path.name))
+
+
+async def test_an_uploaded_import_reads_no_file_outside_its_folders(app, tmp_path):
+    from portal.archive import storage
+    from portal.exchange.importer import NOT_ALLOWED
+    from tests.helpers import make_project
+
+    p, _, _ = await _populated(tmp_path)
+    other = await make_project("other")
+    theirs = samples.make_series(samples.sample_path("MR_small.dcm"), tmp_path / "theirs", 1, patient_id="SECRET")
+    assert (await ingest_file(theirs[0], other)).ok
+    stored = storage().path((await Instance.objects().get(Instance.project == other.id)).file_key)
+    outside = samples.make_series(samples.sample_path("MR_small.dcm"), tmp_path / "outside", 1)[0]
+    locations = [str(stored), str(outside), "../../../" + str(outside).lstrip("/"), str(tmp_path / "nope.dcm"),
+                 "/etc/passwd"]
+    rows = [{"project_name": "chest", "experiment_name": "e", "scan_name": f"s{i}", "frame_number": 0,
+             "file_location": loc} for i, loc in enumerate(locations)]
+    before = await _counts()
+    run = await runs.create(p, "import", trigger="api", user=await accounts.get("mgr"),
+                            path=_upload_of(_write_csv(tmp_path / "up" / "f.csv", rows)), options={"upload": True})
+    run = await runs.execute(run["id"])
+    assert run["state"] == "failed" and await _counts() == before
+    # One message whatever is there: a stored file, a DICOM file, a missing file and a system file look alike.
+    assert [pr["problem"] for pr in run["problems"]] == [f"{NOT_ALLOWED}: {loc}." for loc in locations]
+    assert not Path(run["path"]).parent.exists()  # the upload's own folder is removed afterwards
+
+    # Even unconfined (an administrator's import), another project's stored file is refused.
+    with pytest.raises(ImportRefused) as caught:
+        await import_file(_write_csv(tmp_path / "adm" / "f.csv", rows[:1]), p)
+    assert "not one of this project's stored files" in caught.value.problems[0].problem
+
+    # A manager uploading the project's own export (stored files, store mode) still merges it.
+    mine = await export(p, fmt="csv")
+    run = await runs.execute((await runs.create(p, "import", trigger="api", user=await accounts.get("mgr"),
+                                                path=_upload_of(Path(mine.path)), options={"upload": True}))["id"])
+    assert run["state"] == "done" and run["summary"]["frames_existing"] == 5, run
+
+
+async def test_a_managers_import_may_not_read_another_projects_export_folder(app, tmp_path):
+    from tests.helpers import make_project
+
+    p, _, _ = await _populated(tmp_path)
+    other = await make_project("other")
+    await projects.update_settings(other, {"export_path": str(tmp_path / "other-share" / "other.json")})
+    await projects.update_settings(p, {"import_path": str(tmp_path / "chest-share" / "chest.csv")})
+    theirs = samples.make_series(samples.sample_path("MR_small.dcm"), tmp_path / "other-share" / "images", 1)[0]
+    rows = [{"project_name": "chest", "experiment_name": "e", "scan_name": "s", "frame_number": 0,
+             "file_location": str(theirs)}]
+    _write_csv(tmp_path / "chest-share" / "chest.csv", rows)
+    run = await runs.execute((await runs.create(await projects.get("chest"), "import", trigger="api",
+                                                user=await accounts.get("mgr")))["id"])
+    assert run["state"] == "failed" and "not in a folder this import may read" in run["problems"][0]["problem"]
+    assert await Instance.count().where(Instance.project == p.id) == 5
+
+
+async def test_a_rolled_back_import_keeps_the_file_an_overwrite_replaced(app, tmp_path, monkeypatch):
+    from portal.archive import ingest as ingest_mod, storage
+    from portal.exchange import importer
+
+    p = await _project()
+    await projects.update_settings(p, {"allow_overwrite": True})
+    p = await projects.get("chest")
+    [first] = samples.make_series(samples.sample_path("MR_small.dcm"), tmp_path / "a", 1)
+    assert (await ingest_file(first, p)).ok
+    ds = open_dataset(first, stop_before_pixels=True)
+    changed = samples.restamp(first, tmp_path / "b" / "same-sop.dcm", study_uid=ds.StudyInstanceUID,
+                              series_uid=ds.SeriesInstanceUID, sop_uid=ds.SOPInstanceUID, position_z=99.0)
+    [new] = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "c", 1)
+    rows = [{"project_name": "chest", "experiment_name": "e", "scan_name": f"s{i}", "frame_number": 0,
+             "file_location": str(f)} for i, f in enumerate((changed, new))]
+    real, calls = ingest_mod.ingest_file, []
+
+    async def failing_second(path, project, archive=None, **kw):
+        calls.append(path)
+        return await real(path, project, archive, **kw) if len(calls) == 1 else ingest_mod.IngestResult(
+            status="rejected", reason="disk full")
+
+    monkeypatch.setattr(importer.ingest_mod, "ingest_file", failing_second)
+    with pytest.raises(ImportRefused):
+        await import_file(_write_csv(tmp_path / "f.csv", rows), p)
+    assert len(calls) == 2  # the overwrite happened, then the import rolled back
+    kept = await Instance.objects().first()
+    assert storage().path(kept.file_key).is_file()  # the row still points at a file that exists
+    monkeypatch.setattr(importer.ingest_mod, "ingest_file", real)
+    counts = await import_file(_write_csv(tmp_path / "f.csv", rows), p)  # committed: now the old file goes
+    assert counts["frames_added"] == 2 and not storage().path(kept.file_key).exists()
+
+
+async def test_an_image_the_project_would_reject_is_reported_before_anything_is_applied(app, tmp_path, monkeypatch):
+    from portal.exchange import importer
+
+    p = await _project()
+    await projects.update_settings(p, {"missing_patient_id": "reject"})
+    p = await projects.get("chest")
+    rows = _repo_rows(tmp_path, n=2)
+    samples.restamp(tmp_path / rows[1]["file_location"], tmp_path / rows[1]["file_location"], patient_id="")
+    calls = []
+    monkeypatch.setattr(importer.ingest_mod, "ingest_file", lambda *a, **kw: calls.append(a))
+    with pytest.raises(ImportRefused) as caught:
+        await import_file(_write_csv(tmp_path / "f.csv", rows), p)
+    assert [(pr.row, "no PatientID" in pr.problem) for pr in caught.value.problems] == [("3", True)]
+    assert calls == []
+
+
+async def test_a_deidentified_export_beside_a_copy_mode_export_writes_its_own_images(app, tmp_path):
+    p, _, _ = await _populated(tmp_path)
+    await projects.update_settings(p, {"export_images": "copy"})
+    p = await projects.get("chest")
+    share = tmp_path / "share"
+    await export(p, to=share / "chest.json")  # identified copies under share/images
+    result = await export(p, to=share / "chest-public.json", deidentify=True)
+    frames = [f for e in _doc(result.path)["projects"]["chest"]["experiments"].values()
+              for s in e["scans"].values() for f in s["frames"].values()]
+    assert frames and all(f["file_location"].startswith("deidentified/") for f in frames)
+    for f in frames:
+        ds = open_dataset(share / f["file_location"], stop_before_pixels=True)
+        assert ds.PatientIdentityRemoved == "YES" and ds.PatientID.startswith("ANON-")
+    identified = [open_dataset(x, stop_before_pixels=True) for x in (share / "images").rglob("*.dcm")]
+    assert len(identified) == 5 and {d.PatientID for d in identified} == {"P-1", "P-2"}
+
+
+async def test_an_export_keeps_what_the_other_side_wrote_since_the_last_one(app, tmp_path):
+    p, _, _ = await _populated(tmp_path)
+    shared = tmp_path / "exchange" / "chest.csv"
+    await projects.update_settings(p, {"export_path": str(shared), "export_backups": 1})
+    p = await projects.get("chest")
+    first = await runs.execute((await runs.create(p, "export", trigger="portal"))["id"])
+    assert first["state"] == "done" and not first["summary"]["incoming_backup"]
+    theirs = shared.read_text() + "chest,exp-9,scan-9,T1,0,x.dcm,,,,,U,pacs,,2031-01-01T00:00:00Z,,\n"
+    shared.write_text(theirs)  # the other repository adds a row; Lightbox has not imported it
+    run = await runs.execute((await runs.create(p, "export", trigger="portal"))["id"])
+    assert run["state"] == "done" and "changed since Lightbox last wrote it" in run["message"]
+    assert Path(run["summary"]["incoming_backup"]).read_text() == theirs  # kept, not lost
+    again = await export(p)  # nothing changed on the other side since: no copy
+    assert not again.incoming_backup
+    assert len(list((shared.parent / "backups").iterdir())) == 2  # one export, one incoming (keep=1 each)
+
+
+async def test_imports_into_one_project_run_one_at_a_time(app, tmp_path):
+    from portal.errors import Conflict
+
+    p = await _project()
+    path = _write_csv(tmp_path / "f.csv", _repo_rows(tmp_path, n=2))
+    sync_run = await runs.create(p, "sync", trigger="schedule")
+    with pytest.raises(Conflict) as caught:
+        await runs.create(p, "import", trigger="api", path=str(path))
+    assert "is queued" in caught.value.detail
+    assert (await runs.create(p, "export", trigger="api"))["state"] == "queued"  # exports are not merges
+    # Two runs that were both queued (created before either started): the later one to start is refused.
+    await SyncRun.update({SyncRun.state: "running", SyncRun.started_at: clock.now()}).where(
+        SyncRun.id == sync_run["id"])
+    late = SyncRun(project=p.id, kind="import", trigger="api", state="queued", path=str(path), options={},
+                   queued_at=clock.now())
+    await late.save()
+    run = await runs.execute(late.id)
+    assert run["state"] == "failed" and "one at a time" in run["message"] and await Instance.count() == 0
+
+
+async def test_two_imports_at_once_add_a_decision_once(app, tmp_path):
+    import asyncio
+
+    p = await _project()
+    rows = _repo_rows(tmp_path, n=2)
+    await import_file(_write_csv(tmp_path / "frames.csv", rows), p)  # the frames are here: nothing to ingest
+    decided = [{**r, "last_decision": "U", "last_decision_creator": "rev",
+                "last_decision_created": "2026-01-01T00:00:00Z"} for r in rows]
+    path = _write_csv(tmp_path / "f.csv", decided)
+    results = await asyncio.gather(import_file(path, p), import_file(path, p))
+    assert sorted(r["decisions_added"] for r in results) == [0, 1]
+    assert await Decision.count() == 1 and await Instance.count() == 2
+
+
+async def test_removing_an_upload_removes_only_the_folder_made_for_it(app, tmp_path):
+    from portal import settings as settings_mod
+
+    p = await _project()
+    imports = settings_mod.current().data_dir / "imports"
+    other = Path(_upload_of(_write_csv(tmp_path / "o.csv", _repo_rows(tmp_path / "o"))))  # another run's upload
+    loose = _write_csv(imports / "loose.csv", _repo_rows(tmp_path / "l"))  # not in a folder of its own
+    run = await runs.create(p, "import", trigger="api", user=await accounts.get("mgr"), path=str(loose),
+                            options={"upload": True})
+    await runs.execute(run["id"])
+    assert loose.is_file() and other.is_file()  # data/imports itself is never removed
+    mine = _upload_of(tmp_path / "o.csv")
+    await runs.execute((await runs.create(p, "import", trigger="api", user=await accounts.get("mgr"), path=mine,
+                                          options={"upload": True}))["id"])
+    assert not Path(mine).parent.exists() and other.is_file()

@@ -70,3 +70,63 @@ def test_deidentifier_is_consistent_and_keyed(tmp_path):
     assert ds.PatientID == a.patient_id(orig.PatientID) and ds.SOPInstanceUID == a.uid(orig.SOPInstanceUID)
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     assert ds.PatientIdentityRemoved == "YES" and "InstitutionName" not in ds and ds.PixelData == orig.PixelData
+
+
+def test_pruning_backups_keeps_other_files_and_the_incoming_series(tmp_path):
+    from portal.exchange.exporter import backup
+
+    for name in ("chest.json", "chest.ct.json"):
+        (tmp_path / name).write_text(name)
+    mine = [backup(tmp_path / "chest.json", 1) for _ in range(3)]
+    theirs = backup(tmp_path / "chest.ct.json", 1)  # `chest.ct.<stamp>.json` also matches `chest.*.json`
+    incoming = backup(tmp_path / "chest.json", 1, label="incoming")
+    again = backup(tmp_path / "chest.json", 1)
+    left = sorted(p.name for p in (tmp_path / "backups").iterdir())
+    assert left == sorted([theirs.name, incoming.name, again.name]) and not any(p.exists() for p in mine)
+    assert backup(tmp_path / "chest.ct.json", 1).exists() and not theirs.exists() and again.exists()
+
+
+def test_deidentification_reaches_into_sequences_and_goes_by_vr(tmp_path):
+    from pydicom.dataset import Dataset
+
+    src = samples.sample_path("CT_small.dcm")
+    ds = open_dataset(src, defer_size=None)
+    source = Dataset()
+    source.PatientName, source.PatientID, source.ReferencedSOPInstanceUID = "Doe^Jane", "MRN-77", "1.2.3.4.5"
+    source.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    source.add_new(0x00291010, "LO", "private in a sequence")
+    ds.add_new(0x00291000, "LO", "private block")  # registers a private creator
+    ds.SourceImageSequence = [source]
+    modified = Dataset()
+    modified.PatientName = "Doe^Jane"
+    original = Dataset()
+    original.ModifiedAttributesSequence = [modified]
+    ds.OriginalAttributesSequence = [original]
+    ds.PerformedProcedureStepEndDate, ds.ReferringPhysicianTelephoneNumbers = "20250101", "555-0100"
+    ds.ScheduledPerformingPhysicianName, ds.InstanceCreatorUID = "Who^Dr", "1.2.3.99"
+    ds.OperatorsName, ds.AcquisitionDateTime, ds.DateOfLastCalibration = "Op^One", "20250101101010", "20240101"
+    klass = ds.SOPClassUID
+    a = Deidentifier("s", "p", remap_uids=True)
+    out = a.dataset(ds)
+    for keyword in ("OriginalAttributesSequence", "PerformedProcedureStepEndDate", "ReferringPhysicianTelephoneNumbers",
+                    "ScheduledPerformingPhysicianName", "OperatorsName", "AcquisitionDateTime"):
+        assert keyword not in out or not out[keyword].value, keyword
+    item = out.SourceImageSequence[0]
+    assert not item.PatientName and item.PatientID == a.patient_id("MRN-77")
+    assert item.ReferencedSOPInstanceUID == a.uid("1.2.3.4.5")
+    assert item.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.2" and out.SOPClassUID == klass  # classes kept
+    assert out.InstanceCreatorUID == a.uid("1.2.3.99") and not out.DateOfLastCalibration  # every date, by VR
+    assert not any(e.tag.is_private for e in out.iterall())
+    assert "Doe^Jane" not in str(out) and "MRN-77" not in str(out)
+
+
+def test_problems_are_capped_while_collected_and_counted():
+    from portal.exchange.importer import ImportRefused
+    from portal.exchange.records import MAX_PROBLEMS
+
+    parsed = Parsed(format="csv")
+    for n in range(MAX_PROBLEMS + 100):
+        parsed.problem(str(n + 2), "file_location", "File not found.")
+    assert len(parsed.problems) == MAX_PROBLEMS and parsed.problem_count == MAX_PROBLEMS + 100
+    refused = ImportRefused(parsed.problems, "f.csv", parsed.problem_count)
+    assert refused.count == MAX_PROBLEMS + 100 and f"the first {MAX_PROBLEMS} are listed" in refused.detail
