@@ -148,6 +148,18 @@ async def client(app):
         yield c
 
 
+@pytest.fixture
+def consumer(app):
+    """A real queue consumer (two threads) in this process, as `lightbox serve` runs one; no periodic tasks."""
+    from portal.tasks.queue import EmbeddedConsumer, huey, load_tasks
+
+    load_tasks()
+    c = EmbeddedConsumer(huey, workers=2, worker_type="thread", periodic=False, check_worker_health=False)
+    c.start()
+    yield c
+    c.stop(graceful=True)
+
+
 def pytest_collection_modifyitems(items):
     """Browser tests last: Playwright's sync API keeps an event loop running in the main thread once
     its session browser has started, and async tests cannot run after that."""

@@ -373,17 +373,6 @@ async def test_a_sync_that_cannot_read_the_other_sides_file_does_not_overwrite_i
 # --- API --------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def consumer(app):
-    from portal.tasks.queue import EmbeddedConsumer, huey, load_tasks
-
-    load_tasks()
-    c = EmbeddedConsumer(huey, workers=1, worker_type="thread", periodic=False, check_worker_health=False)
-    c.start()
-    yield c
-    c.stop(graceful=True)
-
-
 async def _wait(client, url, user="mgr", timeout=60):
     import asyncio
     import time

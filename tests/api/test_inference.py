@@ -29,17 +29,6 @@ needs_model = pytest.mark.skipif(not _model_installed(),
                                  reason="the built-in model's weights are not committed yet (portal.ai.train_quality)")
 
 
-@pytest.fixture
-def consumer(app):
-    from portal.tasks.queue import EmbeddedConsumer, huey, load_tasks
-
-    load_tasks()
-    c = EmbeddedConsumer(huey, workers=1, worker_type="thread", periodic=False, check_worker_health=False)
-    c.start()
-    yield c
-    c.stop(graceful=True)
-
-
 async def _project(quiet: float = 0.2):
     p = await make_project("ai", {"rev": "reviewer", "view": "viewer"})
     await projects.update_settings(p, {"ai_quiet_seconds": quiet})

@@ -89,17 +89,6 @@ def settings(lb_env, smtp_server):
     return settings_mod.load({**lb_env, "LIGHTBOX_SMTP_URL": f"smtp://127.0.0.1:{smtp_server.port}"})
 
 
-@pytest.fixture
-def consumer(app):
-    from portal.tasks.queue import EmbeddedConsumer, huey, load_tasks
-
-    load_tasks()
-    c = EmbeddedConsumer(huey, workers=2, worker_type="thread", periodic=False, check_worker_health=False)
-    c.start()
-    yield c
-    c.stop(graceful=True)
-
-
 async def wait_for(check, timeout=30, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
