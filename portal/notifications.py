@@ -3,7 +3,7 @@ for those who chose it over immediate mail."""
 
 from __future__ import annotations
 
-from portal import audit, clock
+from portal import audit, clock, db
 from portal.errors import Invalid
 from portal.tables import Notification, User
 
@@ -64,11 +64,15 @@ async def send_digests() -> int:
         user = await User.objects().get(User.id == user_id)
         rows = await Notification.select().where((Notification.user == user_id) & (Notification.digest_due == True)  # noqa: E712
                                                  ).order_by(Notification.id)
-        await Notification.update({Notification.digest_due: False}).where(
-            Notification.id.is_in([r["id"] for r in rows]))
-        if user is None or not user.is_active or not user.email:
-            continue
-        subject, body = compose.digest(user, rows)
-        await outbox.enqueue("digest", [outbox.address(user)], subject, body, object=f"user:{user.username}")
+        # The digest's outbox row and the "no longer due" mark commit together: a failure leaves both for tomorrow.
+        async with db.write_transaction():
+            await Notification.update({Notification.digest_due: False}).where(
+                Notification.id.is_in([r["id"] for r in rows]))
+            if user is None or not user.is_active or not user.email:
+                continue
+            subject, body = compose.digest(user, rows)
+            message = await outbox.enqueue("digest", [outbox.address(user)], subject, body, schedule=False,
+                                           object=f"user:{user.username}")
+        outbox.schedule_delivery(message.id)
         sent += 1
     return sent

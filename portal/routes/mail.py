@@ -46,7 +46,12 @@ async def flag_panel(me: User, project: str, series_uid: str) -> Template:
     return partial("review/_flags.html", **await panel_context(me, p, series))
 
 
-@post("/projects/{project:str}/series/{series_uid:str}/flags", dependencies=_portal, include_in_schema=False)
+# A screenshot travels base64-encoded in the form or JSON: room for one of flags.MAX_SCREENSHOT bytes.
+_FLAG_BODY = 2 * flags.MAX_SCREENSHOT
+
+
+@post("/projects/{project:str}/series/{series_uid:str}/flags", dependencies=_portal, include_in_schema=False,
+      request_max_body_size=_FLAG_BODY)
 async def flag_send(request: Request, me: User, project: str, series_uid: str) -> Template:
     p = await permissions.project_for(me, project, "flag_series")
     series = await arch.find_series(p, series_uid)
@@ -95,7 +100,7 @@ async def mail_settings_save(request: Request, me: User, project: str) -> Templa
 _EMAIL_KEYS = {"series", "Project", "to", "cc", "subject", "body", "screenshot", "_csrf_token"}
 
 
-@post("/api/v1/email", dependencies=_api, tags=["mail"], status_code=201,
+@post("/api/v1/email", dependencies=_api, tags=["mail"], status_code=201, request_max_body_size=_FLAG_BODY,
       summary="Flag a series for discussion by email (recipients: project members and configured addresses only)")
 async def api_email(request: Request, me: User, Project: str | None = None) -> dict:  # noqa: N803
     body = await json_or_form(request)
