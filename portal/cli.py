@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import click
@@ -84,19 +85,27 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
             click.echo(f"error: --dicom-default-project: no project named '{dicom_default_project}'", err=True)
             sys.exit(1)
         receiver = dimse.Receiver(host, dicom_port, default_project=dicom_default_project)
-    # The receiver lives inside the app's lifespan, on the server's event loop (where ingest runs):
-    # it starts after the database pool opens and stops, letting transfers finish, before it closes.
-    app = create_app(settings, lifespans=[receiver.serving] if receiver else [])
-    consumer = queue.start_embedded(workers)
+    # The receiver and the queue consumer live inside the app's lifespan, on the server's event loop
+    # (where ingest and the tasks' queries run): they start after the database pool opens and the loop is
+    # attached, and stop, letting transfers and tasks finish, before the pool closes. A consumer started
+    # earlier would run its first (periodic) tasks on a loop of its own against a pool bound to this one.
+    @asynccontextmanager
+    async def consuming(_app):
+        consumer = queue.start_embedded(workers)
+        try:
+            yield
+        finally:
+            # In a thread: stopping waits for running tasks, whose queries need this loop to stay free.
+            await asyncio.to_thread(queue.stop_embedded, consumer)
+
+    app = create_app(settings, lifespans=[*([receiver.serving] if receiver else []), consuming])
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
                                            timeout_graceful_shutdown=30))
     click.echo(f"Lightbox is serving on http://{host}:{port} ({settings.database_kind} database, "
                f"{settings.queue_kind} queue, {workers} worker thread(s))")
-    try:
-        # uvicorn owns SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish, then returns.
-        server.run()
-    finally:
-        queue.stop_embedded(consumer)
+    # uvicorn owns SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish, runs the lifespan's
+    # shutdown (consumer, receiver, pool), then returns.
+    server.run()
 
 
 @main.command()
