@@ -32,6 +32,21 @@ def _version_key(version: str) -> tuple:
     return tuple(int(p) if p.isdigit() else 0 for p in str(version).split("."))
 
 
+def serves(manifest: dict, project: str | None) -> bool:
+    """A version fine-tuned on one project's labels (its manifest names the project) serves that project only."""
+    return not manifest.get("project") or manifest.get("project") == project
+
+
+def for_project(project: str) -> tuple[list[dict], dict[str, dict]]:
+    """In one scan of the model folders: the versions that may serve `project` (newest first per name), and
+    the one in use for each model name."""
+    visible = [m for m in installed() if serves(m, project)]
+    in_use: dict[str, dict] = {}
+    for m in visible:
+        in_use.setdefault(m["name"], m)
+    return visible, in_use
+
+
 def manifest_for(name: str, project: str | None = None, version: str | None = None) -> dict | None:
     """The newest installed version of model `name` that serves `project` (or exactly `version`).
 
@@ -44,7 +59,7 @@ def manifest_for(name: str, project: str | None = None, version: str | None = No
             if m["version"] == version:
                 return m
             continue
-        if not m.get("project") or m.get("project") == project:
+        if serves(m, project):
             return m
     return None
 

@@ -74,10 +74,9 @@ async def ai_asset(me: User, project: str, series_uid: str, kind: str) -> File:
 async def _ai_page_context(me: User, p: Project) -> dict:
     conf = projects.settings_of(p)
     runs = await retraining.runs(p)
-    installed = [m for m in models.installed() if not m.get("project") or m.get("project") == p.name]
+    visible, in_use = models.for_project(p.name)
     return {"project": p, "rules": conf["ai_routing"], "quiet": conf["ai_quiet_seconds"],
-            "threshold": conf["ai_suggest_threshold"], "models": installed,
-            "serving": {name: models.manifest_for(name, p.name) for name in {m["name"] for m in installed}},
+            "threshold": conf["ai_suggest_threshold"], "models": visible, "serving": in_use,
             "runs": runs, "active": any(r["state"] in retraining.ACTIVE for r in runs),
             "chart": next((r["comparison"] for r in runs if r["state"] == retraining.DONE), None),
             "labels": await retraining.label_counts(p), "min_series": _min_series(),
