@@ -79,6 +79,12 @@ class PooledSQLiteEngine(SQLiteEngine):
         finally:
             await self._release(connection)
 
+    async def _run_in_existing_connection(self, connection, query, args=None, query_type="generic", table=None):
+        # Piccolo re-sends PRAGMA foreign_keys before every statement of a transaction; every pooled
+        # connection already has it on (set once in _acquire), so the statement alone goes out.
+        async with connection.execute(query, args or []) as cursor:
+            return await cursor.fetchall()
+
     async def close_idle(self) -> None:
         for connections in self._idle.values():
             for connection in connections:

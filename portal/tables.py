@@ -85,7 +85,7 @@ class AuditEvent(Table, tablename="lb_audit_event"):
 
 class Patient(Table, tablename="lb_patient"):
     id: Serial
-    key = Varchar(length=200, unique=True, index=True)
+    key = Varchar(length=200, unique=True)  # the unique constraint is its index
     project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
     archive = ForeignKey(Archive, on_delete=OnDelete.cascade, index=True)
     patient_id = Varchar(length=64, index=True)
@@ -97,7 +97,7 @@ class Patient(Table, tablename="lb_patient"):
 
 class Study(Table, tablename="lb_study"):
     id: Serial
-    key = Varchar(length=100, unique=True, index=True)
+    key = Varchar(length=100, unique=True)
     project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
     patient = ForeignKey(Patient, on_delete=OnDelete.cascade, index=True)
     study_instance_uid = Varchar(length=64, index=True)
@@ -115,7 +115,7 @@ class Study(Table, tablename="lb_study"):
 
 class Series(Table, tablename="lb_series"):
     id: Serial
-    key = Varchar(length=100, unique=True, index=True)
+    key = Varchar(length=100, unique=True)
     project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
     study = ForeignKey(Study, on_delete=OnDelete.cascade, index=True)
     series_instance_uid = Varchar(length=64, index=True)
@@ -138,7 +138,7 @@ class Series(Table, tablename="lb_series"):
 
 class Instance(Table, tablename="lb_instance"):
     id: Serial
-    key = Varchar(length=100, unique=True, index=True)
+    key = Varchar(length=100, unique=True)
     project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
     series = ForeignKey(Series, on_delete=OnDelete.cascade, index=True)
     sop_instance_uid = Varchar(length=64, index=True)
@@ -153,6 +153,16 @@ class Instance(Table, tablename="lb_instance"):
     md5 = Varchar(length=32)
     created_at = Timestamptz()
 
+
+
+class InstanceMetadata(Table, tablename="lb_instance_metadata"):
+    """An instance's DICOM JSON without bulk data, kept at ingest so WADO-RS /metadata never re-reads files.
+
+    Bulk values carry the placeholder URI "lightbox-bulk:<tag>"; the answer puts the request's own URL there."""
+
+    id: Serial
+    instance = ForeignKey(Instance, on_delete=OnDelete.cascade, unique=True)
+    dicom_json = Text(default="{}")
 
 # Review: decisions are append-only; the history is the record.
 
@@ -379,6 +389,6 @@ class SiteSetting(Table, tablename="lb_site_setting"):
 
 
 TABLES: list[type[Table]] = [User, ApiToken, Project, Archive, Membership, AuditEvent,
-                             Patient, Study, Series, Instance, Decision, FormDefinition, ProjectForm,
+                             Patient, Study, Series, Instance, InstanceMetadata, Decision, FormDefinition, ProjectForm,
                              FormSubmission, InferenceJob, Result, Asset, AiAlert, RetrainRun,
                              EmailOutbox, Flag, Notification, SiteSetting, SyncRun]
