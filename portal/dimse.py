@@ -7,23 +7,20 @@ import logging
 import re
 import socket
 import threading
-import uuid
 from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification
 
-from portal import audit, projects, settings as settings_mod
+from portal import audit, projects
 from portal.archive import ingest
 from portal.errors import Invalid
-from portal.tables import Project
+from portal.tables import Archive, Project
 
 log = logging.getLogger("lightbox.dimse")
 
@@ -55,6 +52,7 @@ class _Association:
     calling_ae: str
     called_ae: str
     client: str
+    archive: Archive | None = None  # resolved once per association
     counts: Counter = field(default_factory=Counter)
     busy: int = 0  # C-STORE handlers still running (an abort may close the connection meanwhile)
     closed: bool = False
@@ -265,6 +263,10 @@ class Receiver:
             return
         with self._lock:
             self._associations[assoc] = _Association(project, calling, called, client)
+        try:
+            self._associations[assoc].archive = self._run(projects.archive(project, None), 30)
+        except Exception:  # ingest looks it up itself then
+            log.exception("could not look up the default archive of project %s", project.name)
         log.debug("DICOM association from %s (%s) to %s: project %s", calling, client, called, project.name)
 
     def _on_store(self, event) -> int | Dataset:
@@ -287,33 +289,23 @@ class Receiver:
                 self._finish(event.assoc, session)
 
     def _store(self, session: _Association, event) -> tuple[int, str, str]:
-        """Write the dataset as a Part-10 file and ingest it; (status, outcome, error comment)."""
+        """Ingest the dataset as a Part-10 file, from memory; (status, outcome, error comment)."""
         req = event.request
         sop_class, sop_instance = str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID)
-        tmp_dir = settings_mod.current().data_dir / "tmp"
-        path = tmp_dir / f"dimse-{uuid.uuid4().hex}.dcm"
+        # The dataset exactly as the sender encoded it: nothing is decoded or re-encoded. Read once, here
+        # in the association's thread; the bytes are written straight to their place by the writer.
+        data = _file_meta(sop_class, sop_instance, event.context.transfer_syntax) + bytes(req.DataSet.getbuffer())
+        read = ingest.prepare(data=data)
+        mismatch = _mismatch(read, sop_class, sop_instance)
+        if mismatch:
+            log.debug("C-STORE %s from %s: %s", sop_instance, session.calling_ae, mismatch)
+            return DOES_NOT_MATCH, "rejected", mismatch
         try:
-            tmp_dir.mkdir(parents=True, exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(_file_meta(sop_class, sop_instance, event.context.transfer_syntax))
-                # The dataset exactly as the sender encoded it: nothing is decoded or re-encoded.
-                f.write(req.DataSet.getbuffer())
-        except OSError:
-            log.exception("C-STORE %s: could not write the temporary file", sop_instance)
-            path.unlink(missing_ok=True)
-            return OUT_OF_RESOURCES, "failed", "The server could not write the file; try again later."
-        try:
-            mismatch = _mismatch(path, sop_class, sop_instance)
-            if mismatch:
-                log.debug("C-STORE %s from %s: %s", sop_instance, session.calling_ae, mismatch)
-                return DOES_NOT_MATCH, "rejected", mismatch
-            result = self._run(ingest.ingest_file(path, session.project, filename=f"{sop_instance}.dcm"),
-                               INGEST_TIMEOUT_S)
+            (result,) = self._run(ingest.ingest_prepared([(read, None, f"{sop_instance}.dcm")], session.project,
+                                                         session.archive), INGEST_TIMEOUT_S)
         except Exception:
             log.exception("C-STORE %s from %s: ingest failed", sop_instance, session.calling_ae)
             return OUT_OF_RESOURCES, "failed", "The server could not store the instance; try again later."
-        finally:
-            path.unlink(missing_ok=True)
         log.debug("C-STORE %s from %s into %s: %s %s", sop_instance, session.calling_ae, session.project.name,
                   result.status, result.reason)
         if result.ok:
@@ -355,14 +347,12 @@ class Receiver:
             log.exception("could not record the audit event of a DICOM association from %s", session.calling_ae)
 
 
-def _mismatch(path: Path, sop_class: str, sop_instance: str) -> str:
+def _mismatch(read, sop_class: str, sop_instance: str) -> str:
     """Why the dataset disagrees with its C-STORE command, or ''; unreadable files are left to ingest."""
-    try:
-        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
-    except Exception:
+    if not isinstance(read, ingest.ReadFile):
         return ""
-    if ds.get("SOPClassUID") and str(ds.SOPClassUID) != sop_class:
+    if read.parsed.sop_class_uid != sop_class:
         return "SOP Class UID in the dataset differs from the command's"
-    if ds.get("SOPInstanceUID") and str(ds.SOPInstanceUID) != sop_instance:
+    if read.parsed.sop_instance_uid != sop_instance:
         return "SOP Instance UID in the dataset differs from the command's"
     return ""

@@ -1,7 +1,9 @@
 """The one ingest path: every entry point (browser, APIs, DICOMweb, C-STORE, CLI, import) calls it.
 
-parse → validate → write the file atomically (temp, fsync, rename; MD5) → upsert
-Patient/Study/Series/Instance in one transaction → stored / already stored / conflict / rejected.
+read once (parse, MD5, keep the bytes) → validate → hand to the group-commit writer (writer.py), which
+places the file (written or, for a spooled upload, renamed; fsynced) and upserts
+Patient/Study/Series/Instance with the instances that arrived with it → stored / already stored /
+conflict / rejected.
 """
 
 from __future__ import annotations
@@ -13,24 +15,26 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from portal import clock, db, projects, settings as settings_mod
-from portal.dicom import DicomRejected, FileStore, ParsedInstance, md5_of, read_instance, safe_extract
-from portal.dicom.store import dataset_md5
+from portal import projects, settings as settings_mod
+from portal.archive import writer
+from portal.archive.writer import ALREADY_STORED, CONFLICT, STORED, new_series_hooks  # noqa: F401 (re-exported)
+from portal.dicom import DicomRejected, FileStore, ParsedInstance, safe_extract
+from portal.dicom.parse import ReadFile, read_once
 from portal.errors import LightboxError
-from portal.tables import Archive, Instance, Patient, Project, Series, Study
+from portal.tables import Archive, Project
 
 log = logging.getLogger("lightbox.ingest")
 
-STORED, ALREADY_STORED, CONFLICT, REJECTED = "stored", "already_stored", "conflict", "rejected"
+REJECTED = "rejected"
+# Files parsed per thread hop; two such chunks at most wait for the writer (memory stays bounded).
+PREPARE_CHUNK = 32
 
 # A zip may expand to at most this much; more is refused rather than filling the disk.
 MAX_ZIP_BYTES = 4 * 1024**3
 
-# Called with (project, series id) after the first instance of a new series is stored, and after
-# the first new instance of a series already scored (its score is then out of date); the task
-# queue registers itself here (portal/tasks/inference.py) so that ingest needs no queue import.
-new_series_hooks: list = []
-RESCORE_AFTER = ("done", "failed")  # AI states after which a new instance queues the series again
+# new_series_hooks (in writer.py) is called with (project, series id) after the first instance of a new
+# series is stored, and after the first new instance of a series already scored (its score is then out of
+# date); the task queue registers itself there (portal/tasks/inference.py) so ingest needs no queue import.
 
 
 @dataclass
@@ -57,82 +61,9 @@ def storage() -> FileStore:
     return FileStore(settings_mod.current().storage_dir)
 
 
-def _key(project_id: int, uid: str) -> str:
-    return f"{project_id}:{uid}"
-
-
 def _assigned_patient_id(study_uid: str) -> str:
     # Stable: every instance of a study lands under the same assigned patient.
     return "LB-" + hashlib.sha1(study_uid.encode()).hexdigest()[:12].upper()
-
-
-async def _upsert(table, key: str, row) -> int:
-    """Insert `row` unless a row with `key` exists (a concurrent ingest may have just made it)."""
-    await table.insert(row).on_conflict(target=table.key, action="DO NOTHING")
-    found = await table.select(table.id).where(table.key == key).first()
-    return found["id"]
-
-
-async def _write_rows(project: Project, archive: Archive, p: ParsedInstance, patient_id: str,
-                      file_key: str, size: int, md5: str) -> tuple[bool, dict | None]:
-    """Upsert the hierarchy and insert the instance; (inserted, existing instance row if not)."""
-    now = clock.now()
-    series_key = _key(project.id, p.series_instance_uid)
-    async with db.write_transaction():
-        known = await Series.select(Series.id, Series.study, Series.ai_status).where(Series.key == series_key).first()
-        new = not known
-        rescore = bool(known) and known["ai_status"] in RESCORE_AFTER
-        if known:  # the common case: the next instance of a series being received
-            series, study = known["id"], known["study"]
-        else:
-            series, study = await _new_series(project, archive, p, patient_id, series_key, now)
-        inserted = await Instance.insert(Instance(
-            key=_key(project.id, p.sop_instance_uid), project=project.id, series=series,
-            sop_instance_uid=p.sop_instance_uid, sop_class_uid=p.sop_class_uid, instance_number=p.instance_number,
-            transfer_syntax_uid=p.transfer_syntax_uid, rows=p.rows or 0, columns=p.columns or 0,
-            frames=p.number_of_frames, file_key=file_key, size=size, md5=md5, created_at=now,
-        )).on_conflict(target=Instance.key, action="DO NOTHING").returning(Instance.id)
-        if not inserted:
-            existing = await Instance.select().where(Instance.key == _key(project.id, p.sop_instance_uid)).first()
-            return False, existing
-        # Quiet-period inference and "recently changed" sorting read these.
-        changes = {Series.last_instance_at: now, **({Series.ai_status: ""} if rescore else {})}
-        await Series.update(changes).where(Series.id == series)
-        await Study.update({Study.updated_at: now}).where(Study.id == study)
-    if new or rescore:
-        for hook in new_series_hooks:
-            hook(project, series)
-    return True, None
-
-
-async def _new_series(project: Project, archive: Archive, p: ParsedInstance, patient_id: str, series_key: str,
-                      now) -> tuple[int, int]:
-    """Patient, study and series rows for the first instance of a series (upserts: others may race us)."""
-    patient_key = f"{archive.id}:{patient_id}"
-    patient = await _upsert(Patient, patient_key, Patient(
-        key=patient_key, project=project.id, archive=archive.id, patient_id=patient_id,
-        patient_name=p.patient_name[:324], birth_date=p.patient_birth_date[:8], sex=p.patient_sex[:16],
-        created_at=now))
-    study_key = _key(project.id, p.study_instance_uid)
-    study = await _upsert(Study, study_key, Study(
-        key=study_key, project=project.id, patient=patient, study_instance_uid=p.study_instance_uid,
-        study_date=p.study_date[:8], study_time=p.study_time[:16], description=p.study_description[:256],
-        referring_physician=p.referring_physician_name[:324], institution=p.institution_name[:256],
-        accession_number=p.accession_number[:64], study_id=p.study_id[:64], modalities="",
-        created_at=now, updated_at=now))
-    series = await _upsert(Series, series_key, Series(
-        key=series_key, project=project.id, study=study, series_instance_uid=p.series_instance_uid,
-        series_number=p.series_number, series_date=p.series_date[:8], series_time=p.series_time[:16],
-        modality=p.modality[:16], body_part=p.body_part_examined[:64], description=p.series_description[:256],
-        manufacturer=p.manufacturer[:128], model_name=p.manufacturer_model_name[:128],
-        sop_class_uid=p.sop_class_uid, last_instance_at=now, created_at=now))
-    if p.modality:
-        row = await Study.select(Study.modalities).where(Study.id == study).first()
-        modalities = set(filter(None, row["modalities"].split("\\")))
-        if p.modality not in modalities:
-            await Study.update({Study.modalities: "\\".join(sorted(modalities | {p.modality}))[:100]}).where(
-                Study.id == study)
-    return series, study
 
 
 def _result(status: str, p: ParsedInstance, patient_id: str, filename: str, reason: str = "",
@@ -142,64 +73,126 @@ def _result(status: str, p: ParsedInstance, patient_id: str, filename: str, reas
                         sop_instance_uid=p.sop_instance_uid, sop_class_uid=p.sop_class_uid)
 
 
+def prepare(path: str | Path | None = None, data: bytes | None = None) -> ReadFile | DicomRejected:
+    """Read a file (or bytes) once: parsed, hashed and kept for placing; what is unfit comes back as the refusal."""
+    try:
+        return read_once(path, data)
+    except DicomRejected as exc:
+        return exc
+
+
+def upload_audit(user, obj: str, detail: dict, client: str = "") -> dict:
+    """The audit row of an upload request, committed in the same transaction as its last instance."""
+    return {"user": user.id if user else None, "username": (user.username if user else "")[:150], "action": "upload",
+            "object": obj, "detail": detail, "client": (client or "")[:64]}
+
+
 async def ingest_file(path: str | Path, project: Project, archive: Archive | None = None, *,
-                      filename: str = "", after_commit: list | None = None) -> IngestResult:
+                      filename: str = "", after_commit: list | None = None, move: bool = False) -> IngestResult:
     """Ingest one file into `project` (its `archive`, the default one when None).
 
-    Called inside a caller's transaction, `after_commit` collects what must wait for its commit (callables
-    run by the caller once committed): a rollback must not leave the rows pointing at a deleted file."""
+    With `move` the file (a spooled upload) is renamed into place instead of copied. Called inside a
+    caller's transaction, `after_commit` collects what must wait for its commit (callables run by the
+    caller once committed): a rollback must not leave the rows pointing at a deleted file."""
     filename = filename or Path(path).name
-    try:
-        parsed = await asyncio.to_thread(read_instance, path)
-    except DicomRejected as exc:
-        return IngestResult(status=REJECTED, filename=filename, reason=exc.detail, suberror=exc.suberror)
+    read = await asyncio.to_thread(prepare, path)
+    (result,) = await ingest_prepared([(read, Path(path), filename)], project, archive, move=move,
+                                      after_commit=after_commit, return_exceptions=False)
+    return result
+
+
+async def ingest_files(files: list[tuple[Path, str]], project: Project, archive: Archive | None = None, *,
+                       move: bool = False, audit: dict | None = None, accept=None,
+                       return_exceptions: bool = False) -> list:
+    """Ingest many (path, filename) at once, answered in order; they share the writer's batches.
+
+    `audit` (see upload_audit) is committed with them. `accept(parsed)` may refuse an instance by returning
+    the reason (rejected, suberror "refused"). With `return_exceptions`, an instance that could not be
+    stored (disk, database) is answered by its exception instead of raising it."""
+    if archive is None:
+        archive = await projects.archive(project, None)
+    results: list = []
+    pending: list = []
+
+    async def store_chunk(reads: list, chunk: list, audit: dict | None) -> list:
+        refused = {}
+        for j, (r, (_, name)) in enumerate(zip(reads, chunk)):
+            if accept is not None and isinstance(r, ReadFile) and (why := accept(r.parsed)):
+                refused[j] = _result(REJECTED, r.parsed, r.parsed.patient_id, name, why, "refused")
+        out = await ingest_prepared([(r, p, name) for j, (r, (p, name)) in enumerate(zip(reads, chunk))
+                                     if j not in refused], project, archive, move=move, audit=audit,
+                                    return_exceptions=True)
+        it = iter(out)
+        return [refused[j] if j in refused else next(it) for j in range(len(chunk))]
+
+    for start in range(0, max(len(files), 1), PREPARE_CHUNK):
+        chunk = files[start:start + PREPARE_CHUNK]
+        reads = await asyncio.to_thread(lambda chunk=chunk: [prepare(p) for p, _ in chunk])
+        last = start + PREPARE_CHUNK >= len(files)
+        pending.append(asyncio.ensure_future(store_chunk(reads, chunk, audit if last else None)))
+        while len(pending) > 2:  # parse the next chunk while the last ones are written; bounded memory
+            results.extend(await pending.pop(0))
+    for fut in pending:
+        results.extend(await fut)
+    if not return_exceptions:
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+    return results
+
+
+async def ingest_prepared(items: list[tuple[ReadFile | DicomRejected, Path | None, str]], project: Project,
+                          archive: Archive | None = None, *, move: bool = False, audit: dict | None = None,
+                          after_commit: list | None = None, return_exceptions: bool = False) -> list:
+    """Store what `prepare` read: [(read, file on disk or None, filename)] → results in the same order."""
     if archive is None:
         archive = await projects.archive(project, None)
     conf = projects.settings_of(project)
-    patient_id = parsed.patient_id.strip()
-    if not patient_id:
-        if conf["missing_patient_id"] == "reject":
-            return _result(REJECTED, parsed, "", filename, "The file has no PatientID and this project rejects "
-                           "such files; set PatientID or change the project's setting.", "missing_patient_id")
-        patient_id = _assigned_patient_id(parsed.study_instance_uid)
-
-    md5 = await asyncio.to_thread(md5_of, path)
-    existing = await Instance.select().where(Instance.key == _key(project.id, parsed.sop_instance_uid)).first()
-    if existing and (existing["md5"] == md5 or await _same_dataset(path, existing)):
-        return _result(ALREADY_STORED, parsed, patient_id, filename)
-    if existing and not conf["allow_overwrite"]:
-        return _conflict(parsed, patient_id, filename)
-
-    store = storage()
-    # Content-addressed per project: a conflicting re-send never overwrites the stored file.
-    file_key = store.key_for(f"{project.id}/{parsed.sop_instance_uid}/{md5}")
-    stored = await asyncio.to_thread(store.put, path, file_key)
-    if existing:  # overwrite allowed
-        await Instance.update({Instance.file_key: file_key, Instance.size: stored.size, Instance.md5: md5,
-                               Instance.transfer_syntax_uid: parsed.transfer_syntax_uid}).where(
-            Instance.id == existing["id"])
-        if after_commit is not None:
-            after_commit.append(lambda: store.delete(existing["file_key"]))
+    results: list = [None] * len(items)
+    jobs: list[tuple[int, writer.Job]] = []
+    for i, (read, src, filename) in enumerate(items):
+        if isinstance(read, DicomRejected):
+            results[i] = IngestResult(status=REJECTED, filename=filename, reason=read.detail, suberror=read.suberror)
+            continue
+        patient_id = read.parsed.patient_id.strip()
+        if not patient_id:
+            if conf["missing_patient_id"] == "reject":
+                results[i] = _result(REJECTED, read.parsed, "", filename, "The file has no PatientID and this "
+                                     "project rejects such files; set PatientID or change the project's setting.",
+                                     "missing_patient_id")
+                continue
+            patient_id = _assigned_patient_id(read.parsed.study_instance_uid)
+        jobs.append((i, writer.Job(project, archive, read, patient_id, src=src, move=move and src is not None,
+                                   allow_overwrite=bool(conf["allow_overwrite"]))))
+    if audit is not None:
+        if jobs:
+            jobs[-1][1].audit = audit
         else:
-            await asyncio.to_thread(store.delete, existing["file_key"])
-        return _result(STORED, parsed, patient_id, filename, "replaced the earlier file with this SOP Instance UID")
-    inserted, raced = await _write_rows(project, archive, parsed, patient_id, file_key, stored.size, md5)
-    if inserted:
-        return _result(STORED, parsed, patient_id, filename)
-    # Another ingest stored this SOP Instance UID between our check and our insert.
-    if raced["md5"] == md5 or await _same_dataset(path, raced):
-        return _result(ALREADY_STORED, parsed, patient_id, filename)
-    await asyncio.to_thread(store.delete, file_key)
-    return _conflict(parsed, patient_id, filename)
-
-
-async def _same_dataset(path: str | Path, existing: dict) -> bool:
-    """Whether only the file meta differs (the same image sent over HTTP and then by C-STORE)."""
-    stored = storage().path(existing["file_key"])
-    try:
-        return await asyncio.to_thread(lambda: dataset_md5(path) == dataset_md5(stored))
-    except OSError:
-        return False
+            jobs.append((-1, writer.Job(project, archive, None, audit=audit)))
+    if after_commit is not None:  # inside the caller's transaction: no batching across callers
+        outcomes = []
+        for _, job in jobs:
+            try:
+                outcomes.append(await writer.run_inline(job, after_commit))
+            except Exception as exc:
+                outcomes.append(exc)
+    else:
+        outcomes = await writer.run([job for _, job in jobs])
+    for (i, job), outcome in zip(jobs, outcomes):
+        if i < 0:
+            continue
+        filename = items[i][2]
+        if isinstance(outcome, BaseException):
+            if not return_exceptions:
+                raise outcome
+            results[i] = outcome
+            continue
+        status, note = outcome
+        if status == CONFLICT:
+            results[i] = _conflict(job.read.parsed, job.patient_id, filename)
+        else:
+            results[i] = _result(status, job.read.parsed, job.patient_id, filename, note)
+    return results
 
 
 def _conflict(parsed: ParsedInstance, patient_id: str, filename: str) -> IngestResult:
@@ -209,34 +202,39 @@ def _conflict(parsed: ParsedInstance, patient_id: str, filename: str) -> IngestR
                    "overwriting.", "conflict")
 
 
-def _is_zip(path: Path) -> bool:
+def is_zip(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(4) == b"PK\x03\x04"
 
 
 async def ingest_path(path: str | Path, project: Project, archive: Archive | None = None, *,
-                      filename: str = "", on_result=None) -> list[IngestResult]:
-    """Ingest a file, a .zip (expanded safely) or a folder (recursively). `on_result` sees each result."""
+                      filename: str = "", on_result=None, move: bool = False) -> list[IngestResult]:
+    """Ingest a file, a .zip (expanded safely) or a folder (recursively). `on_result` sees each result.
+
+    The files of a folder or zip go to the writer together (batched); `move` renames a spooled file into place."""
     path = Path(path)
     results: list[IngestResult] = []
 
-    async def one(p: Path, name: str) -> None:
-        r = await ingest_file(p, project, archive, filename=name)
-        results.append(r)
-        if on_result:
-            on_result(r)
+    async def many(files: list[tuple[Path, str]], move: bool) -> None:
+        for r in await ingest_files(files, project, archive, move=move):
+            results.append(r)
+            if on_result:
+                on_result(r)
 
     if path.is_dir():
+        plain = []
         for p in sorted(x for x in path.rglob("*") if x.is_file()):
-            if _is_zip(p):
+            if is_zip(p):
                 results.extend(await ingest_path(p, project, archive, filename=str(p.relative_to(path)),
                                                  on_result=on_result))
             else:
-                await one(p, str(p.relative_to(path)))
+                plain.append((p, str(p.relative_to(path))))
+        if plain:
+            await many(plain, move)
         return results
     name = filename or path.name
-    if not _is_zip(path):
-        await one(path, name)
+    if not is_zip(path):
+        await many([(path, name)], move)
         return results
     with tempfile.TemporaryDirectory(prefix="lightbox-zip-", dir=settings_mod.current().data_dir) as tmp:
         try:
@@ -247,6 +245,11 @@ async def ingest_path(path: str | Path, project: Project, archive: Archive | Non
             if on_result:
                 on_result(r)
             return results
-        for member in members:
-            await one(member, f"{name}/{member.relative_to(tmp)}")
+        # Extracted into the data dir's filesystem: the members are moved into place, not copied again.
+        await many([(m, f"{name}/{m.relative_to(tmp)}") for m in members], True)
     return results
+
+
+async def record_audit(project: Project, audit: dict) -> None:
+    """Commit an audit row through the writer (with whatever instances are being written)."""
+    await ingest_prepared([], project, await projects.archive(project, None), audit=audit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,18 @@ _OMIT = "\0omit"
 def read_metadata(path: str | Path) -> Dataset:
     """The dataset of `path` for metadata, large values (pixel data above all) left unread on disk."""
     return open_dataset(path, defer_size=METADATA_DEFER_SIZE)
+
+
+# Stored metadata names bulk data by this placeholder; the answer replaces it with the request's own URL.
+BULK_PLACEHOLDER = "lightbox-bulk:"
+
+
+def metadata_json(ds: Dataset) -> str:
+    """`ds` as DICOM JSON text for keeping: bulk data as `"BulkDataURI": "lightbox-bulk:<tag>"`."""
+    try:
+        return json.dumps(to_dicom_json(ds, lambda tag: BULK_PLACEHOLDER + tag), separators=(",", ":"))
+    except Exception:  # an odd dataset: /metadata will read the file instead
+        return ""
 
 
 def to_dicom_json(ds: Dataset, bulk_data_uri: Callable[[str], str] | None = None) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
 import struct
 from dataclasses import dataclass
@@ -79,6 +81,44 @@ def read_instance(path: str | Path) -> ParsedInstance:
         ds = _dcmread(f, size, defer_size=DEFER_SIZE)
         _check_complete(ds, f, size)
     return _instance_from(ds)
+
+
+# Files up to this size are read into memory once (parsed, hashed and written from the same bytes);
+# bigger ones are parsed from disk with their pixel data left there, and hashed in chunks.
+IN_MEMORY_MAX = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ReadFile:
+    """One file read once: what the archive keeps of it, its MD5 and size, and its bytes when small enough."""
+
+    parsed: ParsedInstance
+    md5: str
+    size: int
+    data: bytes | None
+
+
+def read_once(path: str | Path | None = None, data: bytes | None = None) -> ReadFile:
+    """Parse and hash a file (or bytes already in memory) in one read; DicomRejected if unfit."""
+    if data is None:
+        with open(path, "rb") as f:
+            size = _size(f)
+            if size <= IN_MEMORY_MAX:
+                data = f.read()
+            else:  # a large multi-frame file: never all in memory
+                ds = _dcmread(f, size, defer_size=DEFER_SIZE)
+                _check_complete(ds, f, size)
+                f.seek(0)
+                md5 = hashlib.md5()
+                while chunk := f.read(1 << 20):
+                    md5.update(chunk)
+                parsed = _instance_from(ds)
+                return ReadFile(parsed, md5.hexdigest(), size, None)
+    f = io.BytesIO(data)
+    ds = _dcmread(f, len(data), defer_size=DEFER_SIZE)
+    _check_complete(ds, f, len(data))
+    parsed = _instance_from(ds)
+    return ReadFile(parsed, hashlib.md5(data).hexdigest(), len(data), data)
 
 
 def open_dataset(path: str | Path, *, defer_size: str | int | None = DEFER_SIZE,

@@ -78,6 +78,49 @@ class FileStore:
         _fsync_dir(dest.parent)
         return StoredFile(key=key, size=size, md5=md5.hexdigest())
 
+    def place(self, key: str, *, data: bytes | None = None, src: str | Path | None = None,
+              move: bool = False, sync_dir: bool = True) -> set[Path]:
+        """Put `data` (or the file `src`: renamed into place when `move`, else copied) at `key`, file fsynced.
+
+        Returns the directories whose entries changed: the caller fsyncs them (`sync_dirs`), once for a
+        whole batch, unless `sync_dir` does it here."""
+        dest = self.path(key)
+        dirs = {dest.parent}
+        if not dest.parent.is_dir():
+            # New directories must be made durable in their parents too.
+            missing = [d for d in (dest.parent, dest.parent.parent) if not d.is_dir()]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dirs.update(d.parent for d in missing)
+        if move and src is not None:
+            fd = os.open(src, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the spooled upload was written without fsync
+            finally:
+                os.close(fd)
+            try:
+                os.replace(src, dest)
+            except OSError:  # another filesystem: copy instead
+                with open(src, "rb") as f:
+                    self.put_fileobj(f, key)
+        elif data is not None:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=dest.parent)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, dest)
+            except BaseException:
+                _unlink(Path(tmp))
+                raise
+        else:
+            with open(src, "rb") as f:
+                self.put_fileobj(f, key)
+        if sync_dir:
+            sync_dirs(dirs)
+            return set()
+        return dirs
+
     def delete(self, key: str) -> None:
         """Remove `key` (missing is fine) and the directories it leaves empty."""
         path = self.path(key)
@@ -92,6 +135,12 @@ class FileStore:
             parent = parent.parent
 
 
+def sync_dirs(dirs) -> None:
+    """fsync each directory once (the renames of a whole batch of placed files)."""
+    for d in dirs:
+        _fsync_dir(d)
+
+
 def md5_of(path: str | Path) -> str:
     """MD5 hex digest of a file, read in chunks."""
     md5 = hashlib.md5()
@@ -101,13 +150,15 @@ def md5_of(path: str | Path) -> str:
     return md5.hexdigest()
 
 
-def dataset_md5(path: str | Path) -> str:
+def dataset_md5(path: str | Path | bytes) -> str:
     """MD5 of the bytes after the Part-10 file meta information: the same dataset written by another
     sender (a C-STORE receiver writes its own file meta) hashes the same."""
     import struct
 
+    import io
+
     md5 = hashlib.md5()
-    with open(path, "rb") as f:
+    with io.BytesIO(path) if isinstance(path, bytes | bytearray) else open(path, "rb") as f:
         f.seek(128)
         if f.read(4) == b"DICM":
             start = f.tell()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from portal.archive import IngestResult, ingest_file
-from portal.dicom import DicomRejected, read_instance
+from portal.archive import IngestResult
+from portal.archive.ingest import ingest_files
 from portal.dicomweb._json import element, sequence
 from portal.dicomweb.links import Links
 from portal.errors import Invalid, UnsupportedMediaType
@@ -67,14 +66,22 @@ class StoreResponse:
 
 
 async def store(files: list[tuple[Path, str]], project: Project, links: Links,
-                study_uid: str | None = None) -> StoreResponse:
-    """Ingest each (path, filename); with `study_uid`, instances of any other study are refused unstored."""
+                study_uid: str | None = None, audit: dict | None = None) -> StoreResponse:
+    """Ingest each (path, filename) together (one batch where they fit); with `study_uid`, instances of any
+    other study are refused unstored. `audit` is committed with the instances."""
     if not files:
         raise Invalid("The request carried no DICOM parts; send multipart/related; type=\"application/dicom\" "
                       "with one Part-10 file per part.", "no_data_submitted")
+
+    def accept(p) -> str:
+        if study_uid and p.study_instance_uid != study_uid:
+            return f"belongs to study {p.study_instance_uid}, not {study_uid}"
+        return ""
+
+    results = await ingest_files(files, project, move=True, audit=audit, accept=accept, return_exceptions=True)
     response = StoreResponse()
-    for path, filename in files:
-        item = await _store_one(path, filename, project, study_uid)
+    for (_, filename), result in zip(files, results):
+        item = _outcome(result, filename)
         if item.failure is None:
             item.url = links.instance(item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid)
             response.stored.append(item)
@@ -87,23 +94,15 @@ async def store(files: list[tuple[Path, str]], project: Project, links: Links,
     return response
 
 
-async def _store_one(path: Path, filename: str, project: Project, study_uid: str | None) -> _Item:
-    if study_uid:
-        try:
-            parsed = await asyncio.to_thread(read_instance, path)
-        except DicomRejected as exc:
-            return _Item("", "", failure=CANNOT_UNDERSTAND, reason=exc.detail)
-        if parsed.study_instance_uid != study_uid:
-            return _Item(parsed.sop_class_uid, parsed.sop_instance_uid, failure=STUDY_UID_MISMATCH,
-                         reason=f"belongs to study {parsed.study_instance_uid}, not {study_uid}")
-    try:
-        result = await ingest_file(path, project, filename=filename)
-    except OSError as exc:
-        log.exception("STOW-RS could not write %s", filename)
-        return _Item("", "", failure=OUT_OF_RESOURCES, reason=str(exc))
-    except Exception as exc:  # one bad instance must not lose the answer for the others already stored
-        log.exception("STOW-RS failed on %s", filename)
-        return _Item("", "", failure=PROCESSING_FAILURE, reason=str(exc))
+def _outcome(result, filename: str) -> _Item:
+    if isinstance(result, OSError):
+        log.error("STOW-RS could not write %s: %s", filename, result)
+        return _Item("", "", failure=OUT_OF_RESOURCES, reason=str(result))
+    if isinstance(result, BaseException):  # one bad instance must not lose the answer for the others
+        log.error("STOW-RS failed on %s: %r", filename, result)
+        return _Item("", "", failure=PROCESSING_FAILURE, reason=str(result))
+    if result.status == "rejected" and result.suberror == "refused":
+        return _Item(result.sop_class_uid, result.sop_instance_uid, failure=STUDY_UID_MISMATCH, reason=result.reason)
     return _item(result)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from litestar import Request
 
 from portal import settings as settings_mod, uploads
 from portal.archive import IngestResult, ingest_path
+from portal.archive.ingest import is_zip, ingest_files, record_audit
 from portal.tables import Archive, Project
 
 # The largest request body an upload route accepts; bigger ones get 413 before anything is stored.
@@ -39,9 +41,17 @@ def fields_of(parts: list[uploads.Part]) -> dict[str, str]:
     return {p.name: p.value.decode("utf-8", "replace") for p in parts if not p.is_file and p.name}
 
 
-async def ingest_parts(parts: list[uploads.Part], project: Project, archive: Archive | None) -> list[IngestResult]:
-    results: list[IngestResult] = []
-    for part in parts:
-        if part.is_file:
-            results.extend(await ingest_path(part.path, project, archive, filename=part.filename))
-    return results
+async def ingest_parts(parts: list[uploads.Part], project: Project, archive: Archive | None,
+                       audit: Callable[[int], dict] | None = None) -> list[IngestResult]:
+    """Ingest every file part (spooled files are moved into place); `audit(count)` gives the request's audit
+    row, committed with its instances."""
+    files = [p for p in parts if p.is_file]
+    if any(is_zip(p.path) for p in files):  # zips expand to an unknown count: one by one, audit after
+        results: list[IngestResult] = []
+        for part in files:
+            results.extend(await ingest_path(part.path, project, archive, filename=part.filename, move=True))
+        if audit is not None:
+            await record_audit(project, audit(len(results)))
+        return results
+    return await ingest_files([(p.path, p.filename) for p in files], project, archive, move=True,
+                              audit=audit(len(files)) if audit is not None else None)

@@ -11,6 +11,7 @@ from litestar.di import Provide
 from litestar.response import Response, Stream
 
 from portal import archive as arch, audit, projects
+from portal.archive.ingest import upload_audit
 from portal.auth import permissions
 from portal.dicom import stream_zip
 from portal.errors import Conflict, Invalid, NotFound
@@ -84,14 +85,14 @@ async def instance_upload(request: Request, me: User) -> Response:
     async with upload_dir() as tmp:
         parts = await receive_parts(request, tmp, allowed=("multipart/form-data",))
         params = {**dict(request.query_params), **fields_of(parts)}
+        # One permission look-up: every role granting api_instance_upload grants upload_project too.
         project, archive = await _where(me, params, "api_instance_upload")
-        await permissions.project_for(me, project.name, "upload_project")
         if not any(p.is_file and p.size for p in parts):
             raise Invalid("No file was submitted: send the DICOM file in the form field 'file'.",
                           "no_data_submitted")
-        results = await ingest_parts(parts, project, archive)
-    await audit.record("upload", user=me, object=f"project:{project.name}/archive:{archive.name}",
-                       detail={"via": "api_v1", "files": len(results)}, client=client_of(request))
+        # The audit row is committed with the instances (one transaction for the request's rows).
+        results = await ingest_parts(parts, project, archive, audit=lambda n: upload_audit(
+            me, f"project:{project.name}/archive:{archive.name}", {"via": "api_v1", "files": n}, client_of(request)))
     for r in results:
         if r.status == "rejected":
             raise Invalid(f"{r.filename}: {r.reason}", r.suberror or "invalid_file")

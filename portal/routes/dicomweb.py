@@ -9,6 +9,7 @@ from litestar.di import Provide
 from litestar.response import Response, Stream
 
 from portal import audit, settings as settings_mod
+from portal.archive.ingest import upload_audit
 from portal.auth.permissions import project_for
 from portal.dicomweb import Links, body, content_type, new_boundary, parse_accept, qido, stow, wado
 from portal.dicomweb.accept import Offer, choose
@@ -53,9 +54,8 @@ async def _store(request: Request, me: User, name: str, study: str | None) -> Re
     async with upload_dir() as tmp:
         parts = await receive_parts(request, tmp, allowed=("multipart/related",))
         files = [(p.path, p.filename) for p in parts if p.is_file]
-        result = await stow.store(files, project, _links(request, project), study)
-    await audit.record("upload", user=me, object=f"project:{project.name}", client=client_of(request),
-                       detail={"via": "stow-rs", "files": len(files)})
+        result = await stow.store(files, project, _links(request, project), study, audit=upload_audit(
+            me, f"project:{project.name}", {"via": "stow-rs", "files": len(files)}, client_of(request)))
     return _json(request, result.as_dicom_json(), status=result.status, media_type=answer_type)
 
 

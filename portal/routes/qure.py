@@ -6,7 +6,8 @@ from litestar import Request, post
 from litestar.di import Provide
 from litestar.response import Response
 
-from portal import archive as arch, audit, projects
+from portal import archive as arch, projects
+from portal.archive.ingest import upload_audit
 from portal.routes._auth import api_user, client_of
 from portal.routes._uploads import MAX_UPLOAD_BYTES, fields_of, ingest_parts, receive_parts, upload_dir
 from portal.routes.api_v1 import default_project
@@ -24,9 +25,8 @@ async def upload_studies(request: Request, me: User) -> Response:
         params = {**fields_of(parts), **dict(request.query_params)}
         project = await default_project(me, params.get("Project"), "upload_project")
         archive = await projects.archive(project, params.get("Archive"))
-        results = await ingest_parts(parts, project, archive)
-    await audit.record("upload", user=me, object=f"project:{project.name}/archive:{archive.name}",
-                       detail={"via": "qure", "files": len(results)}, client=client_of(request))
+        results = await ingest_parts(parts, project, archive, audit=lambda n: upload_audit(
+            me, f"project:{project.name}/archive:{archive.name}", {"via": "qure", "files": n}, client_of(request)))
     failed = [{"filename": r.filename, "status": r.status, "reason": r.reason} for r in results if not r.ok]
     series_uids = list(dict.fromkeys(r.series_instance_uid for r in results if r.ok))
     if not series_uids:
