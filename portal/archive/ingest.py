@@ -17,7 +17,7 @@ from pathlib import Path
 
 from portal import projects, settings as settings_mod
 from portal.archive import writer
-from portal.archive.writer import ALREADY_STORED, CONFLICT, STORED, new_series_hooks  # noqa: F401 (re-exported)
+from portal.archive.writer import ALREADY_STORED, CONFLICT, STORED  # noqa: F401 (re-exported)
 from portal.dicom import DicomRejected, FileStore, ParsedInstance, safe_extract
 from portal.dicom.parse import ReadFile, read_once
 from portal.errors import LightboxError
@@ -32,9 +32,10 @@ PREPARE_CHUNK = 32
 # A zip may expand to at most this much; more is refused rather than filling the disk.
 MAX_ZIP_BYTES = 4 * 1024**3
 
-# new_series_hooks (in writer.py) is called with (project, series id) after the first instance of a new
-# series is stored, and after the first new instance of a series already scored (its score is then out of
-# date); the task queue registers itself there (portal/tasks/inference.py) so ingest needs no queue import.
+# Called with (project, series id) after the first instance of a new series is stored, and after
+# the first new instance of a series already scored (its score is then out of date); the task
+# queue registers itself here (portal/tasks/inference.py) so that ingest needs no queue import.
+new_series_hooks: list = []
 
 
 @dataclass

@@ -33,9 +33,6 @@ REPLACED = "replaced the earlier file with this SOP Instance UID"
 RESCORE_AFTER = ("done", "failed")  # AI states after which a new instance queues the series again
 MAX_BATCH = 64
 
-# Called with (project, series id) after the first instance of a new series is stored, and after
-# the first new instance of a series already scored (its score is then out of date).
-new_series_hooks: list = []
 
 
 @dataclass(eq=False)
@@ -217,7 +214,9 @@ async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list
         else:
             _done(job, STORED)
             if kind == "hook":
-                for hook in new_series_hooks:
+                from portal.archive import ingest  # the hooks live there (the queue registers itself)
+
+                for hook in ingest.new_series_hooks:
                     hook(job.project, series)
     for job in batch:
         if job.read is None:
