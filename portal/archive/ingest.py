@@ -82,9 +82,9 @@ def prepare(path: str | Path | None = None, data: bytes | None = None) -> ReadFi
         return exc
 
 
-def upload_audit(user, obj: str, detail: dict, client: str = "") -> dict:
+def upload_audit(user, obj: str, detail: dict, client: str = "", action: str = "upload") -> dict:
     """The audit row of an upload request, committed in the same transaction as its last instance."""
-    return {"user": user.id if user else None, "username": (user.username if user else "")[:150], "action": "upload",
+    return {"user": user.id if user else None, "username": (user.username if user else "")[:150], "action": action,
             "object": obj, "detail": detail, "client": (client or "")[:64]}
 
 
@@ -253,4 +253,6 @@ async def ingest_path(path: str | Path, project: Project, archive: Archive | Non
 
 async def record_audit(project: Project, audit: dict) -> None:
     """Commit an audit row through the writer (with whatever instances are being written)."""
-    await ingest_prepared([], project, await projects.archive(project, None), audit=audit)
+    (outcome,) = await writer.run([writer.Job(project, None, None, audit=audit)])
+    if isinstance(outcome, BaseException):
+        raise outcome

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,26 @@ def body(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
             with open(part.path, "rb") as f:
                 while chunk := f.read(CHUNK):
                     yield chunk
+        else:
+            yield part.data
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode("ascii")
+
+
+async def abody(parts: list[Part], boundary: str) -> AsyncIterator[bytes]:
+    """`body` for the event loop: each file read in one thread hop (chunked only when large)."""
+    for part in parts:
+        head = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
+        if part.location:
+            head += f"Content-Location: {part.location}\r\n"
+        yield (head + "\r\n").encode("ascii")
+        if part.path is not None:
+            f = await asyncio.to_thread(open, part.path, "rb")
+            try:
+                while chunk := await asyncio.to_thread(f.read, 8 * CHUNK):
+                    yield chunk
+            finally:
+                f.close()
         else:
             yield part.data
         yield b"\r\n"

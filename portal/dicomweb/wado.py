@@ -6,6 +6,9 @@ Frames go out as stored when the client accepts that media type, else decoded to
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,13 +19,16 @@ import numpy as np
 
 from portal.archive import find_instance, find_series, find_study, storage
 from portal.dicom import DicomRejected, frame_bytes, read_metadata, render_frame, to_dicom_json
+from portal.dicom.dicomjson import BULK_PLACEHOLDER, metadata_json
 from portal.dicom.parse import PIXEL_DATA_TAGS
 from portal.dicom.render import frame_array
 from portal.dicomweb.accept import OCTET_STREAM, MediaRange, Offer, choose, frame_offers
 from portal.dicomweb.links import Links
 from portal.dicomweb.multipart import Part
 from portal.errors import Invalid, NotFound
-from portal.tables import Instance, Project
+from portal.tables import Instance, InstanceMetadata, Project
+
+log = logging.getLogger("lightbox.dicomweb")
 
 DICOM = "application/dicom"
 RENDERED_OFFERS = [Offer("image/png"), Offer("image/jpeg")]  # PNG first: lossless, the default
@@ -40,28 +46,33 @@ class Stored:
     rows: int
     columns: int
     path: Path
+    instance_id: int = 0
 
 
 async def stored_instances(project: Project, study_uid: str, series_uid: str | None = None,
                            sop_uid: str | None = None) -> list[Stored]:
     """The instances of a study, a series of it, or one instance of that series; NotFound if any UID is not there."""
-    study = await find_study(project, study_uid)
-    where = Instance.series.study == study.id
+    # One query when everything is there (the common case); the look-ups below only say what is missing.
+    where = (Instance.project == project.id) & (Instance.series.study.key == f"{project.id}:{study_uid}")
     if series_uid is not None:
-        series = await find_series(project, series_uid, study)
-        where = Instance.series == series.id
+        where &= Instance.series.key == f"{project.id}:{series_uid}"
         if sop_uid is not None:
-            instance = await find_instance(project, sop_uid)
-            if instance.series != series.id:
-                raise NotFound(f"No instance {sop_uid} in series {series_uid}.", "instance_not_found")
-            where = Instance.id == instance.id
+            where &= Instance.key == f"{project.id}:{sop_uid}"
     rows = await Instance.select(
-        Instance.sop_instance_uid, Instance.transfer_syntax_uid, Instance.frames, Instance.rows, Instance.columns,
-        Instance.file_key, Instance.series.series_instance_uid.as_alias("series_uid"),
+        Instance.id, Instance.sop_instance_uid, Instance.transfer_syntax_uid, Instance.frames, Instance.rows,
+        Instance.columns, Instance.file_key, Instance.series.series_instance_uid.as_alias("series_uid"),
     ).where(where).order_by(Instance.series, Instance.instance_number, Instance.id)
+    if not rows:
+        study = await find_study(project, study_uid)
+        if series_uid is not None:
+            series = await find_series(project, series_uid, study)
+            if sop_uid is not None:
+                instance = await find_instance(project, sop_uid)
+                if instance.series != series.id:
+                    raise NotFound(f"No instance {sop_uid} in series {series_uid}.", "instance_not_found")
     store = storage()
     return [Stored(study_uid, r["series_uid"], r["sop_instance_uid"], r["transfer_syntax_uid"], r["frames"],
-                   r["rows"], r["columns"], store.path(r["file_key"])) for r in rows]
+                   r["rows"], r["columns"], store.path(r["file_key"]), r["id"]) for r in rows]
 
 
 def instance_parts(items: list[Stored], accepted: list[MediaRange], links: Links) -> list[Part]:
@@ -71,11 +82,39 @@ def instance_parts(items: list[Stored], accepted: list[MediaRange], links: Links
                  location=links.instance(i.study_uid, i.series_uid, i.sop_uid)) for i in items]
 
 
-def metadata(items: list[Stored], links: Links) -> list[dict]:
-    """DICOM JSON of each instance; bulk data (pixel data above all) as BulkDataURIs."""
-    return [to_dicom_json(read_metadata(i.path),
-                          lambda tag, i=i: links.bulkdata(i.study_uid, i.series_uid, i.sop_uid, tag))
-            for i in items]
+async def metadata(items: list[Stored], links: Links) -> bytes:
+    """DICOM JSON of each instance (bulk data, pixel data above all, as BulkDataURIs), as the JSON text.
+
+    Kept per instance in lb_instance_metadata: an instance is read from its file once, the first time
+    its metadata is asked for; after that the answer is put together from the kept text."""
+    ids = [i.instance_id for i in items]
+    kept: dict[int, str] = {}
+    for start in range(0, len(ids), 500):
+        for r in await InstanceMetadata.select(InstanceMetadata.instance, InstanceMetadata.dicom_json).where(
+                InstanceMetadata.instance.is_in(ids[start:start + 500])):
+            kept[r["instance"]] = r["dicom_json"]
+    missing = [i for i in items if i.instance_id not in kept]
+    if missing:
+        made = await asyncio.to_thread(lambda: {i.instance_id: metadata_json(read_metadata(i.path)) for i in missing})
+        kept.update(made)
+        rows = [InstanceMetadata(instance=k, dicom_json=v) for k, v in made.items() if v]
+        try:
+            if rows:
+                await InstanceMetadata.insert(*rows).on_conflict(target=InstanceMetadata.instance, action="DO NOTHING")
+        except Exception:  # e.g. the instance was deleted meanwhile: the answer does not depend on keeping it
+            log.debug("could not keep the metadata of %d instance(s)", len(rows), exc_info=True)
+    out = []
+    for i in items:
+        text = kept.get(i.instance_id) or await asyncio.to_thread(
+            lambda i=i: json.dumps(to_dicom_json(read_metadata(i.path), lambda tag: BULK_PLACEHOLDER + tag),
+                               separators=(",", ":")))
+        # Only our own values follow "BulkDataURI": a dataset's text cannot be mistaken for the placeholder.
+        out.append(text.replace(_BULK_KEY, f'"BulkDataURI":"{links.instance(i.study_uid, i.series_uid, i.sop_uid)}'
+                                            "/bulkdata/"))
+    return ("[" + ",".join(out) + "]").encode()
+
+
+_BULK_KEY = f'"BulkDataURI":"{BULK_PLACEHOLDER}'
 
 
 def frame_numbers(text: str) -> list[int]:
