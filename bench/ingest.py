@@ -1,5 +1,8 @@
 """Ingest throughput and memory: N re-stamped CT instances (512×512) sent by K parallel HTTP clients.
 
+    nice .venv/bin/python bench/ingest.py --orthanc      # Lightbox and Orthanc side by side, in one run:
+        # per-instance HTTP uploads, STOW-RS (50 per request), one storescu association, WADO-RS
+        # metadata and retrieval (16 clients); add --postgres URL for the same on PostgreSQL
     .venv/bin/python bench/ingest.py                     # starts its own Lightbox (SQLite) and measures it
     .venv/bin/python bench/ingest.py -n 1000 -k 4
     .venv/bin/python bench/ingest.py --big-gb 2          # one 2 GB multipart upload; server peak RSS
@@ -50,9 +53,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_lightbox(data_dir: Path, workers: int = 0, settings: dict | None = None) -> tuple[subprocess.Popen, str]:
+def start_lightbox(data_dir: Path, workers: int = 0, settings: dict | None = None, *, database_url: str = "",
+                   dicom_port: int | None = None) -> tuple[subprocess.Popen, str]:
     """A Lightbox on a free port with project 'bench' (its `settings` changed as given)."""
     env = {**os.environ, "LIGHTBOX_DATA_DIR": str(data_dir), "LIGHTBOX_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    if database_url:
+        env["LIGHTBOX_DATABASE_URL"] = database_url
     port = free_port()
     lb = [sys.executable, "-m", "portal.cli"]
     subprocess.run([*lb, "migrate"], env=env, check=True, capture_output=True)
@@ -62,7 +68,8 @@ def start_lightbox(data_dir: Path, workers: int = 0, settings: dict | None = Non
                 "async def go():\n    p = await Project.objects().get(Project.name == 'bench')\n"
                 "    await projects.update_settings(p, json.loads(sys.argv[1]))\ncli._run(go())")
         subprocess.run([sys.executable, "-c", code, json.dumps(settings)], env=env, check=True, capture_output=True)
-    proc = subprocess.Popen([*lb, "serve", "--port", str(port), "--workers", str(workers)], env=env,
+    extra = ["--dicom-port", str(dicom_port)] if dicom_port else []
+    proc = subprocess.Popen([*lb, "serve", "--port", str(port), "--workers", str(workers), *extra], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
@@ -117,6 +124,195 @@ def send_all(files: list[Path], url: str, k: int, raw: bool, headers: dict) -> f
     return time.perf_counter() - t0
 
 
+ORTHANC_HTTP, ORTHANC_DICOM = 8142, 4342  # never Orthanc's default ports: others may run one
+
+
+def start_orthanc(root: Path) -> subprocess.Popen:
+    """Debian's Orthanc with the DICOMweb plugin, its own config and storage in `root`."""
+    plugin = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+    conf = {"Name": "bench", "StorageDirectory": str(root / "storage"), "IndexDirectory": str(root / "index"),
+            "HttpPort": ORTHANC_HTTP, "DicomPort": ORTHANC_DICOM, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "Plugins": [plugin],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, "HttpThreadsCount": 50, "ConcurrentJobs": 2,
+            "KeepAlive": True, "KeepAliveTimeout": 60}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "orthanc.json").write_text(json.dumps(conf))
+    proc = subprocess.Popen(["Orthanc", str(root / "orthanc.json")], stdout=subprocess.DEVNULL,
+                            stderr=open(root / "orthanc.log", "wb"))
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{ORTHANC_HTTP}/system", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit("Orthanc did not start: see " + str(root / "orthanc.log"))
+
+
+def form_upload(files: list[Path], url: str, k: int, headers: dict) -> float:
+    """One CAD4TB-style upload per instance (multipart/form-data field 'file')."""
+    local = threading.local()
+
+    def one(path: Path) -> None:
+        client = getattr(local, "client", None) or httpx.Client(timeout=120)
+        local.client = client
+        r = client.post(url, files={"file": (path.name, path.read_bytes(), "application/dicom")}, headers=headers)
+        if r.status_code >= 300:
+            raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(k) as pool:
+        list(pool.map(one, files))
+    return time.perf_counter() - t0
+
+
+def stow(files: list[Path], url: str, k: int, per: int, headers: dict) -> float:
+    groups = [files[i:i + per] for i in range(0, len(files), per)]
+
+    def one(group: list[Path]) -> None:
+        body, ctype = related(group)
+        r = httpx.post(url, content=b"".join(body), headers={**headers, "Content-Type": ctype}, timeout=600)
+        if r.status_code >= 300:
+            raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(k) as pool:
+        list(pool.map(one, groups))
+    return time.perf_counter() - t0
+
+
+def storescu(files: list[Path], port: int, aet: str) -> float:
+    """One association sending every file (dcmtk; TCP_NODELAY on)."""
+    t0 = time.perf_counter()
+    subprocess.run(["storescu", "-aec", aet, "-aet", "BENCHSCU", "127.0.0.1", str(port), *map(str, files)],
+                   check=True, capture_output=True, env={**os.environ, "TCP_NODELAY": "1"})
+    return time.perf_counter() - t0
+
+
+def timed_gets(urls: list[str], k: int, headers: dict) -> float:
+    local = threading.local()
+
+    def one(url: str) -> None:
+        client = getattr(local, "client", None) or httpx.Client(timeout=120)
+        local.client = client
+        try:
+            r = client.get(url, headers=headers)
+        except httpx.RemoteProtocolError:  # a kept-alive connection the server had closed: once more
+            r = client.get(url, headers=headers)
+        if r.status_code != 200:
+            raise RuntimeError(f"{url}: {r.status_code}: {r.text[:200]}")
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(k) as pool:
+        list(pool.map(one, urls))
+    return time.perf_counter() - t0
+
+
+def token_of(base: str) -> dict:
+    r = httpx.post(base + "/api-token-auth/", json={"username": "admin", "password": ADMIN_PASSWORD}, timeout=30)
+    r.raise_for_status()
+    return {"Authorization": f"Token {r.json()['token']}"}
+
+
+def side_by_side(args, tmp: Path) -> None:
+    """Lightbox (SQLite, and PostgreSQL when given) and Orthanc on the same files, in one run."""
+    import pydicom
+
+    sets = {"http": make_files(args.n, tmp / "http"), "stow": make_files(args.stow_n, tmp / "stow"),
+            "dimse": make_files(args.dimse_n, tmp / "dimse")}
+    one_series = [f for f in sets["http"] if f.parent == sets["http"][0].parent][:100]
+    ds = pydicom.dcmread(one_series[0], stop_before_pixels=True)
+    study, series = ds.StudyInstanceUID, ds.SeriesInstanceUID
+    sops = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in one_series]
+    rows: list[tuple[str, str, float, float]] = []  # (test, backend, lightbox /s, orthanc /s)
+    orthanc = start_orthanc(tmp / "orthanc")
+    o = f"http://127.0.0.1:{ORTHANC_HTTP}"
+    figures: dict = {}
+    try:
+        n = len(sets["http"])
+        figures["http", "orthanc"] = n / send_all(sets["http"], o + "/instances", args.k, True, {})
+        figures["stow", "orthanc"] = len(sets["stow"]) / stow(sets["stow"], o + "/dicom-web/studies", args.k,
+                                                              args.stow_per, {})
+        figures["dimse", "orthanc"] = len(sets["dimse"]) / storescu(sets["dimse"], ORTHANC_DICOM, "ORTHANC")
+        ow = f"{o}/dicom-web/studies/{study}/series/{series}"
+        figures["wado", "orthanc"] = _wado(ow, sops, {}, args)
+    finally:
+        orthanc.terminate()
+        orthanc.wait(timeout=60)
+    backends = [("sqlite", "")] + ([("postgres", args.postgres)] if args.postgres else [])
+    for name, url in backends:
+        db_url = _fresh_pg(url) if url else ""
+        dicom_port = free_port()
+        proc, base = start_lightbox(tmp / f"lb-{name}", database_url=db_url, dicom_port=dicom_port)
+        try:
+            hdr = {"X-USERNAME": "admin", "X-PASSWORD": ADMIN_PASSWORD}
+            n = len(sets["http"])
+            figures["http", name] = n / form_upload(sets["http"], base + "/api/v1/instance/upload/?Project=bench",
+                                                    args.k, hdr)
+            tok = token_of(base)
+            figures["stow", name] = len(sets["stow"]) / stow(sets["stow"], base + "/dicomweb/bench/studies",
+                                                              args.k, args.stow_per, tok)
+            figures["dimse", name] = len(sets["dimse"]) / storescu(sets["dimse"], dicom_port, "BENCH")
+            lw = f"{base}/dicomweb/bench/studies/{study}/series/{series}"
+            figures["wado", name] = _wado(lw, sops, tok, args)
+            figures["rss", name] = peak_rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    print(f"\n{args.n} CT 512x512 instances; {args.k} clients for HTTP and STOW; 16 clients for retrieval")
+    print(f"{'test':44} {'backend':9} {'Lightbox':>10} {'Orthanc':>10} {'ratio':>7}")
+    labels = {"http": f"HTTP one instance per request (inst/s)", "stow": f"STOW-RS {args.stow_per}/request (inst/s)",
+              "dimse": f"storescu, one association of {args.dimse_n} (inst/s)"}
+    for name, _ in backends:
+        for test, label in labels.items():
+            lb, ot = figures[test, name], figures[test, "orthanc"]
+            print(f"{label:44} {name:9} {lb:10.1f} {ot:10.1f} {lb / ot:6.2f}x")
+        for key, label in (("metadata_ms", "WADO metadata, 100-instance series (ms p50)"),
+                           ("series_rps", "WADO series retrieve, 16 clients (req/s)"),
+                           ("instance_rps", "WADO instance retrieve, 16 clients (req/s)")):
+            lb, ot = figures["wado", name][key], figures["wado", "orthanc"][key]
+            ratio = ot / lb if key.endswith("_ms") else lb / ot
+            print(f"{label:44} {name:9} {lb:10.1f} {ot:10.1f} {ratio:6.2f}x")
+        print(f"{'server peak RSS (MB)':44} {name:9} {figures['rss', name]:10.0f}")
+
+
+def _wado(series_url: str, sops: list[str], headers: dict, args) -> dict:
+    meta = series_url + "/metadata"
+    timed_gets([meta], 1, headers)  # the first answer (Lightbox keeps the metadata it reads)
+    times = []
+    for _ in range(args.repeat):
+        times.append(timed_gets([meta], 1, headers) * 1000)
+    times.sort()
+    series_n = 32
+    instance_n = 800
+    urls = [series_url + f"/instances/{sops[i % len(sops)]}" for i in range(instance_n)]
+    return {"metadata_ms": times[len(times) // 2],
+            "series_rps": series_n / timed_gets([series_url] * series_n, 16, headers),
+            "instance_rps": instance_n / timed_gets(urls, 16, headers)}
+
+
+def _fresh_pg(server_url: str) -> str:
+    """A new empty database on the PostgreSQL server at `server_url` (dropped by hand; named for the bench)."""
+    import asyncio
+    from urllib.parse import urlparse, urlunparse
+
+    import asyncpg
+
+    name = f"lightbox_bench_{os.getpid()}"
+    u = urlparse(server_url)
+
+    async def go():
+        con = await asyncpg.connect(host=u.hostname, port=u.port or 5432, user=u.username or "postgres",
+                                    password=u.password, database=(u.path or "/postgres").lstrip("/") or "postgres")
+        try:
+            await con.execute(f"DROP DATABASE IF EXISTS {name}")
+            await con.execute(f"CREATE DATABASE {name}")
+        finally:
+            await con.close()
+
+    asyncio.run(go())
+    return urlunparse(u._replace(path=f"/{name}"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=1000, help="instances")
@@ -124,10 +320,19 @@ def main() -> None:
     ap.add_argument("--url", help="upload URL of another server (default: start a local Lightbox)")
     ap.add_argument("--raw", action="store_true", help="POST each file as application/dicom (Orthanc /instances)")
     ap.add_argument("--big-gb", type=float, default=0, help="instead: one multipart upload of this many GB")
+    ap.add_argument("--orthanc", action="store_true", help="Lightbox and Orthanc side by side (every test)")
+    ap.add_argument("--postgres", default="", help="with --orthanc: also Lightbox on this PostgreSQL server URL")
+    ap.add_argument("--stow-n", type=int, default=500, help="instances sent by STOW-RS")
+    ap.add_argument("--stow-per", type=int, default=50, help="instances per STOW-RS request")
+    ap.add_argument("--dimse-n", type=int, default=500, help="instances in the storescu association")
+    ap.add_argument("--repeat", type=int, default=9, help="repeats of the metadata request")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="lightbox-bench-") as tmp:
         tmp = Path(tmp)
+        if args.orthanc:
+            side_by_side(args, tmp)
+            return
         proc = None
         headers = {}
         url = args.url
