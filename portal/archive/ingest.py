@@ -165,6 +165,8 @@ async def ingest_prepared(items: list[tuple[ReadFile | DicomRejected, Path | Non
             patient_id = _assigned_patient_id(read.parsed.study_instance_uid)
         jobs.append((i, writer.Job(project, archive, read, patient_id, src=src, move=move and src is not None,
                                    allow_overwrite=bool(conf["allow_overwrite"]))))
+    if jobs:  # files first (durable), then the rows through the writer
+        await asyncio.to_thread(writer.place_all, storage(), [job for _, job in jobs])
     if audit is not None:
         if jobs:
             jobs[-1][1].audit = audit

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import weakref
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class Job:
     file_key: str = ""
     replace: dict | None = None  # the row an allowed overwrite replaces
     placed: bool = False
+    error: BaseException | None = None  # why its file could not be placed
 
     @property
     def key(self) -> str:
@@ -117,6 +119,21 @@ async def run_inline(job: Job, after_commit: list) -> tuple[str, str]:
     return job.future.result()
 
 
+async def _drop_unless_kept(store: FileStore, job: Job, row: dict) -> None:
+    """Remove the file placed for `job` unless it is the stored row's own (same key: same UID and bytes)."""
+    if job.file_key and job.file_key != row["file_key"]:
+        await asyncio.to_thread(store.delete, job.file_key)
+
+
+async def _delete_orphan(store: FileStore, key: str) -> None:
+    """Remove a placed file no row ended up pointing at (another process may have stored the same bytes)."""
+    try:
+        if not await Instance.exists().where(Instance.file_key == key):
+            await asyncio.to_thread(store.delete, key)
+    except Exception:
+        log.exception("could not remove the unused file %s", key)
+
+
 def _done(job: Job, status: str, note: str = "") -> None:
     if not job.future.done():
         job.future.set_result((status, note))
@@ -142,23 +159,26 @@ async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list
     todo: list[Job] = []
     later: list[Job] = []
     for job in jobs:
+        if not job.placed:
+            _fail(job, job.error or RuntimeError("the file was not written"))
+            continue
         if job.key in seen:  # a second copy in this batch: answered after the first is committed
             later.append(job)
             continue
         row = existing.get(job.key)
         if row is not None:
             if row["md5"] == job.read.md5 or await _same_dataset(store, job, row):
+                await _drop_unless_kept(store, job, row)
                 _done(job, ALREADY_STORED)
                 continue
             if not job.allow_overwrite:
+                await _drop_unless_kept(store, job, row)
                 _done(job, CONFLICT)
                 continue
             job.replace = row
         seen.add(job.key)
         todo.append(job)
-    if todo:
-        await asyncio.to_thread(_place_all, store, todo)
-    placed = [j for j in todo if j.placed]
+    placed = todo
     results: dict[int, tuple] = {}
     try:
         if placed or audits:
@@ -170,7 +190,7 @@ async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list
     except Exception as exc:
         if len(placed) <= 1 and not audits:
             for job in placed:
-                await asyncio.to_thread(store.delete, job.file_key)
+                await _delete_orphan(store, job.file_key)
                 _fail(job, exc)
             placed = []
         else:
@@ -181,7 +201,7 @@ async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list
                     async with db.write_transaction():
                         results.update(await _write_rows([job]))
                 except Exception as exc:
-                    await asyncio.to_thread(store.delete, job.file_key)
+                    await _delete_orphan(store, job.file_key)
                     _fail(job, exc)
     if audits:
         try:
@@ -206,10 +226,10 @@ async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list
             raced = series
             if raced and (raced["md5"] == job.read.md5 or await _same_dataset(store, job, raced)):
                 if raced["file_key"] != job.file_key:
-                    await asyncio.to_thread(store.delete, job.file_key)
+                    await _delete_orphan(store, job.file_key)
                 _done(job, ALREADY_STORED)
             else:
-                await asyncio.to_thread(store.delete, job.file_key)
+                await _delete_orphan(store, job.file_key)
                 _done(job, CONFLICT)
         else:
             _done(job, STORED)
@@ -228,23 +248,41 @@ async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list
             await commit_batch(later, None, after_commit=after_commit)
 
 
-def _place_all(store: FileStore, jobs: list[Job]) -> None:
-    """Write (or move) every file, each fsynced, then fsync each changed directory once."""
-    dirs: set[Path] = set()
-    for job in jobs:
+_placers = ThreadPoolExecutor(8, thread_name_prefix="lightbox-place")
+
+
+def place_all(store: FileStore, jobs: list[Job]) -> None:
+    """Write (or move) every file, fsynced in parallel (the journal commits them together), then fsync each
+    changed directory once. Runs before the jobs reach the writer, so one batch's fsyncs overlap the
+    previous batch's commit. A job whose file could not be written keeps `placed` False and its error."""
+    def one(job: Job) -> set[Path]:
         p = job.read.parsed
         # Content-addressed per project: a conflicting re-send never overwrites the stored file.
         job.file_key = store.key_for(f"{job.project.id}/{p.sop_instance_uid}/{job.read.md5}")
         try:
             if job.read.data is not None and not job.move:
-                dirs |= store.place(job.file_key, data=job.read.data, sync_dir=False)
+                dirs = store.place(job.file_key, data=job.read.data, sync_dir=False)
             else:
-                dirs |= store.place(job.file_key, src=job.src, move=job.move, sync_dir=False)
-            job.placed = True
+                dirs = store.place(job.file_key, src=job.src, move=job.move, sync_dir=False)
         except Exception as exc:
             log.exception("could not write the file of %s", p.sop_instance_uid)
-            job.future.get_loop().call_soon_threadsafe(_fail, job, exc)
-    sync_dirs(dirs)
+            job.error = exc
+            return set()
+        job.placed = True
+        return dirs
+
+    if len(jobs) == 1:
+        dirs = one(jobs[0])
+    else:
+        dirs = set().union(*_placers.map(one, jobs))
+    if len(dirs) > 1:
+        list(_placers.map(_sync_one, dirs))
+    else:
+        sync_dirs(dirs)
+
+
+def _sync_one(d: Path) -> None:
+    sync_dirs([d])
 
 
 async def _same_dataset(store: FileStore, job: Job, existing: dict) -> bool:
