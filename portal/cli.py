@@ -197,13 +197,28 @@ def ingest(path: Path, project_name: str, archive_name: str | None) -> None:
         if p is None:
             raise NotFound(f"No project named '{project_name}'.")
         archive = await projects.archive(p, archive_name)
-        with click.progressbar(files, label=f"Ingesting into {p.name}/{archive.name}",
+        from portal.archive.ingest import ingest_files, is_zip
+
+        def count(results) -> None:
+            for r in results:
+                counts[r.status] += 1
+                if not r.ok:
+                    problems.append(f"{r.filename}: {r.status}: {r.reason}")
+
+        with click.progressbar(length=len(files), label=f"Ingesting into {p.name}/{archive.name}",
                                show_pos=True, file=sys.stderr) as bar:
-            for f in bar:
-                for r in await ingest_path(f, p, archive, filename=str(f)):
-                    counts[r.status] += 1
-                    if not r.ok:
-                        problems.append(f"{r.filename}: {r.status}: {r.reason}")
+            plain = []
+            for f in files:
+                if is_zip(f):
+                    count(await ingest_path(f, p, archive, filename=str(f)))
+                    bar.update(1)
+                else:
+                    plain.append(f)
+            # Plain files in chunks: parsing overlaps writing, and each chunk shares the writer's batches.
+            for start in range(0, len(plain), 256):
+                chunk = plain[start:start + 256]
+                count(await ingest_files([(f, str(f)) for f in chunk], p, archive))
+                bar.update(len(chunk))
 
     _run(go())
     for line in problems:
