@@ -12,8 +12,11 @@ DESCRIPTION = "composite indexes for the studies table, navigation, queue, dashb
 INDEXES = {
     # studies table default order and the walk's keyset steps: WHERE project = ? ORDER BY study_date, id
     "lb_study_project_date_id": "lb_study (project, study_date, id)",
-    # the studies table sorted by last update
+    # the studies table sorted by last update, by description, by patient ID or name
     "lb_study_project_updated_id": "lb_study (project, updated_at, id)",
+    "lb_study_project_description_id": "lb_study (project, description, id)",
+    "lb_patient_project_patient_id": "lb_patient (project, patient_id)",
+    "lb_patient_project_name": "lb_patient (project, patient_name)",
     # the walk inside a study and the queue's EXISTS probe: WHERE study = ? AND review_status = ?
     "lb_series_study_status": "lb_series (study, review_status, series_number)",
     # per-study aggregates over a project (status/AI filters and sorts), read from the index alone
@@ -22,8 +25,9 @@ INDEXES = {
     "lb_series_project_status": "lb_series (project, review_status)",
     # the studies table's modality list (a loose index scan)
     "lb_series_project_modality": "lb_series (project, modality)",
-    # the latest decision of each series of a project (dashboard, AI page)
-    "lb_decision_project_series_id": "lb_decision (project, series, id)",
+    # the latest decision of each series of a project (dashboard, AI page), and decisions per reviewer
+    "lb_decision_project_series_latest": "lb_decision (project, series, created_at, id)",
+    "lb_decision_project_reviewer": "lb_decision (project, username, role, series)",
 }
 
 

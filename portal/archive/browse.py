@@ -111,13 +111,31 @@ async def search_studies(project: Project, query: StudyQuery) -> StudyPage:
         where.append("s.study_date <= {}")
         args.append(query.date_to)
     needs_counts = bool(query.status or query.ai) or query.sort in _NEEDS_COUNTS_SORT
-    needs_patient = bool(query.q) or query.sort in ("patient", "name")
-    base = "FROM lb_study s"
-    if needs_patient:
-        base += " JOIN lb_patient p ON p.id = s.patient"
-    if needs_counts:
+    counted, counted_args = _matching(project, where, args, query, patient=bool(query.q), counts=needs_counts)
+    total = (await Study.raw(f"SELECT COUNT(*) AS n {counted}", *counted_args))[0]["n"]
+    base, args = _matching(project, where, args, query, patient=bool(query.q) or query.sort in ("patient", "name"),
+                           counts=needs_counts)
+    direction = "DESC" if query.desc else "ASC"
+    ids = [r["id"] for r in await Study.raw(
+        f"SELECT s.id {base} ORDER BY {SORTS[query.sort]} {direction}, s.id {direction} "
+        f"LIMIT {PER_PAGE} OFFSET {(query.page - 1) * PER_PAGE}", *args)]
+    rows = await _page_rows(ids)
+    modalities = await _modalities(project)
+    return StudyPage(rows=rows, total=total, query=query, modalities=modalities)
+
+
+def _matching(project: Project, where: list[str], args: list, query: StudyQuery, *, patient: bool,
+              counts: bool) -> tuple[str, list]:
+    """FROM ... WHERE ... of the matching studies, joining the patient and the series aggregates only when
+    the filters or the sort need them (the count does without a patient sort's join)."""
+    base, head = "FROM lb_study s", []
+    if patient:
+        # p.project repeats what s.project says; stated, it lets a patient sort walk lb_patient's index.
+        base += " JOIN lb_patient p ON p.id = s.patient AND p.project = {}"
+        head.append(project.id)
+    if counts:
         base += f" LEFT JOIN ({_series_counts('project = {}')}) c ON c.study = s.id"
-        args.insert(0, project.id)  # the subquery's placeholder comes before the WHERE's
+        head.append(project.id)
     base += f" WHERE {' AND '.join(where)}"
     if query.status == "unreviewed":
         base += " AND COALESCE(c.n_unreviewed, 0) > 0"
@@ -127,14 +145,7 @@ async def search_studies(project: Project, query: StudyQuery) -> StudyPage:
         base += " AND COALESCE(c.n_unreviewed, 0) = 0 AND COALESCE(c.n_senior, 0) = 0"
     if query.ai:
         base += f" AND {AI_FILTERS[query.ai]}"
-    total = (await Study.raw(f"SELECT COUNT(*) AS n {base}", *args))[0]["n"]
-    direction = "DESC" if query.desc else "ASC"
-    ids = [r["id"] for r in await Study.raw(
-        f"SELECT s.id {base} ORDER BY {SORTS[query.sort]} {direction}, s.id {direction} "
-        f"LIMIT {PER_PAGE} OFFSET {(query.page - 1) * PER_PAGE}", *args)]
-    rows = await _page_rows(ids)
-    modalities = await _modalities(project)
-    return StudyPage(rows=rows, total=total, query=query, modalities=modalities)
+    return base, head + args
 
 
 async def _page_rows(ids: list[int]) -> list[dict]:
