@@ -10,7 +10,7 @@ from portal.tables import Project, Study
 PER_PAGE = 25
 SORTS = {  # URL value → SQL ORDER BY expression (never user text in SQL)
     "date": "s.study_date", "patient": "p.patient_id", "name": "p.patient_name",
-    "description": "s.description", "series": "n_series", "updated": "s.updated_at",
+    "description": "s.description", "series": "COALESCE(c.n_series, 0)", "updated": "s.updated_at",
     "ai": "COALESCE(c.ai_min, 2)",  # worst AI score of the study's series; unscored sort last
 }
 # AI filter → condition on the study's worst series score (the built-in model's quality, 0-1).
