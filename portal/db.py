@@ -8,7 +8,7 @@ import sys
 
 import aiosqlite
 from piccolo.engine.base import Engine
-from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
 from piccolo.engine.sqlite import SQLiteEngine, dict_factory as _dict_factory
 
 from portal.settings import Settings
@@ -92,9 +92,77 @@ class PooledSQLiteEngine(SQLiteEngine):
         self._idle.clear()
 
 
+class _PooledTransaction(PostgresTransaction):
+    async def get_connection(self):
+        await self.engine.open_pool()
+        return await super().get_connection()
+
+
+class PooledPostgresEngine(PostgresEngine):
+    """Piccolo's PostgreSQL engine with one asyncpg pool per event loop, opened on first use.
+
+    Piccolo holds a single pool, and without one it connects (and disconnects) per query; an asyncpg pool
+    belongs to the loop that made it. The web app, each worker thread and each CLI command run their own
+    loop, so each gets its own pool here, and every query and transaction borrows from it.
+    """
+
+    POOL_MIN, POOL_MAX = 1, 10
+
+    def __init__(self, config: dict, **kwargs):
+        self._pools: dict[int, tuple[asyncio.AbstractEventLoop, object]] = {}
+        super().__init__(config=config, **kwargs)
+
+    @property
+    def pool(self):
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        owner, pool = self._pools.get(id(loop), (None, None))
+        return pool if owner is loop else None
+
+    @pool.setter
+    def pool(self, value) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # Piccolo's __init__ sets `pool = None` outside any loop
+            return
+        if value is None:
+            self._pools.pop(id(loop), None)
+        else:
+            self._pools[id(loop)] = (loop, value)
+
+    async def open_pool(self):
+        """The current loop's pool, created on first use (pools of loops that have closed are dropped)."""
+        if self.pool is None:
+            import asyncpg
+
+            for key, (loop, _) in list(self._pools.items()):
+                if loop.is_closed():
+                    del self._pools[key]
+            self.pool = await asyncpg.create_pool(**self.config, min_size=self.POOL_MIN, max_size=self.POOL_MAX)
+        return self.pool
+
+    async def start_connection_pool(self, **kwargs) -> None:
+        await self.open_pool()
+
+    async def run_querystring(self, querystring, in_pool: bool = True):
+        if in_pool and self.current_transaction.get() is None:
+            await self.open_pool()
+        return await super().run_querystring(querystring, in_pool=in_pool)
+
+    async def run_ddl(self, ddl: str, in_pool: bool = True):
+        if in_pool and self.current_transaction.get() is None:
+            await self.open_pool()
+        return await super().run_ddl(ddl, in_pool=in_pool)
+
+    def transaction(self, allow_nested: bool = True) -> PostgresTransaction:
+        return _PooledTransaction(engine=self, allow_nested=allow_nested)
+
+
 def make_engine(settings: Settings) -> Engine:
     if settings.database_kind == "postgres":
-        return PostgresEngine(config=settings.postgres_params())
+        return PooledPostgresEngine(config=settings.postgres_params())
     path = settings.sqlite_path
     path.parent.mkdir(parents=True, exist_ok=True)
     # WAL lets the web process read while a worker writes; the mode is stored in the file.
@@ -138,16 +206,48 @@ def configure(settings: Settings) -> Engine:
     return engine
 
 
-async def start_pool(engine: Engine) -> None:
-    if isinstance(engine, PostgresEngine):
-        await engine.start_connection_pool(min_size=1, max_size=10)
+async def open_pool(engine: Engine | None = None) -> None:
+    """Open the database pool of the running event loop (a process's main loop, a worker thread's, a
+    consumer's own). Optional: on PostgreSQL the first query opens it too; `close_pool` on the same loop
+    closes it before the loop ends."""
+    engine = engine or _current_engine()
+    if isinstance(engine, PooledPostgresEngine):
+        await engine.open_pool()
 
 
-async def close_pool(engine: Engine) -> None:
+start_pool = open_pool  # the app's lifespan calls it by this name
+
+
+async def close_pool(engine: Engine | None = None) -> None:
+    """Close the running loop's PostgreSQL pool (SQLite: close the idle connections)."""
+    engine = engine or _current_engine()
     if isinstance(engine, PostgresEngine):
-        await engine.close_connection_pool()
+        if engine.pool is not None:
+            await engine.close_connection_pool()
     elif isinstance(engine, PooledSQLiteEngine):
         await engine.close_idle()
+
+
+def _current_engine() -> Engine:
+    from portal.tables import Project
+
+    return Project._meta.db
+
+
+async def refresh_statistics() -> None:
+    """Give the query planner fresh statistics after a bulk load (ANALYZE on PostgreSQL, PRAGMA optimize on
+    SQLite), so that it picks the composite indexes the pages rely on."""
+    engine = _current_engine()
+    if isinstance(engine, PostgresEngine):
+        await engine.run_ddl("ANALYZE")
+    elif isinstance(engine, PooledSQLiteEngine):
+        connection = await engine._acquire()
+        try:  # analysis_limit keeps it quick on a large file; 0x10002 also analyses tables not yet queried
+            await connection.execute("PRAGMA analysis_limit = 1000")
+            await connection.execute("PRAGMA optimize = 0x10002")
+            await connection.commit()
+        finally:
+            await engine._release(connection)
 
 
 async def migrate() -> None:

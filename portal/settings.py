@@ -6,7 +6,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,59 @@ class Settings:
         return self.data_dir / "files"
 
     def postgres_params(self) -> dict:
-        """Connection parameters for asyncpg from `database_url`."""
+        """Connection parameters for asyncpg from `database_url`.
+
+        User, password and database name are percent-decoded (a password with `@`, `:` or `/` is written
+        `%40`, `%3A`, `%2F`). Query parameters as libpq reads them: `sslmode` (disable | allow | prefer |
+        require | verify-ca | verify-full), `sslrootcert` (a CA file; with it, `require` verifies the server
+        as `verify-ca` does), `sslcert`/`sslkey` (a client certificate), `statement_timeout` (milliseconds,
+        default 60000: a runaway query is cancelled instead of holding a connection) and `application_name`.
+        """
         u = urlparse(self.database_url)
+        query = {k: v[-1] for k, v in parse_qs(u.query).items()}
         params = {
-            "host": u.hostname or "127.0.0.1",
+            "host": unquote(u.hostname or "") or "127.0.0.1",
             "port": u.port or 5432,
-            "user": u.username or "postgres",
-            "database": (u.path or "/").lstrip("/") or "postgres",
+            "user": unquote(u.username or "") or "postgres",
+            "database": unquote((u.path or "/").lstrip("/")) or "postgres",
         }
         if u.password:
-            params["password"] = u.password
+            params["password"] = unquote(u.password)
+        ssl = _postgres_ssl(query)
+        if ssl is not None:
+            params["ssl"] = ssl
+        timeout = query.get("statement_timeout", str(STATEMENT_TIMEOUT_MS))
+        if not timeout.isdigit():
+            raise ValueError(f"statement_timeout in LIGHTBOX_DATABASE_URL must be milliseconds, not {timeout!r}")
+        params["server_settings"] = {"statement_timeout": timeout,
+                                     "application_name": query.get("application_name", "lightbox")}
         return params
+
+
+STATEMENT_TIMEOUT_MS = 60_000
+"""Default PostgreSQL statement timeout: long enough for an export's largest query, short enough to free a stuck one."""
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _postgres_ssl(query: dict):
+    """asyncpg's `ssl` argument for the URL's sslmode/sslrootcert/sslcert/sslkey (None: asyncpg's default, prefer)."""
+    mode = query.get("sslmode", "")
+    if mode and mode not in SSL_MODES:
+        raise ValueError(f"sslmode in LIGHTBOX_DATABASE_URL must be one of {', '.join(SSL_MODES)}, not {mode!r}")
+    root, cert, key = query.get("sslrootcert"), query.get("sslcert"), query.get("sslkey")
+    if mode in ("", "disable", "allow", "prefer") or not (root or cert):
+        return mode or None  # asyncpg takes the libpq mode names as they are
+    import ssl
+
+    # A CA file given: verify the server against it (libpq does the same for `require`).
+    context = ssl.create_default_context(cafile=root) if root else ssl.create_default_context()
+    if mode in ("require", "verify-ca"):
+        context.check_hostname = False
+        if not root:  # a client certificate alone, like libpq's `require`, does not verify the server
+            context.verify_mode = ssl.CERT_NONE
+    if cert:
+        context.load_cert_chain(cert, key)
+    return context
 
 
 def _secret_from_file(path: Path) -> str:

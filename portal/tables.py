@@ -81,6 +81,12 @@ class AuditEvent(Table, tablename="lb_audit_event"):
 # The image hierarchy. Each row carries a `key` unique within the database ("{project id}:{UID}",
 # or "{archive id}:{PatientID}" for patients): concurrent ingests of one series upsert on it with
 # ON CONFLICT, which works the same on SQLite and PostgreSQL.
+# Composite indexes for the pages (Piccolo declares single columns only) are made by migration
+# portal_2026_12_03t07_12_00_000000: lb_study (project, study_date, id), (project, updated_at, id) and
+# (project, description, id); lb_patient (project, patient_id) and (project, patient_name);
+# lb_series (study, review_status, series_number), (project, study, review_status, ai_score),
+# (project, review_status), (project, modality); lb_decision (project, series, created_at, id) and
+# (project, username, role, series).
 
 
 class Patient(Table, tablename="lb_patient"):

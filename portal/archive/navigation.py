@@ -1,23 +1,92 @@
-"""Walking a project series by series: the order the series pages and the keyboard follow."""
+"""Walking a project series by series: the order the series pages, the keyboard and the review queue follow.
+
+The walk: newest study first (study date, then study id, both descending), and within a study by series
+number (none counts as 0), then series id. Every step is a keyset query, `WHERE (date, id) < (?, ?) ORDER
+BY date DESC, id DESC LIMIT 1` on the index lb_study (project, study_date, id), followed by a look inside
+that one study, so a step costs the same in a 20-study project as in a 100k-study one.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from portal.tables import Project, Series
 
+_SERIES_ORDER = "COALESCE(se.series_number, 0) {d}, se.id {d}"
 
-async def ordered_series_uids(project: Project) -> list[str]:
-    """Every series of the project: newest study first, then series number."""
+
+@dataclass(frozen=True)
+class Place:
+    """Where a series stands in the walk."""
+
+    series_id: int
+    series_number: int
+    study_id: int
+    study_date: str
+    review_status: str
+
+
+async def place_of(project: Project, series_uid: str) -> Place | None:
     rows = await Series.raw(
-        """SELECT se.series_instance_uid FROM lb_series se JOIN lb_study st ON st.id = se.study
-           WHERE se.project = {} ORDER BY st.study_date DESC, st.id DESC,
-           COALESCE(se.series_number, 0), se.id""", project.id)
-    return [r["series_instance_uid"] for r in rows]
+        """SELECT se.id, COALESCE(se.series_number, 0) AS n, se.review_status, st.id AS study, st.study_date
+           FROM lb_series se JOIN lb_study st ON st.id = se.study WHERE se.key = {}""",
+        f"{project.id}:{series_uid}")
+    if not rows:
+        return None
+    r = rows[0]
+    return Place(r["id"], r["n"], r["study"], r["study_date"] or "", r["review_status"])
+
+
+def _filter(statuses: tuple[str, ...] | None, condition: tuple[str, list] | None) -> tuple[str, list]:
+    """Extra SQL on the series row `se`: review statuses wanted, and a caller's condition."""
+    sql, args = "", []
+    if statuses:
+        sql += f" AND se.review_status IN ({', '.join('{}' for _ in statuses)})"
+        args += list(statuses)
+    if condition:
+        sql += f" AND ({condition[0]})"
+        args += list(condition[1])
+    return sql, args
+
+
+async def step(project: Project, place: Place | None, *, forward: bool = True,
+               statuses: tuple[str, ...] | None = None, condition: tuple[str, list] | None = None) -> str | None:
+    """The UID of the next (or previous) series of the walk after `place` (None: from the walk's start, or
+    its end going back) whose status is in `statuses` and that meets `condition` (SQL on `se`, with args)."""
+    extra, extra_args = _filter(statuses, condition)
+    up = "ASC" if forward else "DESC"  # series order inside a study
+    if place is not None:  # the rest of this study first
+        cmp = ">" if forward else "<"
+        rows = await Series.raw(
+            f"""SELECT se.series_instance_uid FROM lb_series se WHERE se.study = {{}}
+                AND (COALESCE(se.series_number, 0) {cmp} {{}}
+                     OR (COALESCE(se.series_number, 0) = {{}} AND se.id {cmp} {{}})){extra}
+                ORDER BY {_SERIES_ORDER.format(d=up)} LIMIT 1""",
+            place.study_id, place.series_number, place.series_number, place.series_id, *extra_args)
+        if rows:
+            return rows[0]["series_instance_uid"]
+    # Then the nearest study further along the walk that has such a series.
+    cmp, down = ("<", "DESC") if forward else (">", "ASC")  # studies run newest first
+    keyset, keyset_args = "", []
+    if place is not None:
+        keyset = f" AND (st.study_date {cmp} {{}} OR (st.study_date = {{}} AND st.id {cmp} {{}}))"
+        keyset_args = [place.study_date, place.study_date, place.study_id]
+    rows = await Series.raw(
+        f"""SELECT st.id FROM lb_study st WHERE st.project = {{}}{keyset}
+            AND EXISTS (SELECT 1 FROM lb_series se WHERE se.study = st.id{extra})
+            ORDER BY st.study_date {down}, st.id {down} LIMIT 1""",
+        project.id, *keyset_args, *extra_args)
+    if not rows:
+        return None
+    rows = await Series.raw(
+        f"""SELECT se.series_instance_uid FROM lb_series se WHERE se.study = {{}}{extra}
+            ORDER BY {_SERIES_ORDER.format(d=up)} LIMIT 1""", rows[0]["id"], *extra_args)
+    return rows[0]["series_instance_uid"] if rows else None
 
 
 async def neighbours(project: Project, series_uid: str) -> tuple[str | None, str | None]:
-    uids = await ordered_series_uids(project)
-    try:
-        i = uids.index(series_uid)
-    except ValueError:
+    """The series before and after this one in the walk (None at either end, or for an unknown series)."""
+    place = await place_of(project, series_uid)
+    if place is None:
         return None, None
-    return (uids[i - 1] if i > 0 else None), (uids[i + 1] if i + 1 < len(uids) else None)
+    return await step(project, place, forward=False), await step(project, place, forward=True)

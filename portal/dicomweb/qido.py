@@ -269,8 +269,11 @@ async def _counts(level: str, ids: list[int]) -> dict[int, dict[str, int]]:
         return out
     series = await Series.select(Series.study.as_alias("k"), Count(alias="n")).where(
         Series.study.is_in(ids)).group_by(Series.study)
-    instances = await Instance.select(Instance.series.study.as_alias("k"), Count(alias="n")).where(
-        Instance.series.study.is_in(ids)).group_by(Instance.series.study)
+    # From the page's series to their instances (an inner join the planner can start from the series side;
+    # Piccolo's LEFT JOIN from lb_instance read every instance of the database).
+    instances = await Instance.raw(
+        "SELECT se.study AS k, COUNT(*) AS n FROM lb_series se JOIN lb_instance i ON i.series = se.id "
+        f"WHERE se.study IN ({', '.join(str(int(i)) for i in ids)}) GROUP BY se.study")
     for keyword, rows in (("NumberOfStudyRelatedSeries", series), ("NumberOfStudyRelatedInstances", instances)):
         for r in rows:
             out[r["k"]][keyword] = r["n"]
