@@ -85,10 +85,45 @@ class PooledSQLiteEngine(SQLiteEngine):
                 await connection.close()
         self._idle.clear()
 
+    async def close_idle_of_loop(self) -> None:
+        """Close the running loop's idle connections only (a worker thread's, when it stops)."""
+        for connection in self._idle.pop(id(asyncio.get_running_loop()), []):
+            await connection.close()
+
+
+class LoopPoolPostgresEngine(PostgresEngine):
+    """Piccolo's PostgreSQL engine with one connection pool per event loop.
+
+    An asyncpg pool belongs to the loop it was made on; the web server's loop and each queue consumer
+    thread's loop (portal/tasks/runner.py) start their own, so a task never queues behind the web loop."""
+
+    def __init__(self, *args, **kwargs):
+        self._pools: dict[int, tuple[asyncio.AbstractEventLoop, object]] = {}
+        super().__init__(*args, **kwargs)
+
+    @property
+    def pool(self):
+        try:
+            entry = self._pools.get(id(asyncio.get_running_loop()))
+        except RuntimeError:  # no loop running: no pool
+            return None
+        return entry[1] if entry else None
+
+    @pool.setter
+    def pool(self, value) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # Piccolo's __init__ sets None before any loop runs
+        if value is None:
+            self._pools.pop(id(loop), None)
+        else:
+            self._pools[id(loop)] = (loop, value)
+
 
 def make_engine(settings: Settings) -> Engine:
     if settings.database_kind == "postgres":
-        return PostgresEngine(config=settings.postgres_params())
+        return LoopPoolPostgresEngine(config=settings.postgres_params())
     path = settings.sqlite_path
     path.parent.mkdir(parents=True, exist_ok=True)
     # WAL lets the web process read while a worker writes; the mode is stored in the file.
@@ -132,9 +167,10 @@ def configure(settings: Settings) -> Engine:
     return engine
 
 
-async def start_pool(engine: Engine) -> None:
-    if isinstance(engine, PostgresEngine):
-        await engine.start_connection_pool(min_size=1, max_size=10)
+async def start_pool(engine: Engine, max_size: int = 10) -> None:
+    """Open the running loop's PostgreSQL pool (SQLite's pooled connections are made as needed)."""
+    if isinstance(engine, PostgresEngine) and not engine.pool:
+        await engine.start_connection_pool(min_size=1, max_size=max_size)
 
 
 async def close_pool(engine: Engine) -> None:
@@ -142,6 +178,15 @@ async def close_pool(engine: Engine) -> None:
         await engine.close_connection_pool()
     elif isinstance(engine, PooledSQLiteEngine):
         await engine.close_idle()
+
+
+async def close_loop_pool(engine: Engine) -> None:
+    """Close what the running loop holds (its PostgreSQL pool, its idle SQLite connections), not the others'."""
+    if isinstance(engine, PostgresEngine):
+        if engine.pool:
+            await engine.close_connection_pool()
+    elif isinstance(engine, PooledSQLiteEngine):
+        await engine.close_idle_of_loop()
 
 
 async def migrate() -> None:
