@@ -31,9 +31,8 @@ _SCRATCH = re.compile(r"lightbox-zip-.+|tmp[A-Za-z0-9_]{8}")  # zip expansion, d
 
 
 def _changed(path: Path) -> float:
-    """When `path` last changed: ctime too, since a rename into place keeps the old mtime."""
-    st = path.stat()
-    return max(st.st_mtime, st.st_ctime)
+    """When `path` was last written."""
+    return path.stat().st_mtime
 
 
 def _newest(path: Path) -> float:

@@ -133,6 +133,17 @@ def make_engine(settings: Settings) -> Engine:
     return PooledSQLiteEngine(path=str(path), timeout=BUSY_TIMEOUT_S)
 
 
+# Values per `IN (...)` list: far below asyncpg's 32,767 query arguments and SQLite's 32,766 variables.
+IN_CHUNK = 5_000
+
+
+def chunks(values, size: int = IN_CHUNK):
+    """`values` in lists of at most `size`, for queries whose `IN` list could grow with a project."""
+    values = list(values)
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
 def write_transaction():
     """A transaction for a write that must not fail half-way under concurrency.
 

@@ -250,3 +250,35 @@ async def ingest_path(path: str | Path, project: Project, archive: Archive | Non
         for member in members:
             await one(member, f"{name}/{member.relative_to(tmp)}")
     return results
+
+
+async def record_placed(project: Project, archive: Archive, parsed: ParsedInstance, file_key: str, size: int,
+                        md5: str, *, filename: str = "", after_commit: list | None = None) -> IngestResult:
+    """The rows of a file its caller already placed in the store under `file_key` (an import places all its
+    images before the short transaction that merges its rows): `ingest_file` without the file work, with
+    the same answers. Inside the caller's transaction; `after_commit` as for `ingest_file`."""
+    conf = projects.settings_of(project)
+    patient_id = parsed.patient_id.strip()
+    if not patient_id:
+        if conf["missing_patient_id"] == "reject":
+            return _result(REJECTED, parsed, "", filename, "The file has no PatientID and this project rejects "
+                           "such files; set PatientID or change the project's setting.", "missing_patient_id")
+        patient_id = _assigned_patient_id(parsed.study_instance_uid)
+    existing = await Instance.select().where(Instance.key == _key(project.id, parsed.sop_instance_uid)).first()
+    if existing and existing["md5"] == md5:
+        return _result(ALREADY_STORED, parsed, patient_id, filename)
+    if existing and not conf["allow_overwrite"]:
+        return _conflict(parsed, patient_id, filename)
+    if existing:  # overwrite allowed
+        await Instance.update({Instance.file_key: file_key, Instance.size: size, Instance.md5: md5,
+                               Instance.transfer_syntax_uid: parsed.transfer_syntax_uid}).where(
+            Instance.id == existing["id"])
+        if existing["file_key"] != file_key and after_commit is not None:
+            after_commit.append(lambda: storage().delete(existing["file_key"]))
+        return _result(STORED, parsed, patient_id, filename, "replaced the earlier file with this SOP Instance UID")
+    inserted, raced = await _write_rows(project, archive, parsed, patient_id, file_key, size, md5)
+    if inserted:
+        return _result(STORED, parsed, patient_id, filename)
+    if raced["md5"] == md5:
+        return _result(ALREADY_STORED, parsed, patient_id, filename)
+    return _conflict(parsed, patient_id, filename)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from piccolo.engine.sqlite import SQLiteEngine
 
-from portal import clock, projects
+from portal import clock, db, projects
 from portal.errors import Conflict, LightboxError, NotFound
 from portal.exchange import exporter as export_mod, importer, sync
 from portal.exchange.records import loads
@@ -202,11 +202,11 @@ async def fail_stale(now: dt.datetime | None = None) -> int:
     """Mark runs whose worker went away (queued or running for longer than STALE) as failed."""
     cutoff = (now or clock.now()) - STALE
     stale = await SyncRun.select(SyncRun.id).where(SyncRun.state.is_in(list(ACTIVE)) & (SyncRun.queued_at < cutoff))
-    if stale:
+    for chunk in db.chunks([r["id"] for r in stale]):
         await SyncRun.update({SyncRun.state: FAILED, SyncRun.finished_at: clock.now(), SyncRun.phase: "",
                               SyncRun.message: "The run stopped without finishing (its worker was stopped); "
                                                "nothing was changed by an unfinished import."}).where(
-            SyncRun.id.is_in([r["id"] for r in stale]))
+            SyncRun.id.is_in(chunk))
     return len(stale)
 
 

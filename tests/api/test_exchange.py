@@ -273,25 +273,52 @@ async def test_a_huge_file_is_refused_before_it_is_read(app, tmp_path, monkeypat
     assert "limited to" in caught.value.problems[0].problem and await Instance.count() == 0
 
 
-async def test_a_failure_while_applying_rolls_everything_back(app, tmp_path, monkeypatch):
+def _stored_files(settings) -> list:
+    return sorted(p for p in settings.storage_dir.rglob("*.dcm") if p.is_file())
+
+
+async def test_a_failure_while_applying_rolls_everything_back(app, settings, tmp_path, monkeypatch):
+    """The images are placed before the transaction; a failure after that leaves no rows and no files."""
     from portal.archive import ingest as ingest_mod
     from portal.exchange import importer
 
     p = await _project()
     path = _write_csv(tmp_path / "f.csv", _repo_rows(tmp_path, n=3, last_decision="U", last_decision_creator="rev",
                                                      last_decision_created="2026-01-01T00:00:00Z"))
-    real, calls = ingest_mod.ingest_file, []
+    real, calls, placed = ingest_mod.record_placed, [], []
 
-    async def flaky(path, project, archive=None, **kw):
-        calls.append(path)
+    async def flaky(project, archive, parsed, file_key, *args, **kw):
+        calls.append(file_key)
+        placed.append(ingest_mod.storage().exists(file_key))  # every image is in the store before its rows
         if len(calls) == 3:
             return ingest_mod.IngestResult(status="rejected", reason="disk full")
-        return await real(path, project, archive, **kw)
+        return await real(project, archive, parsed, file_key, *args, **kw)
 
-    monkeypatch.setattr(importer.ingest_mod, "ingest_file", flaky)
+    monkeypatch.setattr(importer.ingest_mod, "record_placed", flaky)
     with pytest.raises(ImportRefused):
         await import_file(path, p)
-    assert await _counts() == (0, 0, 0, 0)  # the two frames ingested before the failure were rolled back
+    assert placed == [True, True, True]
+    assert await _counts() == (0, 0, 0, 0)  # the two frames recorded before the failure were rolled back
+    assert _stored_files(settings) == []  # and the three images placed for them are gone
+
+
+async def test_an_error_after_the_rows_leaves_no_rows_and_no_files(app, settings, tmp_path, monkeypatch):
+    from portal.exchange import importer
+
+    p = await _project()
+    path = _write_csv(tmp_path / "f.csv", _repo_rows(tmp_path, n=2, last_decision="U", last_decision_creator="rev",
+                                                     last_decision_created="2026-01-01T00:00:00Z"))
+
+    async def broken(*args, **kw):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(importer, "_review_status", broken)
+    with pytest.raises(RuntimeError):
+        await import_file(path, p)
+    assert await _counts() == (0, 0, 0, 0) and _stored_files(settings) == []
+    monkeypatch.undo()
+    counts = await import_file(path, p)  # and the same file imports whole afterwards
+    assert counts["frames_added"] == 2 and len(_stored_files(settings)) == 2
 
 
 # --- de-identified export ------------------------------------------------------------------------------
