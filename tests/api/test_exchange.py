@@ -691,15 +691,15 @@ async def test_new_series_are_announced_only_after_the_import_commits(app, tmp_p
     assert seen == [(series.id, None)]  # once, after the commit (outside the deferral)
 
     seen.clear()
-    real = ingest_mod.ingest_file
+    real = ingest_mod.record_placed
     calls = []
 
-    async def failing_second(path, project, archive=None, **kw):
-        calls.append(path)
-        return await real(path, project, archive, **kw) if len(calls) == 1 else ingest_mod.IngestResult(
+    async def failing_second(*args, **kw):
+        calls.append(args)
+        return await real(*args, **kw) if len(calls) == 1 else ingest_mod.IngestResult(
             status="rejected", reason="disk full")
 
-    monkeypatch.setattr(importer.ingest_mod, "ingest_file", failing_second)
+    monkeypatch.setattr(importer.ingest_mod, "record_placed", failing_second)
     more = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "more", 1)
     more += samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "more2", 1)
     bad = [{**rows[0], "scan_name": f"s{i}", "file_location": str(f)} for i, f in enumerate(more)]
@@ -817,20 +817,21 @@ async def test_a_rolled_back_import_keeps_the_file_an_overwrite_replaced(app, tm
     [new] = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "c", 1)
     rows = [{"project_name": "chest", "experiment_name": "e", "scan_name": f"s{i}", "frame_number": 0,
              "file_location": str(f)} for i, f in enumerate((changed, new))]
-    real, calls = ingest_mod.ingest_file, []
+    real, calls = ingest_mod.record_placed, []
 
-    async def failing_second(path, project, archive=None, **kw):
-        calls.append(path)
-        return await real(path, project, archive, **kw) if len(calls) == 1 else ingest_mod.IngestResult(
+    async def failing_second(*args, **kw):
+        calls.append(args)
+        return await real(*args, **kw) if len(calls) == 1 else ingest_mod.IngestResult(
             status="rejected", reason="disk full")
 
-    monkeypatch.setattr(importer.ingest_mod, "ingest_file", failing_second)
+    monkeypatch.setattr(importer.ingest_mod, "record_placed", failing_second)
     with pytest.raises(ImportRefused):
         await import_file(_write_csv(tmp_path / "f.csv", rows), p)
     assert len(calls) == 2  # the overwrite happened, then the import rolled back
     kept = await Instance.objects().first()
     assert storage().path(kept.file_key).is_file()  # the row still points at a file that exists
-    monkeypatch.setattr(importer.ingest_mod, "ingest_file", real)
+    assert sorted(storage().root.rglob("*.dcm")) == [storage().path(kept.file_key)]  # the placed ones are gone
+    monkeypatch.setattr(importer.ingest_mod, "record_placed", real)
     counts = await import_file(_write_csv(tmp_path / "f.csv", rows), p)  # committed: now the old file goes
     assert counts["frames_added"] == 2 and not storage().path(kept.file_key).exists()
 
@@ -845,6 +846,8 @@ async def test_an_image_the_project_would_reject_is_reported_before_anything_is_
     samples.restamp(tmp_path / rows[1]["file_location"], tmp_path / rows[1]["file_location"], patient_id="")
     calls = []
     monkeypatch.setattr(importer.ingest_mod, "ingest_file", lambda *a, **kw: calls.append(a))
+    monkeypatch.setattr(importer.ingest_mod, "record_placed", lambda *a, **kw: calls.append(a))
+    monkeypatch.setattr(importer, "_place", lambda *a, **kw: calls.append(a))
     with pytest.raises(ImportRefused) as caught:
         await import_file(_write_csv(tmp_path / "f.csv", rows), p)
     assert [(pr.row, "no PatientID" in pr.problem) for pr in caught.value.problems] == [("3", True)]
