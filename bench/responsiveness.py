@@ -281,8 +281,10 @@ def main() -> None:
                     time.sleep(6)
                     while active_jobs(env):
                         time.sleep(1)
+                torch_here = "libtorch" in Path(f"/proc/{proc.pid}/maps").read_text()
                 report("inference", prober, time.perf_counter() - t,
-                       f"server RSS {_rss_mb(proc.pid):.0f} MB (VmHWM {_rss_mb(proc.pid, 'VmHWM:'):.0f} MB)")
+                       f"server RSS {_rss_mb(proc.pid):.0f} MB (VmHWM {_rss_mb(proc.pid, 'VmHWM:'):.0f} MB); torch "
+                       f"{'LOADED' if torch_here else 'not loaded'} in the server process")
 
             t = time.perf_counter()
             with prober:

@@ -113,9 +113,7 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
               help="Run periodic (scheduled) tasks; enable on exactly one worker.")
 def worker(threads: int, periodic: bool) -> None:
     """Run queue consumers only (scale out: as many machines as needed, periodic on one)."""
-    from portal.tasks import queue
-
-    from portal.tasks import maintenance
+    from portal.tasks import maintenance, queue
 
     _setup()
     queue.load_tasks()
