@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from portal.routes import forms
 from portal.routes import admin_mail, mail, notifications, signup
 from portal.routes import exchange
 from portal.settings import Settings
-from portal.tasks import queue, runner
+from portal.tasks import queue
 
 log = logging.getLogger("lightbox")
 HERE = Path(__file__).resolve().parent
@@ -99,12 +98,10 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
 
     @asynccontextmanager
     async def lifespan(app: Litestar):
-        await db.start_pool(engine)
-        runner.attach(asyncio.get_running_loop())  # embedded queue threads run their queries here
+        await db.start_pool(engine)  # this loop's pool; queue threads have their own (portal/tasks/runner.py)
         try:
             yield
         finally:
-            runner.attach(None)
             await db.close_pool(engine)
 
     template_config = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine,

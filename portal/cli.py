@@ -85,10 +85,9 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
             click.echo(f"error: --dicom-default-project: no project named '{dicom_default_project}'", err=True)
             sys.exit(1)
         receiver = dimse.Receiver(host, dicom_port, default_project=dicom_default_project)
-    # The receiver and the queue consumer live inside the app's lifespan, on the server's event loop
-    # (where ingest and the tasks' queries run): they start after the database pool opens and the loop is
-    # attached, and stop, letting transfers and tasks finish, before the pool closes. A consumer started
-    # earlier would run its first (periodic) tasks on a loop of its own against a pool bound to this one.
+    # The receiver and the queue consumer live inside the app's lifespan: they start after the database is
+    # configured and stop, letting transfers and tasks finish, before the pool closes. The consumer's threads
+    # run tasks on loops (and database pools) of their own, never on the server's loop.
     @asynccontextmanager
     async def consuming(_app):
         consumer = queue.start_embedded(workers)
@@ -114,10 +113,11 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
               help="Run periodic (scheduled) tasks; enable on exactly one worker.")
 def worker(threads: int, periodic: bool) -> None:
     """Run queue consumers only (scale out: as many machines as needed, periodic on one)."""
-    from portal.tasks import queue
+    from portal.tasks import maintenance, queue
 
     _setup()
     queue.load_tasks()
+    maintenance.recover_in_background()  # what a crash of this machine's previous worker left
     queue.huey.create_consumer(workers=threads, worker_type="thread", periodic=periodic).run()
 
 
@@ -387,7 +387,9 @@ def _exchange_run(project_name: str, kind: str, create_project: bool = False, **
             raise NotFound(f"No project named '{project_name}'" + (" (add --create to create it)." if kind == "import"
                                                                    else "."))
         run = await runs.create(p, kind, trigger="cli", **create)
-        run = await runs.execute(run["id"], also=show)
+        from portal.tasks import runner
+
+        run = await runs.execute(run["id"], also=show, worker=runner.worker_id())
         if created and run["state"] != "done":
             from portal.exchange import importer
 

@@ -91,6 +91,11 @@ class PooledSQLiteEngine(SQLiteEngine):
                 await connection.close()
         self._idle.clear()
 
+    async def close_idle_of_loop(self) -> None:
+        """Close the running loop's idle connections only (a worker thread's, when it stops)."""
+        for connection in self._idle.pop(id(asyncio.get_running_loop()), []):
+            await connection.close()
+
 
 class _PooledTransaction(PostgresTransaction):
     async def get_connection(self):
@@ -172,6 +177,17 @@ def make_engine(settings: Settings) -> Engine:
     return PooledSQLiteEngine(path=str(path), timeout=BUSY_TIMEOUT_S)
 
 
+# Values per `IN (...)` list: far below asyncpg's 32,767 query arguments and SQLite's 32,766 variables.
+IN_CHUNK = 5_000
+
+
+def chunks(values, size: int = IN_CHUNK):
+    """`values` in lists of at most `size`, for queries whose `IN` list could grow with a project."""
+    values = list(values)
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
 def write_transaction():
     """A transaction for a write that must not fail half-way under concurrency.
 
@@ -215,7 +231,17 @@ async def open_pool(engine: Engine | None = None) -> None:
         await engine.open_pool()
 
 
-start_pool = open_pool  # the app's lifespan calls it by this name
+async def start_pool(engine: Engine | None = None, max_size: int | None = None) -> None:
+    """`open_pool` under the name the app's lifespan and the queue's threads call (`max_size` caps a
+    queue thread's pool, which serves one task at a time)."""
+    engine = engine or _current_engine()
+    if isinstance(engine, PooledPostgresEngine) and max_size:
+        if engine.pool is None:
+            import asyncpg
+
+            engine.pool = await asyncpg.create_pool(**engine.config, min_size=1, max_size=max_size)
+        return
+    await open_pool(engine)
 
 
 async def close_pool(engine: Engine | None = None) -> None:
@@ -248,6 +274,15 @@ async def refresh_statistics() -> None:
             await connection.commit()
         finally:
             await engine._release(connection)
+
+
+async def close_loop_pool(engine: Engine) -> None:
+    """Close what the running loop holds (its PostgreSQL pool, its idle SQLite connections), not the others'."""
+    if isinstance(engine, PostgresEngine):
+        if engine.pool:
+            await engine.close_connection_pool()
+    elif isinstance(engine, PooledSQLiteEngine):
+        await engine.close_idle_of_loop()
 
 
 async def migrate() -> None:

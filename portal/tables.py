@@ -241,6 +241,7 @@ class InferenceJob(Table, tablename="lb_inference_job"):
     started_at = Timestamptz(null=True, default=None)
     heartbeat_at = Timestamptz(null=True, default=None)
     finished_at = Timestamptz(null=True, default=None)
+    worker = Varchar(length=100, default="")  # host:pid:start of the process running it (restart recovery)
 
 
 class Result(Table, tablename="lb_result"):
@@ -324,6 +325,7 @@ class SyncRun(Table, tablename="lb_sync_run"):
     queued_at = Timestamptz(index=True)
     started_at = Timestamptz(null=True, default=None)
     finished_at = Timestamptz(null=True, default=None)
+    worker = Varchar(length=100, default="")  # host:pid:start of the process running it (restart recovery)
 
 
 # Mail and collaboration: every message goes through the outbox; flags and notifications point at series.

@@ -258,3 +258,24 @@ async def record_audit(project: Project, audit: dict) -> None:
     (outcome,) = await writer.run([writer.Job(project, None, None, audit=audit)])
     if isinstance(outcome, BaseException):
         raise outcome
+
+
+async def record_placed(project: Project, archive: Archive, parsed: ParsedInstance, file_key: str, size: int,
+                        md5: str, *, filename: str = "", after_commit: list | None = None) -> IngestResult:
+    """The rows of a file its caller already placed in the store under `file_key` (an import places all its
+    images before the short transaction that merges its rows): `ingest_file` without the file work, with
+    the same answers. Inside the caller's transaction; `after_commit` as for `ingest_file`."""
+    conf = projects.settings_of(project)
+    patient_id = parsed.patient_id.strip()
+    if not patient_id:
+        if conf["missing_patient_id"] == "reject":
+            return _result(REJECTED, parsed, "", filename, "The file has no PatientID and this project rejects "
+                           "such files; set PatientID or change the project's setting.", "missing_patient_id")
+        patient_id = _assigned_patient_id(parsed.study_instance_uid)
+    job = writer.Job(project, archive, ReadFile(parsed=parsed, md5=md5, size=size, data=None), patient_id,
+                     src=storage().path(file_key), allow_overwrite=bool(conf["allow_overwrite"]),
+                     file_key=file_key, placed=True)
+    status, note = await writer.run_inline(job, after_commit if after_commit is not None else [])
+    if status == CONFLICT:
+        return _conflict(parsed, patient_id, filename)
+    return _result(status, parsed, patient_id, filename, note)

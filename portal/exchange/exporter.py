@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from portal import audit, clock, projects, settings as settings_mod
+from portal import audit, clock, db, projects, settings as settings_mod
 from portal.archive import storage
 from portal.dicom import md5_of
 from portal.errors import Invalid
@@ -110,11 +110,15 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
         FormSubmission.project == project.id).order_by(FormSubmission.created_at).order_by(FormSubmission.id)
     ai_jobs = await InferenceJob.select().where(
         (InferenceJob.project == project.id) & (InferenceJob.state == job_states.DONE)).order_by(InferenceJob.id)
-    results = await Result.select().where(Result.job.is_in([j["id"] for j in ai_jobs])).order_by(
-        Result.id) if ai_jobs else []
+    results = []
+    for chunk in db.chunks([j["id"] for j in ai_jobs]):  # a project may hold more jobs than one query's arguments
+        results += await Result.select().where(Result.job.is_in(chunk)).order_by(Result.id)
+    results.sort(key=lambda r: r["id"])
     form_ids = sorted({s["form"] for s in submissions})
-    forms = await FormDefinition.select().where(FormDefinition.id.is_in(form_ids)).order_by(
-        FormDefinition.name).order_by(FormDefinition.version) if form_ids else []
+    forms = []
+    for chunk in db.chunks(form_ids):
+        forms += await FormDefinition.select().where(FormDefinition.id.is_in(chunk))
+    forms.sort(key=lambda f: (f["name"], f["version"]))
 
     by_series: dict[int, list] = {}
     for i in sorted(instances, key=lambda r: (r["instance_number"] is None, r["instance_number"] or 0,

@@ -63,6 +63,7 @@ class Plan:
     parsed: Parsed
     base: Path
     new_files: dict = field(default_factory=dict)  # resolved path -> archive name
+    instances: dict = field(default_factory=dict)  # resolved path -> its ParsedInstance (new files)
     scan_series: dict = field(default_factory=dict)  # (experiment, scan) -> SeriesInstanceUID
     series_sets: dict = field(default_factory=dict)  # (experiment, scan) -> the series its frames are in
     frames: int = 0
@@ -282,6 +283,8 @@ async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress)
             if why == "same":
                 plan.new_files.pop(p, None)
                 plan.existing_frames += 1
+            else:
+                plan.instances[p] = info
             series_of_path[p] = info.series_instance_uid
         if on_progress:
             await on_progress("reading new images", done, new_total)
@@ -326,8 +329,10 @@ async def _check_forms(plan: Plan) -> None:
     wanted = {(s.form, s.form_version): s.row for s in parsed.submissions}
     if not wanted:
         return
-    stored = {(r["name"], r["version"]): r for r in await FormDefinition.select().where(
-        FormDefinition.name.is_in(sorted({n for n, _ in wanted})))}
+    stored = {}
+    for chunk in db.chunks(sorted({n for n, _ in wanted})):
+        stored.update({(r["name"], r["version"]): r for r in await FormDefinition.select().where(
+            FormDefinition.name.is_in(chunk))})
     for (name, version), row in wanted.items():
         if (name, version) in stored:
             given = parsed.forms.get((name, version))
@@ -369,12 +374,20 @@ def _defer_new_series_hooks() -> None:
 
 
 async def apply(plan: Plan, project: Project, on_progress=None) -> dict:
-    """Merge a validated plan in one transaction; returns counts of what was added."""
+    """Merge a validated plan: its new images are placed in the store first, then every row goes in one short
+    transaction. All or nothing: when anything fails, the rows roll back and the images placed for it are
+    removed again. Returns counts of what was added."""
     _defer_new_series_hooks()
     pending: list = []  # run once committed: new-series hooks, and deleting the files overwritten frames replace
+    placed: dict[Path, tuple[str, int, str]] = {}  # path -> (file key, size, md5)
+    owned: list[str] = []  # keys this import wrote (not there before): removed again on failure
     token = _DEFERRED.set(pending)
     try:
-        counts = await _apply(plan, project, on_progress)
+        await _place(plan, project, placed, owned, on_progress)
+        counts = await _apply(plan, project, placed, on_progress)
+    except BaseException:
+        await _remove_unused(owned)
+        raise
     finally:
         _DEFERRED.reset(token)
     for call in pending:  # committed: now workers can see these series, and the replaced files are unused
@@ -382,7 +395,44 @@ async def apply(plan: Plan, project: Project, on_progress=None) -> dict:
     return counts
 
 
-async def _apply(plan: Plan, project: Project, on_progress=None) -> dict:
+async def _place(plan: Plan, project: Project, placed: dict, owned: list, on_progress=None) -> None:
+    """Write each new image into the store (hash, temp file, fsync, rename), outside any transaction, so that
+    other writers are not kept waiting while an import copies its files."""
+    store = ingest_mod.storage()
+
+    def place(path: Path) -> None:
+        md5 = md5_of(path)
+        # The key ingest gives it: content-addressed per project, so a conflicting file never overwrites.
+        key = store.key_for(f"{project.id}/{plan.instances[path].sop_instance_uid}/{md5}")
+        if store.exists(key):
+            placed[path] = (key, store.path(key).stat().st_size, md5)
+            return
+        stored = store.put(path, key)
+        owned.append(key)
+        placed[path] = (key, stored.size, md5)
+
+    paths = list(plan.new_files)
+    for start in range(0, len(paths), 8):
+        await asyncio.gather(*(asyncio.to_thread(place, p) for p in paths[start:start + 8]))
+        if on_progress:
+            await on_progress("placing images", min(start + 8, len(paths)), len(paths))
+
+
+async def _remove_unused(keys: list[str]) -> None:
+    """Delete the files of `keys` that no instance row names (a failed import's; one that a concurrent
+    ingest of the same content has since committed stays)."""
+    if not keys:
+        return
+    used: set[str] = set()
+    for chunk in db.chunks(sorted(set(keys))):
+        used.update(await Instance.select(Instance.file_key).where(Instance.file_key.is_in(chunk)).output(
+            as_list=True))
+    store = ingest_mod.storage()
+    for key in set(keys) - used:
+        await asyncio.to_thread(store.delete, key)
+
+
+async def _apply(plan: Plan, project: Project, placed: dict, on_progress=None) -> dict:
     parsed = plan.parsed
     counts = {"frames": plan.frames, "frames_added": 0, "frames_existing": plan.existing_frames,
               "decisions_added": 0, "decisions_existing": 0, "submissions_added": 0, "submissions_existing": 0,
@@ -400,12 +450,14 @@ async def _apply(plan: Plan, project: Project, on_progress=None) -> dict:
                 archive = Archive(project=project.id, name=archive_name, created_at=clock.now())
                 await archive.save()
                 archives[archive_name] = archive
-            result = await ingest_mod.ingest_file(path, project, archive, after_commit=_DEFERRED.get())
+            key, size, md5 = placed[path]
+            result = await ingest_mod.record_placed(project, archive, plan.instances[path], key, size, md5,
+                                                    filename=path.name, after_commit=_DEFERRED.get())
             if not result.ok:
                 raise ImportRefused([Problem(_row_of(parsed, path), "file_location",
                                              f"{path}: {result.status}: {result.reason}")])
             counts["frames_added"] += result.status == ingest_mod.STORED
-            if on_progress and (n % 20 == 0 or n == total):
+            if on_progress and (n % 200 == 0 or n == total):
                 await on_progress("adding images", n, total)
         series_ids = {r["series_instance_uid"]: r["id"] for r in await Series.select(
             Series.id, Series.series_instance_uid).where(Series.project == project.id)}
@@ -529,10 +581,12 @@ async def _submissions(plan, project, series_ids, users, counts) -> None:
         return json.dumps(entry, sort_keys=True)
 
     sids = sorted({key(s)[0] for s in subs})
-    stored = [((r["series"], r["form"], r["username"], second(r["created_at"])), content(loads(r["entry"])))
-              for r in await FormSubmission.select(
-                  FormSubmission.series, FormSubmission.form, FormSubmission.username, FormSubmission.created_at,
-                  FormSubmission.entry).where(FormSubmission.series.is_in(sids))]
+    stored = []
+    for chunk in db.chunks(sids):  # a file may name more series than one query takes arguments
+        stored += [((r["series"], r["form"], r["username"], second(r["created_at"])), content(loads(r["entry"])))
+                   for r in await FormSubmission.select(
+                       FormSubmission.series, FormSubmission.form, FormSubmission.username,
+                       FormSubmission.created_at, FormSubmission.entry).where(FormSubmission.series.is_in(chunk))]
     add, counts["submissions_existing"] = _merge(subs, stored, key, lambda s: content(s.entry))
     rows = [FormSubmission(project=project.id, series=k[0], form=k[1], user=users.get(s.creator),
                            username=s.creator[:150], user_email=s.email[:254], entry=s.entry,
@@ -546,8 +600,12 @@ async def _ai(plan, project, series_ids, counts) -> None:
     if not items:
         return
     sids = sorted({series_ids[plan.scan_series[(a.experiment, a.scan)]] for a in items})
-    existing = {(j["series"], j["model_name"], j["model_version"], second(j["finished_at"] or j["queued_at"]))
-                for j in await InferenceJob.select().where(InferenceJob.series.is_in(sids))}
+    existing = set()
+    for chunk in db.chunks(sids):
+        existing |= {(j["series"], j["model_name"], j["model_version"], second(j["finished_at"] or j["queued_at"]))
+                     for j in await InferenceJob.select(
+                         InferenceJob.series, InferenceJob.model_name, InferenceJob.model_version,
+                         InferenceJob.finished_at, InferenceJob.queued_at).where(InferenceJob.series.is_in(chunk))}
     for a in items:
         sid = series_ids[plan.scan_series[(a.experiment, a.scan)]]
         key = (sid, a.model_name, a.model_version, second(a.finished))

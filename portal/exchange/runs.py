@@ -11,7 +11,7 @@ from pathlib import Path
 
 from piccolo.engine.sqlite import SQLiteEngine
 
-from portal import clock, projects
+from portal import clock, db, projects
 from portal.errors import Conflict, LightboxError, NotFound
 from portal.exchange import exporter as export_mod, importer, sync
 from portal.exchange.records import loads
@@ -120,14 +120,18 @@ async def _overtaken(run: SyncRun) -> dict | None:
     return None
 
 
-async def execute(run_id: int, *, also=None) -> dict:
+async def execute(run_id: int, *, also=None, worker: str = "") -> dict:
     """Do the run's work; it ends done (with a summary) or failed (with a message and, for a refused import,
-    every problem). Never raises for the work's own failures."""
+    every problem). Never raises for the work's own failures. `worker` names the process (restart recovery)."""
     row = await SyncRun.objects().get(SyncRun.id == run_id)
     if row is None or row.state != QUEUED:
         return {}
     project = await Project.objects().get(Project.id == row.project)
-    await SyncRun.update({SyncRun.state: RUNNING, SyncRun.started_at: clock.now()}).where(SyncRun.id == run_id)
+    claimed = await SyncRun.update({SyncRun.state: RUNNING, SyncRun.started_at: clock.now(),
+                                    SyncRun.worker: worker[:100]}).where(
+        (SyncRun.id == run_id) & (SyncRun.state == QUEUED)).returning(SyncRun.id)
+    if not claimed:  # a second message for the run: another worker has it
+        return {}
     progress = Progress(run_id, also)
     options = loads(row.options) or {}
     who = {"username": row.username}
@@ -198,12 +202,35 @@ async def fail_stale(now: dt.datetime | None = None) -> int:
     """Mark runs whose worker went away (queued or running for longer than STALE) as failed."""
     cutoff = (now or clock.now()) - STALE
     stale = await SyncRun.select(SyncRun.id).where(SyncRun.state.is_in(list(ACTIVE)) & (SyncRun.queued_at < cutoff))
-    if stale:
+    for chunk in db.chunks([r["id"] for r in stale]):
         await SyncRun.update({SyncRun.state: FAILED, SyncRun.finished_at: clock.now(), SyncRun.phase: "",
                               SyncRun.message: "The run stopped without finishing (its worker was stopped); "
                                                "nothing was changed by an unfinished import."}).where(
-            SyncRun.id.is_in([r["id"] for r in stale]))
+            SyncRun.id.is_in(chunk))
     return len(stale)
+
+
+async def interrupted(is_dead) -> list[int]:
+    """Runs whose worker process is known to be gone (`is_dead(worker)`: this machine's previous run crashed or
+    was killed). A queued run's is queued again at once (an unfinished import changed nothing), returned for
+    the caller to enqueue; one started from the command line is marked failed (nobody waits for it now)."""
+    rows = await SyncRun.select(SyncRun.id, SyncRun.trigger, SyncRun.worker).where(
+        (SyncRun.state == RUNNING) & (SyncRun.worker != ""))
+    again = []
+    for r in rows:
+        if not is_dead(r["worker"]):
+            continue
+        LIVE.pop(r["id"], None)
+        if r["trigger"] == "cli":
+            await SyncRun.update({SyncRun.state: FAILED, SyncRun.finished_at: clock.now(), SyncRun.phase: "",
+                                  SyncRun.message: "The command stopped without finishing; nothing was changed by an "
+                                                   "unfinished import."}).where(SyncRun.id == r["id"])
+            continue
+        await SyncRun.update({SyncRun.state: QUEUED, SyncRun.started_at: None, SyncRun.phase: "", SyncRun.done: 0,
+                              SyncRun.total: 0, SyncRun.worker: ""}).where(
+            (SyncRun.id == r["id"]) & (SyncRun.state == RUNNING))
+        again.append(r["id"])
+    return again
 
 
 def _message(kind: str, s: dict) -> str:

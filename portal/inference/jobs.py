@@ -6,6 +6,7 @@ run the model itself in a worker thread.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import logging
@@ -69,16 +70,22 @@ async def quiet_check(series_id: int) -> tuple[str, float | dict]:
     return ("job", job) if created else ("exists", job)
 
 
-async def start(job_id: int) -> dict | None:
-    """Mark the job running and return what the worker needs: instance files and the model directory."""
+async def start(job_id: int, worker: str = "") -> dict | None:
+    """Claim the job for `worker` (the process that runs it, see tasks/runner.py) and return what it needs:
+    instance files and the model directory. None when it is not waiting to run: done, or claimed already
+    (a second message for one job must not run it twice)."""
     job = await InferenceJob.objects().get(InferenceJob.id == job_id)
-    if job is None or job.state not in (QUEUED, RETRYING, RUNNING):
+    if job is None or job.state not in (QUEUED, RETRYING):
+        return None
+    now = clock.now()
+    claimed = await InferenceJob.update({
+        InferenceJob.state: RUNNING, InferenceJob.attempts: job.attempts + 1, InferenceJob.started_at: now,
+        InferenceJob.heartbeat_at: now, InferenceJob.worker: worker[:100]}).where(
+        (InferenceJob.id == job_id) & (InferenceJob.state == job.state) & (InferenceJob.attempts == job.attempts)
+    ).returning(InferenceJob.id)
+    if not claimed:  # another worker claimed it between our read and our update
         return None
     series = await Series.objects().get(Series.id == job.series)
-    now = clock.now()
-    await InferenceJob.update({InferenceJob.state: RUNNING, InferenceJob.attempts: job.attempts + 1,
-                               InferenceJob.started_at: now, InferenceJob.heartbeat_at: now}).where(
-        InferenceJob.id == job_id)
     await _set_series(series.id, ai_status=RUNNING)
     store = arch.storage()
     return {"job_id": job_id, "attempts": job.attempts + 1, "model_name": job.model_name,
@@ -149,8 +156,33 @@ async def finish(job_id: int, outcome: dict) -> None:
     await _set_series(job.series, ai_status=DONE, ai_score=score, ai_summary=summary)
 
 
+HEARTBEAT_S = 30  # while a job runs, its worker says so this often; STUCK_AFTER (tasks/inference.py) is far longer
+
+
 async def heartbeat(job_id: int) -> None:
     await InferenceJob.update({InferenceJob.heartbeat_at: clock.now()}).where(InferenceJob.id == job_id)
+
+
+async def beating(job_id: int, work):
+    """Await `work` (the model running in a thread or a child process) with the job's heartbeat sent every
+    HEARTBEAT_S meanwhile, so that a long job is never taken for a stuck one and run a second time."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_S)
+        if done:
+            return task.result()
+        try:
+            await heartbeat(job_id)
+        except Exception:  # a missed beat is not the job's failure; the next one may get through
+            logging.getLogger("lightbox.inference").warning("heartbeat of job %s failed", job_id, exc_info=True)
+
+
+async def _retry(rows: list[dict], reason: str) -> list[int]:
+    for r in rows:
+        await InferenceJob.update({InferenceJob.state: RETRYING, InferenceJob.error: reason}).where(
+            (InferenceJob.id == r["id"]) & (InferenceJob.state == RUNNING))
+        await _set_series(r["series"], ai_status=RETRYING)
+    return [r["id"] for r in rows]
 
 
 async def stuck(older_than: dt.timedelta) -> list[int]:
@@ -158,12 +190,16 @@ async def stuck(older_than: dt.timedelta) -> list[int]:
     cutoff = clock.now() - older_than
     rows = await InferenceJob.select(InferenceJob.id, InferenceJob.series).where(
         (InferenceJob.state == RUNNING) & (InferenceJob.heartbeat_at < cutoff))
-    for r in rows:
-        await InferenceJob.update({InferenceJob.state: RETRYING,
-                                   InferenceJob.error: "The worker stopped during the job; retrying."}).where(
-            InferenceJob.id == r["id"])
-        await _set_series(r["series"], ai_status=RETRYING)
-    return [r["id"] for r in rows]
+    return await _retry(rows, "The worker stopped during the job; retrying.")
+
+
+async def interrupted(is_dead) -> list[int]:
+    """Running jobs whose worker process is known to be gone (`is_dead(worker)`: a crash or kill of this
+    machine's previous run): put back to retrying at once, not after the stuck-job timeout."""
+    rows = await InferenceJob.select(InferenceJob.id, InferenceJob.series, InferenceJob.worker).where(
+        (InferenceJob.state == RUNNING) & (InferenceJob.worker != ""))
+    return await _retry([r for r in rows if is_dead(r["worker"])],
+                        "The worker stopped during the job (a restart); retrying.")
 
 
 async def latest(series: Series) -> dict | None:

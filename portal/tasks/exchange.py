@@ -11,7 +11,7 @@ from portal.tasks.queue import huey
 
 @huey.task()
 def run_exchange(run_id: int) -> None:
-    runner.run(runs.execute(run_id))
+    runner.run(runs.execute(run_id, worker=runner.worker_id()))
 
 
 @huey.periodic_task(crontab(minute="*"))

@@ -1,5 +1,5 @@
-"""Inference tasks: score a series once it has been quiet, run a job (model in this worker thread), recover jobs
-whose worker died."""
+"""Inference tasks: score a series once it has been quiet, run a job (the model in a child process under
+`lightbox serve`, in the worker thread in `lightbox worker`), recover jobs whose worker died."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from huey import crontab
 from portal import projects
 from portal.archive import ingest
 from portal.inference import jobs, retrain as retraining
-from portal.tasks import runner
+from portal.tasks import model_process, runner
 from portal.tasks.queue import huey
 
 log = logging.getLogger("lightbox.inference")
@@ -31,18 +31,18 @@ def check_quiet(series_id: int) -> None:
 
 @huey.task()
 def run_job(job_id: int) -> None:
-    ctx = runner.run(jobs.start(job_id))
+    ctx = runner.run(jobs.start(job_id, runner.worker_id()))
     if ctx is None:
         return
     try:
-        from portal.ai.infer import score_series  # torch is imported here, in the worker, never by the web app
-
         if not ctx["model_dir"]:
-            raise RuntimeError(f"Model '{ctx['model_name']}' is not installed.")
-        outcome = score_series(ctx["paths"], ctx["model_dir"])
+            raise model_process.ModelWorkFailed(f"RuntimeError: Model '{ctx['model_name']}' is not installed.")
+        # In a child process under `lightbox serve` (torch stays out of the web process); heartbeats meanwhile.
+        outcome = runner.run(jobs.beating(job_id, model_process.score(ctx["paths"], ctx["model_dir"])))
     except Exception as exc:  # any failure is recorded with its reason; the portal carries on
-        log.warning("inference job %s failed (attempt %s): %s", job_id, ctx["attempts"], exc)
-        if runner.run(jobs.fail(job_id, f"{type(exc).__name__}: {exc}")):
+        reason = str(exc) if isinstance(exc, model_process.ModelWorkFailed) else f"{type(exc).__name__}: {exc}"
+        log.warning("inference job %s failed (attempt %s): %s", job_id, ctx["attempts"], reason)
+        if runner.run(jobs.fail(job_id, reason)):
             run_job.schedule((job_id,), delay=RETRY_DELAY_S)
         return
     runner.run(jobs.finish(job_id, outcome))

@@ -45,16 +45,31 @@ def load_tasks() -> None:
 
 
 class EmbeddedConsumer(Consumer):
-    """A consumer whose threads run inside `lightbox serve`; uvicorn owns the signals there."""
+    """A consumer whose threads run inside `lightbox serve`; uvicorn owns the signals there.
+
+    Each thread runs its tasks on an event loop of its own with its own database connections
+    (tasks/runner.py), never on the loop that serves requests."""
 
     def _set_signal_handlers(self):
         pass
 
+    def stop(self, graceful=False):
+        super().stop(graceful=graceful)
+        from portal.tasks import runner
+
+        runner.close_finished()  # the stopped threads' loops and their database connections
+
 
 def start_embedded(threads: int) -> Consumer | None:
+    """The consumer of `lightbox serve`: model work in a child process (no torch in the web process), and
+    the work a crash interrupted queued again while the server starts."""
     if threads <= 0:
         return None
     load_tasks()
+    from portal.tasks import maintenance, model_process
+
+    model_process.isolate()
+    maintenance.recover_in_background()
     consumer = EmbeddedConsumer(huey, workers=threads, worker_type="thread", periodic=True)
     consumer.start()
     log.info("queue consumer started with %d thread(s) on %s", threads, type(huey.storage).__name__)
@@ -65,3 +80,6 @@ def stop_embedded(consumer: Consumer | None) -> None:
     if consumer is not None:
         # Graceful: in-flight tasks finish before the process exits.
         consumer.stop(graceful=True)
+        from portal.tasks import model_process
+
+        model_process.isolate(False)  # and the model's child process ends

@@ -273,25 +273,52 @@ async def test_a_huge_file_is_refused_before_it_is_read(app, tmp_path, monkeypat
     assert "limited to" in caught.value.problems[0].problem and await Instance.count() == 0
 
 
-async def test_a_failure_while_applying_rolls_everything_back(app, tmp_path, monkeypatch):
+def _stored_files(settings) -> list:
+    return sorted(p for p in settings.storage_dir.rglob("*.dcm") if p.is_file())
+
+
+async def test_a_failure_while_applying_rolls_everything_back(app, settings, tmp_path, monkeypatch):
+    """The images are placed before the transaction; a failure after that leaves no rows and no files."""
     from portal.archive import ingest as ingest_mod
     from portal.exchange import importer
 
     p = await _project()
     path = _write_csv(tmp_path / "f.csv", _repo_rows(tmp_path, n=3, last_decision="U", last_decision_creator="rev",
                                                      last_decision_created="2026-01-01T00:00:00Z"))
-    real, calls = ingest_mod.ingest_file, []
+    real, calls, placed = ingest_mod.record_placed, [], []
 
-    async def flaky(path, project, archive=None, **kw):
-        calls.append(path)
+    async def flaky(project, archive, parsed, file_key, *args, **kw):
+        calls.append(file_key)
+        placed.append(ingest_mod.storage().exists(file_key))  # every image is in the store before its rows
         if len(calls) == 3:
             return ingest_mod.IngestResult(status="rejected", reason="disk full")
-        return await real(path, project, archive, **kw)
+        return await real(project, archive, parsed, file_key, *args, **kw)
 
-    monkeypatch.setattr(importer.ingest_mod, "ingest_file", flaky)
+    monkeypatch.setattr(importer.ingest_mod, "record_placed", flaky)
     with pytest.raises(ImportRefused):
         await import_file(path, p)
-    assert await _counts() == (0, 0, 0, 0)  # the two frames ingested before the failure were rolled back
+    assert placed == [True, True, True]
+    assert await _counts() == (0, 0, 0, 0)  # the two frames recorded before the failure were rolled back
+    assert _stored_files(settings) == []  # and the three images placed for them are gone
+
+
+async def test_an_error_after_the_rows_leaves_no_rows_and_no_files(app, settings, tmp_path, monkeypatch):
+    from portal.exchange import importer
+
+    p = await _project()
+    path = _write_csv(tmp_path / "f.csv", _repo_rows(tmp_path, n=2, last_decision="U", last_decision_creator="rev",
+                                                     last_decision_created="2026-01-01T00:00:00Z"))
+
+    async def broken(*args, **kw):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(importer, "_review_status", broken)
+    with pytest.raises(RuntimeError):
+        await import_file(path, p)
+    assert await _counts() == (0, 0, 0, 0) and _stored_files(settings) == []
+    monkeypatch.undo()
+    counts = await import_file(path, p)  # and the same file imports whole afterwards
+    assert counts["frames_added"] == 2 and len(_stored_files(settings)) == 2
 
 
 # --- de-identified export ------------------------------------------------------------------------------
@@ -664,15 +691,15 @@ async def test_new_series_are_announced_only_after_the_import_commits(app, tmp_p
     assert seen == [(series.id, None)]  # once, after the commit (outside the deferral)
 
     seen.clear()
-    real = ingest_mod.ingest_file
+    real = ingest_mod.record_placed
     calls = []
 
-    async def failing_second(path, project, archive=None, **kw):
-        calls.append(path)
-        return await real(path, project, archive, **kw) if len(calls) == 1 else ingest_mod.IngestResult(
+    async def failing_second(*args, **kw):
+        calls.append(args)
+        return await real(*args, **kw) if len(calls) == 1 else ingest_mod.IngestResult(
             status="rejected", reason="disk full")
 
-    monkeypatch.setattr(importer.ingest_mod, "ingest_file", failing_second)
+    monkeypatch.setattr(importer.ingest_mod, "record_placed", failing_second)
     more = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "more", 1)
     more += samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "more2", 1)
     bad = [{**rows[0], "scan_name": f"s{i}", "file_location": str(f)} for i, f in enumerate(more)]
@@ -790,20 +817,21 @@ async def test_a_rolled_back_import_keeps_the_file_an_overwrite_replaced(app, tm
     [new] = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "c", 1)
     rows = [{"project_name": "chest", "experiment_name": "e", "scan_name": f"s{i}", "frame_number": 0,
              "file_location": str(f)} for i, f in enumerate((changed, new))]
-    real, calls = ingest_mod.ingest_file, []
+    real, calls = ingest_mod.record_placed, []
 
-    async def failing_second(path, project, archive=None, **kw):
-        calls.append(path)
-        return await real(path, project, archive, **kw) if len(calls) == 1 else ingest_mod.IngestResult(
+    async def failing_second(*args, **kw):
+        calls.append(args)
+        return await real(*args, **kw) if len(calls) == 1 else ingest_mod.IngestResult(
             status="rejected", reason="disk full")
 
-    monkeypatch.setattr(importer.ingest_mod, "ingest_file", failing_second)
+    monkeypatch.setattr(importer.ingest_mod, "record_placed", failing_second)
     with pytest.raises(ImportRefused):
         await import_file(_write_csv(tmp_path / "f.csv", rows), p)
     assert len(calls) == 2  # the overwrite happened, then the import rolled back
     kept = await Instance.objects().first()
     assert storage().path(kept.file_key).is_file()  # the row still points at a file that exists
-    monkeypatch.setattr(importer.ingest_mod, "ingest_file", real)
+    assert sorted(storage().root.rglob("*.dcm")) == [storage().path(kept.file_key)]  # the placed ones are gone
+    monkeypatch.setattr(importer.ingest_mod, "record_placed", real)
     counts = await import_file(_write_csv(tmp_path / "f.csv", rows), p)  # committed: now the old file goes
     assert counts["frames_added"] == 2 and not storage().path(kept.file_key).exists()
 
@@ -818,6 +846,8 @@ async def test_an_image_the_project_would_reject_is_reported_before_anything_is_
     samples.restamp(tmp_path / rows[1]["file_location"], tmp_path / rows[1]["file_location"], patient_id="")
     calls = []
     monkeypatch.setattr(importer.ingest_mod, "ingest_file", lambda *a, **kw: calls.append(a))
+    monkeypatch.setattr(importer.ingest_mod, "record_placed", lambda *a, **kw: calls.append(a))
+    monkeypatch.setattr(importer, "_place", lambda *a, **kw: calls.append(a))
     with pytest.raises(ImportRefused) as caught:
         await import_file(_write_csv(tmp_path / "f.csv", rows), p)
     assert [(pr.row, "no PatientID" in pr.problem) for pr in caught.value.problems] == [("3", True)]
