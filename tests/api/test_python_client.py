@@ -59,13 +59,16 @@ def _uid(path: Path, keyword: str = "SeriesInstanceUID") -> str:
 
 def test_the_client_installs_alone_in_a_fresh_venv_and_works(server, tmp_path):
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # An empty environment, and this pip installing into it (`pip --python`): the same install as `pip install
+    # ./clients/python` inside it, without seeding a pip of its own. httpx and tqdm come from the package
+    # index, through pip's cache.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     py = str(venv / "bin" / "python")
-    # pip's own cache is reused: httpx and tqdm come from the package index as for any user.
-    out = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(CLIENT_DIR)],
+    pip = [sys.executable, "-m", "pip", "--python", py]
+    out = subprocess.run([*pip, "install", "-q", "--disable-pip-version-check", str(CLIENT_DIR)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    listed = json.loads(subprocess.run([py, "-m", "pip", "list", "--format=json"], capture_output=True, text=True,
+    listed = json.loads(subprocess.run([*pip, "list", "--format=json"], capture_output=True, text=True,
                                        check=True).stdout)
     names = {p["name"].lower() for p in listed}
     assert {"lightbox-client", "httpx", "tqdm"} <= names
