@@ -11,9 +11,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Editable install: migrations/ and piccolo_conf.py live beside the package.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# Editable install: migrations/ and piccolo_conf.py live beside the package. The Python client too: the
+# remote CLI (`lightbox --url …`) runs through it.
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e . -e ./clients/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from portal import db, settings as settings_mod
+from portal import cli_remote, db, settings as settings_mod
 from portal.errors import LightboxError
 
 
@@ -46,8 +46,13 @@ def _run(coro):
 
 
 @click.group()
-def main() -> None:
+@click.option("--url", envvar="LIGHTBOX_URL", default=None, metavar="URL",
+              help="Run ingest, export and import on this remote server (through the Python client).")
+@click.option("--token", envvar="LIGHTBOX_TOKEN", default=None, metavar="TOKEN", help="API token for --url.")
+@click.pass_context
+def main(ctx: click.Context, url: str | None, token: str | None) -> None:
     """Lightbox: a browser portal for medical images."""
+    ctx.obj = {"url": url, "token": token}  # see portal/cli_remote.py
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
@@ -179,8 +184,11 @@ def project_add_member(name: str, username: str, role: str) -> None:
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--project", "project_name", required=True)
 @click.option("--archive", "archive_name", default=None)
-def ingest(path: Path, project_name: str, archive_name: str | None) -> None:
+@click.pass_context
+def ingest(ctx: click.Context, path: Path, project_name: str, archive_name: str | None) -> None:
     """Ingest DICOM files, folders and zips into a project, with a progress bar and a summary."""
+    if cli_remote.wanted(ctx):
+        return cli_remote.ingest(ctx, path, project_name, archive_name)
     from collections import Counter
 
     from portal import projects
@@ -418,8 +426,13 @@ def _exchange_run(project_name: str, kind: str, create_project: bool = False, **
               help="File to write (default: the project's export path).")
 @click.option("--deidentify", is_flag=True, help="De-identify (DICOM PS3.15 basic profile) for sharing outside the team.")
 @click.option("--remap-uids", is_flag=True, help="With --deidentify: replace UIDs consistently instead of keeping them.")
-def export_cmd(project_name: str, fmt: str | None, to: Path | None, deidentify: bool, remap_uids: bool) -> None:
-    """Export a project's state (frames, every decision, form submissions, AI results) atomically, with a backup."""
+@click.pass_context
+def export_cmd(ctx: click.Context, project_name: str, fmt: str | None, to: Path | None, deidentify: bool,
+               remap_uids: bool) -> None:
+    """Export a project's state (frames, every decision, form submissions, AI results) atomically, with a backup.
+    With --url, the file is downloaded to --to (default: the current folder)."""
+    if cli_remote.wanted(ctx):
+        return cli_remote.export(ctx, project_name, fmt, to, deidentify, remap_uids)
     _setup()
     run = _exchange_run(project_name, "export", fmt=fmt or "", path=str(to.resolve()) if to else "",
                         options={"deidentify": deidentify, "remap_uids": remap_uids})
@@ -432,8 +445,12 @@ def export_cmd(project_name: str, fmt: str | None, to: Path | None, deidentify: 
               help="A CSV (MIQA columns) or JSON file; relative file_locations resolve against its folder.")
 @click.option("--create", "create_project", is_flag=True,
               help="Create the project first if it does not exist (with the review vocabulary of a Lightbox export).")
-def import_cmd(project_name: str, source: Path, create_project: bool) -> None:
-    """Validate a CSV or JSON file (every problem reported, nothing changed), then merge it into the project."""
+@click.pass_context
+def import_cmd(ctx: click.Context, project_name: str, source: Path, create_project: bool) -> None:
+    """Validate a CSV or JSON file (every problem reported, nothing changed), then merge it into the project.
+    With --url, the file is uploaded to the remote server."""
+    if cli_remote.wanted(ctx):
+        return cli_remote.import_(ctx, project_name, source, create_project)
     _setup()
     _exchange_run(project_name, "import", create_project=create_project, path=str(source.resolve()))
 

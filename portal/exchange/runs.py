@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import re
@@ -12,7 +13,8 @@ from pathlib import Path
 from piccolo.engine.sqlite import SQLiteEngine
 
 from portal import clock, db, projects
-from portal.errors import Conflict, LightboxError, NotFound
+from portal.dicom import md5_of
+from portal.errors import Conflict, LightboxError, NotFound, PermissionDenied
 from portal.exchange import exporter as export_mod, importer, sync
 from portal.exchange.records import loads
 from portal.tables import Project, SyncRun, User
@@ -50,7 +52,39 @@ def as_dict(row: dict, project_name: str = "") -> dict:
         "summary": loads(row["summary"]) or {}, "problems": loads(row["problems"]) or [], "message": row["message"],
         "queued": clock.iso(row["queued_at"]), "started": clock.iso(row["started_at"]),
         "finished": clock.iso(row["finished_at"]), "active": row["state"] in ACTIVE,
+        "download_url": download_url(project_name, row),
     }
+
+
+# --- the file of a finished export, for the person who started it ---------------------------------------
+
+
+def download_url(project_name: str, row: dict) -> str | None:
+    """Where the person who started a finished export downloads its file (the API; the portal has its own)."""
+    if row["kind"] != "export" or row["state"] != DONE or not project_name:
+        return None
+    return f"/api/v1/projects/{project_name}/runs/{row['id']}/file"
+
+
+async def export_download(project: Project, run_id: int, user: User) -> tuple[Path, str]:
+    """(file, name to save it as) of a finished export, for the user who started it. The run's backup copy
+    is exactly what it wrote, even after later exports replaced the export path; the export path itself is
+    used only while its MD5 is still the run's."""
+    run = await get(project, run_id)
+    if run["kind"] != "export" or run["state"] != DONE:
+        raise NotFound(f"Run {run_id} of '{project.name}' is not a finished export; there is no file to download.",
+                       "file_not_found")
+    if not run["username"] or run["username"] != user.username:
+        raise PermissionDenied("Only the person who started this export may download its file; start an export "
+                               "of your own.", "not_your_export")
+    s = run["summary"]
+    name = Path(s.get("path") or run["path"]).name
+    for candidate, check in ((s.get("backup"), False), (s.get("path") or run["path"], True)):
+        path = Path(candidate) if candidate else None
+        if path is not None and path.is_file() and (not check or await asyncio.to_thread(md5_of, path) == s.get("md5")):
+            return path, name
+    raise NotFound(f"The file of export {run_id} is no longer kept (a newer export replaced it and its backup was "
+                   "pruned); export again.", "file_not_found")
 
 
 async def get(project: Project, run_id: int) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from litestar import Request, get, post
 from litestar.di import Provide
-from litestar.response import Response, Template
+from litestar.response import File, Response, Template
 
 from portal import projects, settings as settings_mod, uploads
 from portal.auth import permissions
@@ -127,11 +127,29 @@ async def api_run(me: User, name: str, run_id: int) -> dict:
     return await runs.get(await permissions.project_for(me, name, PERMISSION), run_id)
 
 
+async def _export_file(me: User, name: str, run_id: int) -> File:
+    p = await permissions.project_for(me, name, PERMISSION)
+    path, filename = await runs.export_download(p, run_id, me)
+    media = "text/csv" if path.suffix.lower() == ".csv" else "application/json"
+    return File(path=path, filename=filename, media_type=media)  # streamed in chunks, as an attachment
+
+
+@get("/api/v1/projects/{name:str}/runs/{run_id:int}/file", dependencies=_api, tags=["projects"],
+     summary="The file a finished export wrote (its download_url), for the person who started it")
+async def api_run_file(me: User, name: str, run_id: int) -> File:
+    return await _export_file(me, name, run_id)
+
+
 # --- portal --------------------------------------------------------------------------------------------
 
 
-def _run_partial(p: Project, run: dict) -> Template:
-    return partial("exchange/_run.html", project=p, run=run)
+def _run_partial(p: Project, run: dict, me: User | None = None) -> Template:
+    return partial("exchange/_run.html", project=p, run=run, me=me)
+
+
+@get("/projects/{project:str}/sync/runs/{run_id:int}/file", dependencies=_portal, include_in_schema=False)
+async def portal_run_file(me: User, project: str, run_id: int) -> File:
+    return await _export_file(me, project, run_id)
 
 
 @post("/projects/{project:str}/export", dependencies=_portal, include_in_schema=False)
@@ -143,7 +161,7 @@ async def portal_export(request: Request, me: User, project: str) -> Template:
                             options={"deidentify": bool(form.get("deidentify")),
                                      "remap_uids": bool(form.get("remap_uids"))})
     _enqueue(run)
-    return _run_partial(p, run)
+    return _run_partial(p, run, me)
 
 
 @post("/projects/{project:str}/import", dependencies=_portal, include_in_schema=False, request_max_body_size=MAX_BODY)
@@ -160,7 +178,7 @@ async def portal_import(request: Request, me: User, project: str) -> Template:
 @get("/projects/{project:str}/sync/runs/{run_id:int}", dependencies=_portal, include_in_schema=False)
 async def portal_run(me: User, project: str, run_id: int) -> Template:
     p = await permissions.project_for(me, project, PERMISSION)
-    return _run_partial(p, await runs.get(p, run_id))
+    return _run_partial(p, await runs.get(p, run_id), me)
 
 
 @get("/projects/{project:str}/sync", dependencies=_portal, include_in_schema=False)
@@ -205,5 +223,5 @@ async def exchange_settings(request: Request, me: User, project: str) -> Templat
     return redirect(request, f"/projects/{p.name}/settings#exchange")
 
 
-ROUTES = [api_export, api_import, api_runs, api_run, portal_export, portal_import, portal_run, sync_history,
-          exchange_settings]
+ROUTES = [api_export, api_import, api_runs, api_run, api_run_file, portal_export, portal_import, portal_run,
+          portal_run_file, sync_history, exchange_settings]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from litestar import Request, post
 from litestar.di import Provide
 from litestar.response import Response
@@ -40,4 +42,4 @@ async def upload_studies(request: Request, me: User) -> Response:
     return Response({"message": "Success", "series_instance_uids": series_uids,
                      "detailed_info": [{"SeriesInstanceUID": u, "NumberOfSeriesRelatedInstances": by_uid.get(u, 0)}
                                        for u in series_uids],
-                     "failed": failed})
+                     "failed": failed, "counts": dict(Counter(r.status for r in results))})
