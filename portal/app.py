@@ -28,6 +28,7 @@ from portal.routes import dicomweb, inference, review
 from portal.routes import forms
 from portal.routes import admin_mail, mail, notifications, signup
 from portal.routes import exchange
+from portal.routes import network
 from portal.settings import Settings
 from portal.tasks import queue, runner
 
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
             *forms.ROUTES,
             *mail.ROUTES, *notifications.ROUTES, *admin_mail.ROUTES, *signup.ROUTES,
             *exchange.ROUTES,
+            *network.ROUTES,
             projects.project_list, projects.project_create, projects.project_page, projects.settings_page,
             projects.archive_create, projects.dicom_save, projects.member_set, projects.member_remove,
             admin.users_page, admin.user_create, admin.user_page, admin.user_active, admin.user_admin_flag,

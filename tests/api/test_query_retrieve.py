@@ -1,9 +1,6 @@
 """Query/retrieve SCP on the DICOM port: dcmtk's findscu, movescu and getscu, storescp as the C-MOVE destination."""
 
-import asyncio
 import shutil
-import socket
-import subprocess
 
 import pydicom
 import pytest
@@ -13,6 +10,7 @@ from portal.archive import ingest
 from portal.dicom import samples
 from portal.network import nodes
 from tests.helpers import make_project
+from tests.network import dcmtk, storescp  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(not shutil.which("findscu"),
                                 reason="dcmtk (findscu, movescu, getscu, storescp) is not installed")
@@ -24,22 +22,6 @@ async def receiver(app):
     r.start()
     yield r
     await r.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def dcmtk(*args: str, ok: bool = True) -> str:
-    proc = await asyncio.create_subprocess_exec(*map(str, args), stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
-    out, _ = await proc.communicate()
-    text = out.decode(errors="replace")
-    if ok:
-        assert proc.returncode == 0, text
-    return text
 
 
 @pytest.fixture
@@ -110,23 +92,6 @@ async def test_worklist_query_is_refused_cleanly(receiver, archive, caplog):
                       "127.0.0.1", receiver.port, ok=False)
     assert "Refused: SOPClassNotSupported" in out, out
     assert "Traceback" not in caplog.text and "Exception" not in caplog.text
-
-
-@pytest.fixture
-def storescp(tmp_path):
-    port, out = free_port(), tmp_path / "storescp"
-    out.mkdir()
-    proc = subprocess.Popen(["storescp", "-aet", "DEST", "-od", str(out), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):  # wait until it listens
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        import time
-        time.sleep(0.05)
-    yield port, out
-    proc.terminate()
-    proc.wait(10)
 
 
 async def test_c_move_to_a_registered_node(receiver, archive, storescp, tmp_path):
