@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from litestar import Litestar, Request, Response
+from litestar.config.cors import CORSConfig
 from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.middleware.session.client_side import CookieBackendConfig
@@ -91,6 +92,17 @@ def handle_unexpected(request: Request, exc: Exception) -> Response:
     return _error_page(request, 500, "Something went wrong", "The error has been logged. Please try again.")
 
 
+def _cors(settings: Settings) -> CORSConfig | None:
+    """CORS for the origins in LIGHTBOX_CORS_ORIGINS (viewers served elsewhere); none when it is empty."""
+    if not settings.cors_origins:
+        return None
+    origins = list(settings.cors_origins)
+    # Credentials (Basic, cookies) only with named origins: browsers refuse them with "*".
+    return CORSConfig(allow_origins=origins, allow_credentials="*" not in origins, allow_methods=["*"],
+                      allow_headers=["*"], max_age=600,
+                      expose_headers=["Content-Type", "Content-Length", "Content-Location", "Warning", "Location"])
+
+
 def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) -> Litestar:
     settings = settings or settings_mod.load()
     settings_mod.use(settings)
@@ -133,6 +145,7 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
         plugins=[HTMXPlugin()],
         middleware=[CookieBackendConfig(secret=secret, httponly=True, samesite="lax", key="lightbox_session",
                                         max_age=12 * 3600).middleware],
+        cors_config=_cors(settings),
         csrf_config=CSRFConfig(secret=settings.secret_key, cookie_name="lightbox_csrf", cookie_samesite="lax",
                                exclude=[f"^{p}" for p in API_PREFIXES] + ["^/static/"]),
         exception_handlers={LightboxError: handle_lightbox_error, HTTPException: handle_http_error,

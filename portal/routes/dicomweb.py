@@ -12,7 +12,8 @@ from portal import audit, settings as settings_mod
 from portal.auth.permissions import project_for
 from portal.dicomweb import Links, body, content_type, new_boundary, parse_accept, qido, stow, wado
 from portal.dicomweb.accept import Offer, choose
-from portal.routes._auth import api_user, client_of
+from portal.routes._auth import client_of
+from portal.routes._dicomweb_auth import dicomweb_user
 from portal.routes._uploads import MAX_UPLOAD_BYTES, receive_parts, upload_dir
 from portal.tables import Project, User
 
@@ -101,7 +102,7 @@ class DicomWeb(Controller):
     """One project's DICOMweb root. Reads need view access; STOW needs upload rights."""
 
     path = "/dicomweb/{project:str}"
-    dependencies = {"me": Provide(api_user)}
+    dependencies = {"me": Provide(dicomweb_user)}
     tags = ["dicomweb"]
 
     # STOW-RS
