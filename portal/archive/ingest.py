@@ -15,6 +15,7 @@ from pathlib import Path
 
 from portal import clock, db, projects, settings as settings_mod
 from portal.dicom import DicomRejected, FileStore, ParsedInstance, md5_of, read_instance, safe_extract
+from portal.dicom.equivalence import same_apart_from_encoding
 from portal.dicom.store import dataset_md5
 from portal.errors import LightboxError
 from portal.tables import Archive, Instance, Patient, Project, Series, Study
@@ -194,10 +195,12 @@ async def ingest_file(path: str | Path, project: Project, archive: Archive | Non
 
 
 async def _same_dataset(path: str | Path, existing: dict) -> bool:
-    """Whether only the file meta differs (the same image sent over HTTP and then by C-STORE)."""
+    """Whether only the file meta differs (the same image sent over HTTP and then by C-STORE), or only the
+    encoding (another transfer syntax, same attributes and pixels: portal/dicom/equivalence.py)."""
     stored = storage().path(existing["file_key"])
     try:
-        return await asyncio.to_thread(lambda: dataset_md5(path) == dataset_md5(stored))
+        return await asyncio.to_thread(lambda: dataset_md5(path) == dataset_md5(stored)
+                                       or same_apart_from_encoding(path, stored))
     except OSError:
         return False
 
