@@ -29,7 +29,7 @@ from portal.routes import dicomweb, inference, review
 from portal.routes import forms
 from portal.routes import admin_mail, mail, notifications, signup
 from portal.routes import exchange
-from portal.routes import network
+from portal.routes import dicomweb_images, network
 from portal.settings import Settings
 from portal.tasks import queue, runner
 
@@ -37,7 +37,7 @@ log = logging.getLogger("lightbox")
 HERE = Path(__file__).resolve().parent
 
 # Paths that speak JSON to programs: token/header authentication, JSON errors, no CSRF cookie.
-API_PREFIXES = ("/api/", "/api-token-auth", "/dicomweb/", "/healthz", "/schema")
+API_PREFIXES = ("/api/", "/api-token-auth", "/dicomweb/", "/wado", "/healthz", "/schema")
 
 # Litestar's own HTTP errors, in the API's error vocabulary.
 _HTTP_ERROR_TYPES = {400: "invalid_post_value", 401: "not_authenticated", 403: "api_call_not_allowed",
@@ -134,7 +134,7 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
             *forms.ROUTES,
             *mail.ROUTES, *notifications.ROUTES, *admin_mail.ROUTES, *signup.ROUTES,
             *exchange.ROUTES,
-            *network.ROUTES,
+            *network.ROUTES, *dicomweb_images.ROUTES,
             projects.project_list, projects.project_create, projects.project_page, projects.settings_page,
             projects.archive_create, projects.dicom_save, projects.member_set, projects.member_remove,
             admin.users_page, admin.user_create, admin.user_page, admin.user_active, admin.user_admin_flag,
