@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
             session.home, session.login_form, session.login, session.logout, session.logout_get,
             api_accounts.token_auth, api_accounts.list_users, api_accounts.users_me,
             api_projects.list_projects, api_projects.create_project, api_projects.get_project,
+            api_projects.list_archives, api_projects.create_archive,
             *api_v1.ROUTES, *review.ROUTES, *inference.ROUTES, qure.upload_studies, upload.upload_page, upload.upload_batch, *studies.ROUTES,
             *dicomweb.ROUTES,
             *forms.ROUTES,

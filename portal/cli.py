@@ -476,5 +476,46 @@ def node_remove(name: str) -> None:
     click.echo(f"removed node {name}")
 
 
+@main.group()
+def archive() -> None:
+    """A project's archives (each project has 'default')."""
+
+
+@archive.command("create")
+@click.argument("project_name", metavar="PROJECT")
+@click.argument("name")
+def archive_create(project_name: str, name: str) -> None:
+    from portal import projects
+    from portal.errors import NotFound
+
+    _setup()
+
+    async def go():
+        p = await projects.get(project_name)
+        if p is None:
+            raise NotFound(f"No project named '{project_name}'.")
+        return await projects.create_archive(p, name)
+
+    click.echo(f"created archive {_run(go()).name} in {project_name}")
+
+
+@archive.command("list")
+@click.argument("project_name", metavar="PROJECT")
+def archive_list(project_name: str) -> None:
+    from portal import projects
+    from portal.errors import NotFound
+
+    _setup()
+
+    async def go():
+        p = await projects.get(project_name)
+        if p is None:
+            raise NotFound(f"No project named '{project_name}'.")
+        return await projects.archives(p)
+
+    for a in _run(go()):
+        click.echo(a.name)
+
+
 if __name__ == '__main__':
     main()
