@@ -12,7 +12,7 @@ from litestar.response import Response, Template
 from portal.auth import permissions
 from portal.auth.permissions import require_admin
 from portal.errors import LightboxError
-from portal.network import nodes, send
+from portal.network import dicomweb_pull, nodes, send
 from portal.routes._auth import api_user, client_of, portal_user
 from portal.routes._body import json_object
 from portal.routes._render import page, partial, redirect, flash
@@ -149,6 +149,17 @@ async def api_send_job(me: User, name: str, job_id: int) -> dict:
     return await send.get(project, job_id)
 
 
+@post("/api/v1/projects/{name:str}/dicomweb-sync", dependencies=_api, tags=["projects"], status_code=202,
+      summary="Pull new studies from the project's DICOMweb node now (its dicomweb_sync setting)")
+async def api_dicomweb_sync(me: User, name: str) -> dict:
+    project = await permissions.project_for(me, name, SEND_PERMISSION)
+    run = await dicomweb_pull.create_run(project, trigger="api", user=me)
+    from portal.tasks.network import run_pull
+
+    run_pull(run["id"])
+    return {**run, "status_url": f"/api/v1/projects/{project.name}/runs/{run['id']}"}
+
+
 # --- sending: portal ------------------------------------------------------------------------------------
 
 
@@ -182,5 +193,5 @@ async def send_context(me: User, project: Project) -> dict:
     return {"send_nodes": [n.name for n in await nodes.list_nodes()]}
 
 
-ROUTES = [api_nodes, api_node_create, api_node, api_node_delete, api_node_echo, nodes_page, node_create, node_echo,
+ROUTES = [api_dicomweb_sync, api_nodes, api_node_create, api_node, api_node_delete, api_node_echo, nodes_page, node_create, node_echo,
           node_delete, api_send, api_send_history, api_send_job, portal_send, portal_send_job, send_history]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from portal.network import send
+from huey import crontab
+
+from portal.network import dicomweb_pull, send
 from portal.tasks import runner
 from portal.tasks.queue import huey
 
@@ -28,3 +30,15 @@ def run_send(job_id: int) -> None:
 
 def enqueue(job: dict) -> None:
     run_send(job["id"])
+
+
+@huey.task()
+def run_pull(run_id: int) -> None:
+    runner.run(dicomweb_pull.execute(run_id))
+
+
+@huey.periodic_task(crontab(minute="*"))
+def start_due_pulls() -> None:
+    for project in runner.run(dicomweb_pull.due()):
+        run = runner.run(dicomweb_pull.create_run(project, trigger="schedule"))
+        run_pull(run["id"])
