@@ -62,3 +62,30 @@ async def test_schedule_and_refusals(client, app):
     r = await client.post("/api/v1/projects/mirror/dicomweb-sync", headers=creds("boss"))
     assert r.status_code == 400 and r.json()["suberror"] == "node_without_dicomweb"
     assert [x.name for x in await dicomweb_pull.due()] == ["mirror"]
+
+
+async def test_decisions_go_back_as_sr(client, app, orthanc, tmp_path):
+    from portal.auth import accounts
+    from portal.review import decisions
+    from portal.tables import Series
+
+    files = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "ct", 1, patient_id="SYNC-4")
+    put_in_orthanc(orthanc, files)
+    p = await make_project("mirror", {"rev": "reviewer"})
+    await nodes.create("orthanc", ae_title="ORTHANC", host="127.0.0.1", port=4442, dicomweb_url=f"{orthanc}/dicom-web")
+    await projects.update_settings(p, {"dicomweb_sync": {"node": "orthanc", "push_decisions": True}})
+    first = await dicomweb_pull.execute((await dicomweb_pull.create_run(p, trigger="cli"))["id"])
+    assert first["stored"] == 1 and first["decisions_pushed"] == 0
+    series = await Series.objects().first()
+    await decisions.record(p, series, await accounts.get("rev"), "U", note="motion")
+    second = await dicomweb_pull.execute((await dicomweb_pull.create_run(p, trigger="cli"))["id"])
+    assert second["decisions_pushed"] == 1, second
+    study = pydicom.dcmread(files[0]).StudyInstanceUID
+    found = httpx.get(f"{orthanc}/dicom-web/studies/{study}/series", params={"Modality": "SR"}).json()
+    assert len(found) == 1
+    sr_series = found[0]["0020000E"]["Value"][0]
+    meta = httpx.get(f"{orthanc}/dicom-web/studies/{study}/series/{sr_series}/metadata").json()[0]
+    texts = [i.get("0040A160", {}).get("Value", [""])[0] for i in meta["0040A730"]["Value"]]
+    assert "quality decision: U" in texts and "motion" in texts and "rev" in texts
+    third = await dicomweb_pull.execute((await dicomweb_pull.create_run(p, trigger="cli"))["id"])
+    assert third["decisions_pushed"] == 0  # each decision once
