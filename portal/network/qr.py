@@ -236,7 +236,7 @@ def handle_move(event, project: Project, run: Run) -> Iterator:
         yield node.host, node.port
         yield 0
         return
-    contexts, _, _ = send._contexts(files)
+    contexts, _, _ = send.contexts_for(files)
     yield node.host, node.port, {"contexts": [build_context(c, s) for c, s in contexts[:128]],
                                  "ae_title": node.ae_title}
     log.info("C-MOVE in %s to %s (%s:%d): %d instance(s)", project.name, node.ae_title, node.host, node.port,

@@ -156,7 +156,7 @@ def transfer(work: Work, progress: Callable[[int], None] | None = None) -> tuple
     return c_store(work.node, work.files)
 
 
-def _contexts(files: list[Path]) -> tuple[list[tuple[str, list[str]]], list[Path], int]:
+def contexts_for(files: list[Path]) -> tuple[list[tuple[str, list[str]]], list[Path], int]:
     """Presentation contexts for the files' (SOP class, transfer syntax) pairs, and the readable files."""
     pairs: dict[str, set[str]] = {}
     readable, unreadable = [], 0
@@ -178,7 +178,7 @@ def _contexts(files: list[Path]) -> tuple[list[tuple[str, list[str]]], list[Path
 
 
 def c_store(node: dict, files: list[Path], *, calling_ae: str = nodes.LOCAL_AE_TITLE) -> tuple[int, int, str]:
-    contexts, readable, failed = _contexts(files)
+    contexts, readable, failed = contexts_for(files)
     if len(contexts) > 128:
         return 0, len(files), "More than 128 SOP class/transfer syntax pairs in one send; send fewer series at once."
     ae = AE(ae_title=calling_ae)
