@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from litestar import Litestar, Request, Response
+from litestar.config.cors import CORSConfig
 from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.middleware.session.client_side import CookieBackendConfig
@@ -27,6 +28,7 @@ from portal.routes import dicomweb, inference, review
 from portal.routes import forms
 from portal.routes import admin_mail, mail, notifications, signup
 from portal.routes import exchange
+from portal.routes import dicomweb_images, network
 from portal.settings import Settings
 from portal.tasks import queue
 
@@ -34,7 +36,7 @@ log = logging.getLogger("lightbox")
 HERE = Path(__file__).resolve().parent
 
 # Paths that speak JSON to programs: token/header authentication, JSON errors, no CSRF cookie.
-API_PREFIXES = ("/api/", "/api-token-auth", "/dicomweb/", "/healthz", "/schema")
+API_PREFIXES = ("/api/", "/api-token-auth", "/dicomweb/", "/wado", "/healthz", "/schema")
 
 # Litestar's own HTTP errors, in the API's error vocabulary.
 _HTTP_ERROR_TYPES = {400: "invalid_post_value", 401: "not_authenticated", 403: "api_call_not_allowed",
@@ -89,6 +91,17 @@ def handle_unexpected(request: Request, exc: Exception) -> Response:
     return _error_page(request, 500, "Something went wrong", "The error has been logged. Please try again.")
 
 
+def _cors(settings: Settings) -> CORSConfig | None:
+    """CORS for the origins in LIGHTBOX_CORS_ORIGINS (viewers served elsewhere); none when it is empty."""
+    if not settings.cors_origins:
+        return None
+    origins = list(settings.cors_origins)
+    # Credentials (Basic, cookies) only with named origins: browsers refuse them with "*".
+    return CORSConfig(allow_origins=origins, allow_credentials="*" not in origins, allow_methods=["*"],
+                      allow_headers=["*"], max_age=600,
+                      expose_headers=["Content-Type", "Content-Length", "Content-Location", "Warning", "Location"])
+
+
 def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) -> Litestar:
     settings = settings or settings_mod.load()
     settings_mod.use(settings)
@@ -113,11 +126,13 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
             session.home, session.login_form, session.login, session.logout, session.logout_get,
             api_accounts.token_auth, api_accounts.list_users, api_accounts.users_me,
             api_projects.list_projects, api_projects.create_project, api_projects.get_project,
+            api_projects.list_archives, api_projects.create_archive,
             *api_v1.ROUTES, *review.ROUTES, *inference.ROUTES, qure.upload_studies, upload.upload_page, upload.upload_batch, *studies.ROUTES,
             *dicomweb.ROUTES,
             *forms.ROUTES,
             *mail.ROUTES, *notifications.ROUTES, *admin_mail.ROUTES, *signup.ROUTES,
             *exchange.ROUTES,
+            *network.ROUTES, *dicomweb_images.ROUTES,
             projects.project_list, projects.project_create, projects.project_page, projects.settings_page,
             projects.archive_create, projects.dicom_save, projects.member_set, projects.member_remove,
             admin.users_page, admin.user_create, admin.user_page, admin.user_active, admin.user_admin_flag,
@@ -128,6 +143,7 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
         plugins=[HTMXPlugin()],
         middleware=[CookieBackendConfig(secret=secret, httponly=True, samesite="lax", key="lightbox_session",
                                         max_age=12 * 3600).middleware],
+        cors_config=_cors(settings),
         csrf_config=CSRFConfig(secret=settings.secret_key, cookie_name="lightbox_csrf", cookie_samesite="lax",
                                exclude=[f"^{p}" for p in API_PREFIXES] + ["^/static/"]),
         exception_handlers={LightboxError: handle_lightbox_error, HTTPException: handle_http_error,

@@ -455,5 +455,101 @@ def import_cmd(ctx: click.Context, project_name: str, source: Path, create_proje
     _exchange_run(project_name, "import", create_project=create_project, path=str(source.resolve()))
 
 
+
+@main.group()
+def node() -> None:
+    """Remote DICOM nodes: where series are sent, and C-MOVE destinations."""
+
+
+@node.command("add")
+@click.argument("name")
+@click.option("--aet", required=True, help="The node's AE title.")
+@click.option("--host", required=True)
+@click.option("--port", required=True, type=int)
+@click.option("--dicomweb-url", default="", help="Send over STOW-RS to this DICOMweb root instead of C-STORE.")
+def node_add(name: str, aet: str, host: str, port: int, dicomweb_url: str) -> None:
+    from portal.network import nodes
+
+    _setup()
+    n = _run(nodes.create(name, ae_title=aet, host=host, port=port, dicomweb_url=dicomweb_url))
+    click.echo(f"added node {n.name}: {n.ae_title} at {n.host}:{n.port}"
+               + (f", DICOMweb {n.dicomweb_url}" if n.dicomweb_url else ""))
+
+
+@node.command("list")
+def node_list() -> None:
+    from portal.network import nodes
+
+    _setup()
+    rows = _run(nodes.list_nodes())
+    if not rows:
+        click.echo("no nodes (add one with: lightbox node add NAME --aet AET --host H --port P)")
+    for n in rows:
+        click.echo(f"{n.name}\t{n.ae_title}\t{n.host}:{n.port}" + (f"\t{n.dicomweb_url}" if n.dicomweb_url else ""))
+
+
+@node.command("echo")
+@click.argument("name")
+def node_echo(name: str) -> None:
+    """C-ECHO the node; exit status 1 when it does not answer."""
+    from portal.network import nodes
+
+    _setup()
+    result = nodes.echo(_run(nodes.get(name)))
+    click.echo(result.detail, err=not result.ok)
+    sys.exit(0 if result.ok else 1)
+
+
+@node.command("remove")
+@click.argument("name")
+def node_remove(name: str) -> None:
+    from portal.network import nodes
+
+    _setup()
+    _run(nodes.delete(name))
+    click.echo(f"removed node {name}")
+
+
+@main.group()
+def archive() -> None:
+    """A project's archives (each project has 'default')."""
+
+
+@archive.command("create")
+@click.argument("project_name", metavar="PROJECT")
+@click.argument("name")
+def archive_create(project_name: str, name: str) -> None:
+    from portal import projects
+    from portal.errors import NotFound
+
+    _setup()
+
+    async def go():
+        p = await projects.get(project_name)
+        if p is None:
+            raise NotFound(f"No project named '{project_name}'.")
+        return await projects.create_archive(p, name)
+
+    click.echo(f"created archive {_run(go()).name} in {project_name}")
+
+
+@archive.command("list")
+@click.argument("project_name", metavar="PROJECT")
+def archive_list(project_name: str) -> None:
+    from portal import projects
+    from portal.errors import NotFound
+
+    _setup()
+
+    async def go():
+        p = await projects.get(project_name)
+        if p is None:
+            raise NotFound(f"No project named '{project_name}'.")
+        return await projects.archives(p)
+
+    for a in _run(go()):
+        click.echo(a.name)
+
+
 if __name__ == '__main__':
     main()

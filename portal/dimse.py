@@ -1,4 +1,4 @@
-"""DICOM C-STORE receiver: modalities and PACS push images over DIMSE, each instance goes through ingest."""
+"""DICOM SCP: C-STORE receiver (each instance goes through ingest), C-ECHO, and query/retrieve (portal/network/qr)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pynetdicom.sop_class import Verification
 from portal import audit, projects
 from portal.archive import ingest
 from portal.errors import Invalid
+from portal.network import qr
 from portal.tables import Archive, Project
 
 log = logging.getLogger("lightbox.dimse")
@@ -165,10 +166,14 @@ class Receiver:
         _config.UNRESTRICTED_STORAGE_SERVICE = True
         ae = AE(ae_title=self.ae_title)
         ae.add_supported_context(Verification)  # C-ECHO
+        for model in (*qr.FIND_MODELS, *qr.MOVE_MODELS, *qr.GET_MODELS):  # query/retrieve (portal/network/qr.py)
+            ae.add_supported_context(model)
         # Bigger PDUs than the 16 KB default: fewer round trips per image.
         ae.maximum_pdu_size = 1 << 20
         handlers = [(evt.EVT_CONN_OPEN, self._on_open), (evt.EVT_REQUESTED, self._on_requested),
-                    (evt.EVT_C_STORE, self._on_store), (evt.EVT_CONN_CLOSE, self._on_close)]
+                    (evt.EVT_C_STORE, self._on_store), (evt.EVT_CONN_CLOSE, self._on_close),
+                    (evt.EVT_C_FIND, self._query(qr.handle_find)), (evt.EVT_C_MOVE, self._query(qr.handle_move)),
+                    (evt.EVT_C_GET, self._query(qr.handle_get))]
         self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         self.port = self._server.server_address[1]
         log.info("DICOM C-STORE receiver %s listening on %s:%d (default project: %s)", self.ae_title,
@@ -268,6 +273,16 @@ class Receiver:
         except Exception:  # ingest looks it up itself then
             log.exception("could not look up the default archive of project %s", project.name)
         log.debug("DICOM association from %s (%s) to %s: project %s", calling, client, called, project.name)
+
+    def _query(self, handle):
+        """A C-FIND/C-MOVE/C-GET handler bound to the association's project (see portal/network/qr.py)."""
+
+        def on_event(event):
+            with self._lock:
+                session = self._associations[event.assoc]
+            return handle(event, session.project, self._run)
+
+        return on_event
 
     def _on_store(self, event) -> int | Dataset:
         with self._lock:

@@ -47,6 +47,11 @@ DEFAULT_SETTINGS: dict = {
     "export_images": "store",
     "export_backups": 10,
     "sync_every_minutes": 0,
+    # DICOM: the node (portal/network) that AI results (SR, secondary capture, PDF) are sent to; "" = none.
+    "results_node": "",
+    # DICOMweb sync with another repository (portal/network/dicomweb_pull.py): {"node", "query", "days",
+    # "every_minutes"}; empty: off.
+    "dicomweb_sync": {},
 }
 
 

@@ -31,6 +31,8 @@ class Settings:
     """Signs sessions and CSRF tokens; generated into the data dir when absent."""
     admin_password: str = field(default="", repr=False)
     """Password for the first admin; generated and stored 0600 in the data dir when absent."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call the APIs and DICOMweb (`LIGHTBOX_CORS_ORIGINS`, comma-separated)."""
 
     @property
     def database_kind(self) -> str:
@@ -148,6 +150,8 @@ def load(env: dict | None = None) -> Settings:
         mail_from=env.get("LIGHTBOX_MAIL_FROM", ""),
         secret_key=secret,
         admin_password=env.get("LIGHTBOX_ADMIN_PASSWORD", ""),
+        cors_origins=tuple(o.strip().rstrip("/") for o in env.get("LIGHTBOX_CORS_ORIGINS", "").split(",")
+                           if o.strip()),
     )
 
 

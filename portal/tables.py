@@ -396,7 +396,44 @@ class SiteSetting(Table, tablename="lb_site_setting"):
     updated_at = Timestamptz()
 
 
+# DICOM networking: remote nodes the site sends to (C-STORE or DICOMweb STOW) and C-MOVE destinations.
+
+
+class Node(Table, tablename="lb_node"):
+    """A remote DICOM application entity; with a DICOMweb URL, sending goes through STOW-RS instead."""
+
+    id: Serial
+    name = Varchar(length=64, unique=True, index=True)
+    ae_title = Varchar(length=16, default="", index=True)
+    host = Varchar(length=255, default="")
+    port = Integer(default=104)
+    dicomweb_url = Text(default="")  # e.g. http://pacs:8042/dicom-web; empty: DIMSE only
+    description = Text(default="")
+    created_at = Timestamptz()
+
+
+class SendJob(Table, tablename="lb_send_job"):
+    """Sending series of one project to a node: its progress, attempts and outcome (the job history)."""
+
+    id: Serial
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    node = ForeignKey(Node, on_delete=OnDelete.set_null, null=True, default=None)
+    node_name = Varchar(length=64, default="")
+    via = Varchar(length=16, default="dimse")  # dimse | dicomweb
+    series = JSON(default="[]")  # SeriesInstanceUIDs
+    state = Varchar(length=16, default="queued", index=True)  # queued running retrying done failed
+    attempts = Integer(default=0)
+    total = Integer(default=0)
+    sent = Integer(default=0)
+    failed = Integer(default=0)
+    error = Text(default="")
+    username = Varchar(length=150, default="")
+    queued_at = Timestamptz(index=True)
+    started_at = Timestamptz(null=True, default=None)
+    finished_at = Timestamptz(null=True, default=None)
+
+
 TABLES: list[type[Table]] = [User, ApiToken, Project, Archive, Membership, AuditEvent,
                              Patient, Study, Series, Instance, InstanceMetadata, Decision, FormDefinition, ProjectForm,
                              FormSubmission, InferenceJob, Result, Asset, AiAlert, RetrainRun,
-                             EmailOutbox, Flag, Notification, SiteSetting, SyncRun]
+                             EmailOutbox, Flag, Notification, SiteSetting, SyncRun, Node, SendJob]

@@ -24,6 +24,7 @@ from pathlib import Path
 from portal import clock, db
 from portal.dicom import FileStore
 from portal.dicom.parse import ReadFile
+from portal.dicom.equivalence import same_apart_from_encoding
 from portal.dicom.store import dataset_md5, sync_dirs
 from portal.tables import Archive, AuditEvent, Instance, Patient, Project, Series, Study
 
@@ -286,10 +287,12 @@ def _sync_one(d: Path) -> None:
 
 
 async def _same_dataset(store: FileStore, job: Job, existing: dict) -> bool:
-    """Whether only the file meta differs (the same image sent over HTTP and then by C-STORE)."""
+    """Whether only the file meta differs (the same image sent over HTTP and then by C-STORE), or only the
+    encoding (another transfer syntax, same attributes and pixels: portal/dicom/equivalence.py)."""
     def compare() -> bool:
         mine = job.read.data if job.read.data is not None else job.src
-        return dataset_md5(mine) == dataset_md5(store.path(existing["file_key"]))
+        stored = store.path(existing["file_key"])
+        return dataset_md5(mine) == dataset_md5(stored) or same_apart_from_encoding(mine, stored)
 
     try:
         return await asyncio.to_thread(compare)

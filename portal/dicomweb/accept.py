@@ -62,7 +62,10 @@ class MediaRange:
     q: float = 1.0
 
     def allows(self, media: str, transfer_syntax: str = "") -> bool:
-        if self.transfer_syntax not in ("", "*") and transfer_syntax and self.transfer_syntax != transfer_syntax:
+        wanted = self.transfer_syntax
+        if not wanted and self.media_type == OCTET_STREAM:
+            wanted = ExplicitVRLittleEndian  # the default of application/octet-stream (PS3.18 8.7.3.5.2)
+        if wanted not in ("", "*") and transfer_syntax and wanted != transfer_syntax:
             return False
         if self.media_type in ("*", "*/*"):
             return True
@@ -100,16 +103,29 @@ def parse_accept(header: str | None) -> list[MediaRange]:
     return ranges or [MediaRange("*/*")]
 
 
-def choose(accepted: list[MediaRange], offers: list[Offer], what: str) -> Offer:
-    """The first offer the client accepts, in the client's order of preference; else 406."""
+def acceptable(accepted: list[MediaRange], offers: list[Offer]) -> list[Offer]:
+    """Every offer the client accepts, in the client's order of preference (each once)."""
+    out: list[Offer] = []
     for r in accepted:
         for offer in offers:
-            if r.allows(offer.media_type, offer.transfer_syntax):
-                return offer
+            if offer not in out and r.allows(offer.media_type, offer.transfer_syntax):
+                out.append(offer)
+    return out
+
+
+def choose(accepted: list[MediaRange], offers: list[Offer], what: str) -> Offer:
+    """The first offer the client accepts, in the client's order of preference; else 406."""
+    found = acceptable(accepted, offers)
+    if found:
+        return found[0]
+    raise not_acceptable(offers, what)
+
+
+def not_acceptable(offers: list[Offer], what: str, why: str = "") -> NotAcceptable:
     can = ", ".join(f"{o.media_type}" + (f" (transfer-syntax={o.transfer_syntax})" if o.transfer_syntax else "")
                     for o in offers)
-    raise NotAcceptable(f"Cannot send {what} in any media type your Accept header allows; available: {can}.",
-                        "not_acceptable")
+    return NotAcceptable(why or f"Cannot send {what} in any media type your Accept header allows; available: {can}.",
+                         "not_acceptable")
 
 
 def frame_offers(transfer_syntax: str) -> list[Offer]:
@@ -119,4 +135,14 @@ def frame_offers(transfer_syntax: str) -> list[Offer]:
     if not tsyntax.is_encapsulated:
         return [native]  # big endian and deflated frames are handed out as little-endian native bytes
     offers = [Offer(FRAME_MEDIA_TYPES[tsyntax], tsyntax)] if tsyntax in FRAME_MEDIA_TYPES else []
+    # As stored under application/octet-stream too, for clients asking `transfer-syntax=*` (or this one).
+    offers.append(Offer(OCTET_STREAM, tsyntax))
     return offers + [Offer(OCTET_STREAM, ExplicitVRLittleEndian, decode=True)]
+
+
+def instance_offers(transfer_syntax: str) -> list[Offer]:
+    """An instance as stored, or transcoded to Explicit VR Little Endian (decoded when compressed)."""
+    stored = Offer("application/dicom", transfer_syntax)
+    if transfer_syntax == ExplicitVRLittleEndian:
+        return [stored]
+    return [stored, Offer("application/dicom", ExplicitVRLittleEndian, decode=True)]

@@ -1,7 +1,8 @@
 """WADO-RS: the stored files of a study, series or instance, and their metadata, frames, bulk data and renderings.
 
-Instances go out byte for byte as stored, each part naming its transfer syntax (no transcoding).
-Frames go out as stored when the client accepts that media type, else decoded to native bytes.
+Instances go out byte for byte as stored, each part naming its transfer syntax, unless the client asks for
+another one: then transcoded to Explicit VR Little Endian, or 406. Frames go out as stored when the client
+accepts that media type (or `transfer-syntax=*`), else decoded to native bytes.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydicom.pixels import pixel_array
+from pydicom.uid import UID
 
 from portal.archive import find_instance, find_series, find_study, storage
 from portal.dicom import DicomRejected, frame_bytes, read_metadata, render_frame, to_dicom_json
 from portal.dicom.dicomjson import BULK_PLACEHOLDER, metadata_json
 from portal.dicom.parse import PIXEL_DATA_TAGS
 from portal.dicom.render import frame_array
-from portal.dicomweb.accept import OCTET_STREAM, MediaRange, Offer, choose, frame_offers
+from portal.dicom.parse import open_dataset, transfer_syntax_of
+from portal.dicom.transcode import to_explicit_little_endian
+from portal.dicomweb.accept import (OCTET_STREAM, MediaRange, Offer, acceptable, choose, frame_offers,
+                                    instance_offers, not_acceptable)
 from portal.dicomweb.links import Links
 from portal.dicomweb.multipart import Part
 from portal.errors import Invalid, NotFound
@@ -75,11 +81,35 @@ async def stored_instances(project: Project, study_uid: str, series_uid: str | N
                    r["rows"], r["columns"], store.path(r["file_key"]), r["id"]) for r in rows]
 
 
-def instance_parts(items: list[Stored], accepted: list[MediaRange], links: Links) -> list[Part]:
-    """The Part-10 files as body parts; 406 when the client does not take application/dicom."""
-    choose(accepted, [Offer(DICOM)], "instances")
-    return [Part(f"{DICOM}; transfer-syntax={i.transfer_syntax_uid}", path=i.path,
-                 location=links.instance(i.study_uid, i.series_uid, i.sop_uid)) for i in items]
+def instance_parts(items: list[Stored], accepted: list[MediaRange], links: Links) -> Iterator[Part]:
+    """The Part-10 files as body parts: as stored when the client takes their transfer syntax (no
+    transfer-syntax parameter, or `*`, takes any), else transcoded to Explicit VR Little Endian; 406 when
+    neither is acceptable. An instance that cannot be decoded goes as stored if the client takes that too."""
+    plans = []
+    for i in items:
+        offers = acceptable(accepted, instance_offers(i.transfer_syntax_uid))
+        if not offers:
+            raise not_acceptable(instance_offers(i.transfer_syntax_uid), "these instances")
+        plans.append((i, offers))
+
+    def each() -> Iterator[Part]:  # one transcoded instance in memory at a time
+        for i, offers in plans:
+            location = links.instance(i.study_uid, i.series_uid, i.sop_uid)
+            for offer in offers:
+                if not offer.decode:
+                    yield Part(_part_type(offer), path=i.path, location=location)
+                    break
+                try:
+                    data = to_explicit_little_endian(i.path)
+                except DicomRejected as exc:
+                    log.warning("WADO-RS: %s cannot be transcoded: %s", i.sop_uid, exc.detail)
+                    continue
+                yield Part(_part_type(offer), data, location=location)
+                break
+            else:
+                log.warning("WADO-RS: %s left out: it cannot be decoded and the client refuses it as stored", i.sop_uid)
+
+    return each()
 
 
 async def metadata(items: list[Stored], links: Links) -> bytes:
@@ -145,11 +175,24 @@ def _frames_exist():
 
 
 def frames(item: Stored, numbers: list[int], accepted: list[MediaRange]) -> tuple[str, list[Part]]:
-    """(media type, one part per frame) in the first representation the client accepts."""
-    offer = choose(accepted, frame_offers(item.transfer_syntax_uid), "these frames")
-    with _frames_exist():
-        data = [_decoded(item.path, k) for k in numbers] if offer.decode else frame_bytes(item.path, numbers)
-    return offer.media_type, [Part(_part_type(offer), d) for d in data]
+    """(media type, one part per frame) in the first representation the client accepts; frames that cannot be
+    decoded go as stored when the client also takes that, else 406 says how to ask for them."""
+    offers = acceptable(accepted, frame_offers(item.transfer_syntax_uid))
+    if not offers:
+        raise not_acceptable(frame_offers(item.transfer_syntax_uid), "these frames")
+    for n, offer in enumerate(offers):
+        try:
+            with _frames_exist():
+                data = [_decoded(item.path, k) for k in numbers] if offer.decode else frame_bytes(item.path, numbers)
+        except DicomRejected as exc:
+            if exc.suberror != "cannot_decode":
+                raise
+            if n + 1 < len(offers):
+                continue
+            raise not_acceptable(offers, "these frames", f"{exc.detail}. Ask with transfer-syntax=* (or the "
+                                 f"stored {item.transfer_syntax_uid}) to receive them as stored.") from exc
+        return offer.media_type, [Part(_part_type(offer), d) for d in data]
+    raise AssertionError("unreachable")
 
 
 def _part_type(offer: Offer) -> str:
@@ -157,9 +200,36 @@ def _part_type(offer: Offer) -> str:
 
 
 def _decoded(path: Path, number: int) -> bytes:
-    """Frame `number` decompressed to native little-endian bytes (colour comes out as RGB)."""
-    arr = frame_array(path, number - 1)
+    """Frame `number` decompressed to native little-endian bytes, in the photometric interpretation the
+    instance's metadata names: YBR_FULL stays YCbCr and YBR_FULL_422 is laid out 4:2:2 (Y Y Cb Cr), as a
+    viewer reading the metadata expects; other colour comes out as RGB."""
+    ds = open_dataset(path, stop_before_pixels=True)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if photometric in ("YBR_FULL", "YBR_FULL_422") and int(ds.get("SamplesPerPixel") or 1) == 3:
+        tsyntax = transfer_syntax_of(ds)
+        try:
+            arr = pixel_array(str(path), index=number - 1, transfer_syntax_uid=tsyntax, as_rgb=False)
+        except Exception as exc:
+            raise DicomRejected(f"Cannot decode the pixel data ({tsyntax.name}): {exc}", "cannot_decode") from exc
+        if photometric == "YBR_FULL_422" and UID(tsyntax).is_encapsulated:
+            arr = _ybr_422(arr)
+    else:
+        arr = frame_array(path, number - 1)
     return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+
+
+def _ybr_422(arr: np.ndarray) -> np.ndarray:
+    """A full-resolution YCbCr frame (rows, columns, 3) as native YBR_FULL_422: per pair of pixels Y1 Y2 Cb Cr
+    (PS3.3 C.7.6.3.1.2), the chroma of the pair averaged."""
+    rows, cols, _ = arr.shape
+    if cols % 2:
+        return arr  # 4:2:2 needs an even width; leave it full (cannot happen for valid 422 data)
+    pairs = arr.reshape(rows, cols // 2, 2, 3).astype(np.uint16)
+    out = np.empty((rows, cols // 2, 4), dtype=arr.dtype)
+    out[..., 0], out[..., 1] = pairs[:, :, 0, 0], pairs[:, :, 1, 0]
+    out[..., 2] = (pairs[:, :, 0, 1] + pairs[:, :, 1, 1] + 1) // 2
+    out[..., 3] = (pairs[:, :, 0, 2] + pairs[:, :, 1, 2] + 1) // 2
+    return out
 
 
 def bulkdata(item: Stored, tag: str, accepted: list[MediaRange]) -> tuple[str, Iterator[Part]]:

@@ -134,6 +134,12 @@ async def finish(job_id: int, outcome: dict) -> None:
         store.put_fileobj(io.BytesIO(data), key)
         await Asset.insert(Asset(job=job_id, series=job.series, kind=kind, media_type=media, file_key=key,
                                  created_at=now))
+    try:  # the SR, SC and PDF for the PACS; the scores stand even if these cannot be made
+        from portal.inference import dicom_results
+
+        await dicom_results.publish(job, outcome)
+    except Exception:
+        logging.getLogger("lightbox.inference").exception("job %s: could not make the DICOM results", job_id)
     headline = manifest.get("critical", {}).get("output", "quality")
     score = outcome["scores"].get(headline)
     summary = f"{job.model_name} {job.model_version}: {headline} {score:.2f}" if score is not None else ""

@@ -75,7 +75,8 @@ def results_zip(job: dict, names: list[str]) -> bytes:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for kind, asset in job["assets"].items():
             if not names or kind in names:
-                ext = {"heatmap": "png", "json": "json", "report": "txt"}.get(kind, "bin")
+                ext = {"heatmap": "png", "json": "json", "report": "txt", "sr": "dcm", "sc": "dcm",
+                       "pdf": "pdf"}.get(kind, "bin")
                 z.write(storage().path(asset["file_key"]), f"{kind}.{ext}")
         rows = "".join(f'  <result name="{escape(r["name"])}" algorithm="{escape(r["algorithm"])}" '
                        f'value="{r["value"]}"/>\n' for r in scalars(job, names))

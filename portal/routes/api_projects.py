@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Request, get, post
 from litestar.di import Provide
 
-from portal import projects
+from portal import clock, projects
 from portal.auth import permissions
 from portal.auth.permissions import require_admin
 from portal.errors import Invalid
@@ -47,3 +47,20 @@ async def get_project(me: User, name: str) -> dict:
     if await permissions.may(me, "manage_members", project):
         out["members"] = [{"username": m["username"], "role": m["role"]} for m in await projects.members(project)]
     return out
+
+
+@get("/api/v1/projects/{name:str}/archives", tags=["projects"], dependencies=_deps, summary="A project's archives")
+async def list_archives(me: User, name: str) -> list[dict]:
+    project = await permissions.project_for(me, name)
+    return [{"name": a.name, "created_at": clock.iso(a.created_at)} for a in await projects.archives(project)]
+
+
+@post("/api/v1/projects/{name:str}/archives", tags=["projects"], dependencies=_deps, status_code=201,
+      summary='Create an archive in a project (managers): {"name": "site-b"}')
+async def create_archive(request: Request, me: User, name: str) -> dict:
+    project = await permissions.project_for(me, name, "manage_project")
+    data = await json_object(request, '{"name": "site-b"}')
+    if not isinstance(data.get("name"), str):
+        raise Invalid("'name' is required.", "no_data_submitted", fields={"name": "required"})
+    archive = await projects.create_archive(project, data["name"], by=me, client=client_of(request))
+    return {"name": archive.name, "created_at": clock.iso(archive.created_at)}

@@ -17,7 +17,7 @@ from portal.dicom import stream_zip
 from portal.errors import Conflict, Invalid, NotFound
 from portal.routes._auth import api_user, client_of
 from portal.routes._uploads import MAX_UPLOAD_BYTES, fields_of, ingest_parts, receive_parts, upload_dir
-from portal.tables import Archive, Patient, Project, Series, Study, User
+from portal.tables import Archive, Instance, Patient, Project, Series, Study, User
 from portal.templates_env import dicom_date, dicom_time  # the API reference's YYYY-MM-DD / HH:MM:SS
 
 _deps = {"me": Provide(api_user)}
@@ -82,6 +82,10 @@ def series_dict(s: Series, instances: int) -> dict:
 @post("/api/v1/instance/upload/", dependencies=_deps, tags=["cad4tb-v1"], status_code=200,
       request_max_body_size=MAX_UPLOAD_BYTES, summary="Upload DICOM file(s) (multipart form field 'file')")
 async def instance_upload(request: Request, me: User) -> Response:
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
+        # As the reference answers a POST without a file (seeds/cad4tb-api-v1.txt), whatever its body type.
+        raise Invalid("No file was submitted: send the DICOM file as multipart/form-data in the form field 'file'.",
+                      "no_data_submitted")
     async with upload_dir() as tmp:
         parts = await receive_parts(request, tmp, allowed=("multipart/form-data",))
         params = {**dict(request.query_params), **fields_of(parts)}
@@ -100,8 +104,23 @@ async def instance_upload(request: Request, me: User) -> Response:
             raise Conflict(r.reason, "conflict")
     out = [{"PatientID": r.patient_id, "StudyInstanceUID": r.study_instance_uid,
             "SeriesInstanceUID": r.series_instance_uid, "SOPInstanceUID": r.sop_instance_uid,
-            "status": r.status} for r in results]
+            "status": r.status, **await _where_stored(project, archive, r)} for r in results]
     return Response(out[0] if len(out) == 1 else out)
+
+
+async def _where_stored(project, archive, result) -> dict:
+    """For an instance already stored in another archive of the project: where it is, and why it stays there
+    (an instance lives in one archive of a project; its patient is found in that one)."""
+    if result.status != "already_stored":
+        return {}
+    row = await Instance.select(Instance.series.study.patient.archive.name.as_alias("archive")).where(
+        Instance.project == project.id, Instance.sop_instance_uid == result.sop_instance_uid).first()
+    if row is None or row["archive"] == archive.name:
+        return {}
+    return {"Archive": row["archive"],
+            "detail": f"Already stored in archive '{row['archive']}' of project '{project.name}'; an instance is "
+                      f"kept in one archive of a project, so it was not added to '{archive.name}'. Look for its "
+                      f"patient in '{row['archive']}'."}
 
 
 @get("/api/v1/patient/get/", dependencies=_deps, tags=["cad4tb-v1"])

@@ -15,6 +15,7 @@ from portal.dicomweb import Links, body, content_type, new_boundary, parse_accep
 from portal.dicomweb.accept import Offer, choose
 from portal.dicomweb.multipart import abody
 from portal.routes._auth import api_user, client_of
+from portal.routes._dicomweb_auth import dicomweb_user
 from portal.routes._uploads import MAX_UPLOAD_BYTES, receive_parts, upload_dir
 from portal.tables import Project, User
 
@@ -106,7 +107,7 @@ class DicomWeb(Controller):
     """One project's DICOMweb root. Reads need view access; STOW needs upload rights."""
 
     path = "/dicomweb/{project:str}"
-    dependencies = {"me": Provide(api_user)}
+    dependencies = {"me": Provide(dicomweb_user)}
     tags = ["dicomweb"]
 
     # STOW-RS

@@ -16,7 +16,7 @@ from portal.dicom import render_frame, thumbnail
 from portal.errors import Invalid
 from portal.routes._auth import client_of, portal_user
 from portal.review import flags
-from portal.routes import review
+from portal.routes import network, review
 from portal.routes._render import page
 from portal.tables import Patient, Series, Study, User
 
@@ -32,7 +32,8 @@ async def study_page(request: Request, me: User, project: str, study_uid: str) -
     series = await arch.series_of_study(study)
     counts = await arch.count_instances([s.id for s in series])
     return await page(request, me, "studies/study.html", project=p, study=study, patient=patient,
-                      series=series, counts=counts, flagged=await flags.flagged_ids([s.id for s in series]))
+                      series=series, counts=counts, flagged=await flags.flagged_ids([s.id for s in series]),
+                      **await network.send_context(me, p))
 
 
 @get("/projects/{project:str}/series/{series_uid:str}", dependencies=_deps, include_in_schema=False)
@@ -51,7 +52,8 @@ async def series_page(request: Request, me: User, project: str, series_uid: str)
                       instances=instances, prev_uid=prev_uid, next_uid=next_uid,
                       viewer_instances=_viewer_instances(p.name, instances),
                       prefetch_instances=_viewer_instances(p.name, next_instances),
-                      perms=await permissions.permissions(me, p), **await review.panel_context(me, p, series))
+                      perms=await permissions.permissions(me, p), **await review.panel_context(me, p, series),
+                      **await network.send_context(me, p))
 
 
 def _viewer_instances(project: str, instances) -> list[dict]:

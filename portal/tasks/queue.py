@@ -42,6 +42,7 @@ def load_tasks() -> None:
     import portal.tasks.exchange  # noqa: F401
     import portal.tasks.maintenance  # noqa: F401
     import portal.tasks.mail  # noqa: F401
+    import portal.tasks.network  # noqa: F401
 
 
 class EmbeddedConsumer(Consumer):

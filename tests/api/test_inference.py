@@ -72,7 +72,7 @@ async def test_upload_is_scored_without_anyone_clicking(client, consumer, tmp_pa
     assert r["success"] is True and r["triage_status"] in ("Critical", "Routine")
     assert r["model"] == {"name": job["model_name"], "version": job["model_version"]}
     assert 0 <= r["result"]["scores"]["quality"] <= 1
-    assert set(r["result"]["files"]) == {"heatmap", "json", "report"}
+    assert set(r["result"]["files"]) == {"heatmap", "json", "report", "sr", "sc", "pdf"}
     heatmap = await client.get(r["result"]["files"]["heatmap"][0], headers=creds("view"))
     assert heatmap.status_code == 200 and heatmap.content[:4] == b"\x89PNG"
     by_sop = (await client.get(f"/api/v1/results/{body['SOPInstanceUID']}", headers=creds("view"))).json()

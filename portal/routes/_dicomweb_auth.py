@@ -1,0 +1,82 @@
+"""Who calls DICOMweb: viewers authenticate in the ways their configurations offer.
+
+- `Authorization: Token KEY` / `Bearer KEY`, or the CAD4TB-style headers, as on the rest of the API;
+- HTTP Basic (`Authorization: Basic …`), which OHIF, Weasis and 3D Slicer configurations use;
+- for reads (GET, HEAD) only, the portal's session cookie: a viewer served on the portal's origin
+  works after one sign-in. Writes (STOW) never take the cookie: /dicomweb/ is outside CSRF protection.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import threading
+import time
+
+from litestar import Request
+
+from portal.auth import accounts
+from portal.errors import Unauthenticated
+from portal.routes._auth import api_user, client_of
+from portal.tables import User
+
+# A viewer makes hundreds of requests a minute; checking the password (argon2) on each would cost more than
+# serving the frames. A verified Basic header is remembered for a minute (by its hash, never the password).
+BASIC_CACHE_S = 60
+_basic_cache: dict[str, tuple[int, float]] = {}
+_lock = threading.Lock()
+
+
+def _basic_credentials(value: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthenticated("The Basic credentials are not base64 of 'username:password'.",
+                              "invalid_authorization_header")
+    username, sep, password = decoded.partition(":")
+    if not sep:
+        raise Unauthenticated("The Basic credentials are not base64 of 'username:password'.",
+                              "invalid_authorization_header")
+    return username, password
+
+
+async def _basic_user(request: Request, value: str) -> User:
+    key = hashlib.sha256(value.strip().encode()).hexdigest()
+    now = time.monotonic()
+    with _lock:
+        cached = _basic_cache.get(key)
+    if cached and cached[1] > now:
+        user = await User.objects().get(User.id == cached[0])
+        if user is not None and user.is_active:
+            return user
+    username, password = _basic_credentials(value)
+    user = await accounts.authenticate(username, password, client=client_of(request), via="dicomweb")
+    with _lock:
+        if len(_basic_cache) > 1000:
+            _basic_cache.clear()
+        _basic_cache[key] = (user.id, now + BASIC_CACHE_S)
+    return user
+
+
+async def dicomweb_user(request: Request) -> User:
+    cached = request.scope.get("lightbox_user")
+    if cached is not None:
+        return cached
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "basic":
+        user = await _basic_user(request, value)
+    elif header or "x-username" in request.headers or "x-password" in request.headers:
+        return await api_user(request)
+    else:
+        user_id = request.session.get("uid") if request.session else None
+        user = await User.objects().get(User.id == user_id) if user_id else None
+        if user is None or not user.is_active:
+            raise Unauthenticated("Authentication required: HTTP Basic, 'Authorization: Token <key>', or (for "
+                                  "reads) the portal's session cookie.", "no_credentials")
+        if request.method not in ("GET", "HEAD"):
+            raise Unauthenticated("Storing over DICOMweb needs HTTP Basic or a token; the portal's session cookie "
+                                  "is accepted for reads only.", "session_not_accepted")
+    request.scope["lightbox_user"] = user
+    return user
