@@ -7,6 +7,7 @@ a conflict. Only reached when the bytes differ, so reading both files in full is
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,10 @@ _ENCODING_TAGS = {0x00280004, 0x00280006,  # PhotometricInterpretation (YBR_* â†
                   0xFFFCFFFC}  # DataSetTrailingPadding
 
 
-def same_apart_from_encoding(a: str | Path, b: str | Path) -> bool:
-    """True when every attribute is equal and the pixel data decode to the same values."""
+def same_apart_from_encoding(a: str | Path | bytes, b: str | Path | bytes) -> bool:
+    """True when every attribute is equal and the pixel data decode to the same values (files or bytes)."""
     try:
-        da, db = dcmread(a), dcmread(b)
+        da, db = (dcmread(io.BytesIO(x) if isinstance(x, bytes | bytearray) else x) for x in (a, b))
         if not _same_elements(da, db):
             return False
         has_a = any(t in da for t in PIXEL_DATA_TAGS)
