@@ -1,13 +1,20 @@
-"""Installed models: the built-in one shipped with Lightbox and those added under the data dir."""
+"""Which installed models a project may use: the project-scoping rule over the one registry (portal/ai/registry.py).
+
+The registry scans the model folders (built-in ones under portal/ai/models, added and trained ones under
+{data dir}/models) and keeps only usable models: a valid manifest *and* its model file (present, non-empty, a
+TorchScript archive, matching its sha256). A folder an interrupted `lightbox model train` left without weights is
+skipped, so it can never become the version "in use". This module adds what a project sees: a version fine-tuned
+on one project's labels (its manifest names the project) serves that project only.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from portal import settings as settings_mod
+from portal.ai import registry
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "ai" / "models"
+BUILTIN_DIR = registry.builtin_models_root()
 
 
 def search_dirs() -> list[Path]:
@@ -15,21 +22,9 @@ def search_dirs() -> list[Path]:
 
 
 def installed() -> list[dict]:
-    """Every model manifest found: [{name, version, dir, ...}], newest version of each name first."""
-    found = []
-    for root in search_dirs():
-        for manifest in sorted(root.glob("*/*/manifest.json")):
-            try:
-                data = json.loads(manifest.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(data, dict) and data.get("name") and data.get("version"):
-                found.append({**data, "dir": str(manifest.parent)})
-    return sorted(found, key=lambda m: (m["name"], _version_key(m["version"])), reverse=True)
-
-
-def _version_key(version: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else 0 for p in str(version).split("."))
+    """Every usable model: [{name, version, dir, ...manifest}], by name (descending), newest version first."""
+    found = [{**m.to_dict(), "dir": str(m.directory)} for m in registry.list_models([search_dirs()[0]])]
+    return sorted(found, key=lambda m: (m["name"], registry.version_key(m["version"])), reverse=True)
 
 
 def serves(manifest: dict, project: str | None) -> bool:
@@ -48,10 +43,7 @@ def for_project(project: str) -> tuple[list[dict], dict[str, dict]]:
 
 
 def manifest_for(name: str, project: str | None = None, version: str | None = None) -> dict | None:
-    """The newest installed version of model `name` that serves `project` (or exactly `version`).
-
-    A version fine-tuned on one project's labels (its manifest names the project) serves that
-    project only; general versions serve every project."""
+    """The newest installed version of model `name` that serves `project` (or exactly `version`)."""
     for m in installed():
         if m["name"] != name:
             continue
@@ -74,5 +66,22 @@ def next_version(name: str) -> str:
     versions = [m["version"] for m in installed() if m["name"] == name]
     if not versions:
         return "1.0.0"
-    newest = max(versions, key=_version_key).split("-")[0].split("+")[0].split(".")
+    newest = max(versions, key=registry.version_key).split("-")[0].split("+")[0].split(".")
     return ".".join(newest[:-1] + [str(int(newest[-1]) + 1)])
+
+
+def evaluation_summary(manifest: dict) -> dict | None:
+    """The headline figures of a model's evaluation.json for the AI page (None without one): held-out macro AUC,
+    the quality output's AUC for "any artifact", and, where the evaluation measured them, the critical alert's
+    false-alert rate on clean images and its detection of severe artifacts (overall and by matrix size)."""
+    import json
+
+    path = Path(manifest.get("dir", "")) / "evaluation.json"
+    try:
+        ev = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    test = ev.get("test") or {}
+    return {"macro_auc": test.get("macro_auc"), "quality_auc": test.get("quality_auc_any_artifact"),
+            "critical": ev.get("critical"), "independent": ev.get("independent"),
+            "document": str(Path(manifest["dir"]) / "EVALUATION.md")}
