@@ -134,6 +134,8 @@ async def finish(job_id: int, outcome: dict) -> None:
     headline = manifest.get("critical", {}).get("output", "quality")
     score = outcome["scores"].get(headline)
     summary = f"{job.model_name} {job.model_version}: {headline} {score:.2f}" if score is not None else ""
+    if outcome.get("no_content"):  # every frame blank or constant: nothing to judge, and no alert
+        summary = f"{job.model_name} {job.model_version}: no diagnostic content"
     if critical:
         summary += " — CRITICAL"
         series = await Series.objects().get(Series.id == job.series)
