@@ -383,14 +383,16 @@ def train(args, log) -> tuple:
     return model, info
 
 
-def evaluate_model(torch, model, args, log) -> dict:
-    """The whole evaluation of a model (a torch module taking (N, 1, 256, 256))."""
+def evaluate_model(torch, model, args, log, threshold: float | None = None) -> dict:
+    """The whole evaluation of a model (a torch module taking (N, 1, 256, 256)). The critical threshold is
+    `threshold` (a shipped model's own) or, for a new model, chosen on the validation sources."""
     fn = lambda arr: _predict(torch, model, arr)  # noqa: E731
     t0 = time.perf_counter()
     val = make_set("val", args.val_samples, args.seed, "A", 1, workers=args.workers)
     val_probs = fn(val["x"])
-    threshold = choose_threshold(val_probs[:, 0], val)
-    log(f"critical threshold from validation: quality < {threshold:.2f}")
+    if threshold is None:
+        threshold = choose_threshold(val_probs[:, 0], val)
+    log(f"critical threshold: quality < {threshold:.2f}")
     result = {"threshold": threshold, "val": evaluate_set(val_probs, val, threshold, args.seed)}
     for impl, tag in (("B", 3), ("A", 2)):
         test = make_set("test", args.test_samples, args.seed, impl, tag, workers=args.workers)
@@ -566,7 +568,8 @@ def main(argv=None) -> int:
     if args.evaluate_only:
         manifest = json.loads((args.out / "manifest.json").read_text())
         model = torch.jit.load(str(args.out / manifest["file"]), map_location="cpu").eval()
-        ev = {"seed": args.seed, **evaluate_model(torch, model, args, log)}
+        shipped = (manifest.get("critical") or {}).get("below")
+        ev = {"seed": args.seed, **evaluate_model(torch, model, args, log, threshold=shipped)}
         (args.out / "evaluation-native.json").write_text(json.dumps(ev, indent=2) + "\n")
         (args.out / "EVALUATION-native.md").write_text(markdown(ev, manifest, None))
         return 0
