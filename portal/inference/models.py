@@ -85,8 +85,20 @@ def evaluation_summary(manifest: dict) -> dict | None:
     if "quality_any_artifact" in test:
         test = {**test, "quality_auc_any_artifact": test["quality_any_artifact"]["auc"]}
     native = _native_evaluation(Path(manifest["dir"]))
+    independent = ev.get("independent") or {}
+    if ev.get("critical"):
+        critical, source = ev["critical"], "its own held-out evaluation"
+    elif native.get("critical"):
+        critical, source = native["critical"], "measured again by 1.2.0's evaluation"
+    elif independent.get("critical"):
+        critical, source = independent["critical"], "an independent measurement"
+    else:
+        critical, source = None, ""
+    note = native.get("note") or (
+        f"Independent measurement ({independent['source']}): macro AUC {independent['macro_auc']:.2f}, quality vs "
+        f"any artifact {independent['quality_auc_any_artifact']:.2f}." if independent.get("macro_auc") else None)
     return {"macro_auc": test.get("macro_auc"), "quality_auc": test.get("quality_auc_any_artifact"),
-            "critical": ev.get("critical") or native.get("critical"), "independent": native.get("note"),
+            "critical": critical, "critical_source": source, "independent": note,
             "document": str(Path(manifest["dir"]) / "EVALUATION.md")}
 
 

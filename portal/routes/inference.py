@@ -83,6 +83,7 @@ async def _ai_page_context(me: User, p: Project) -> dict:
             "threshold": conf["ai_suggest_threshold"], "models": visible, "serving": in_use,
             "alert_window": conf["ai_alert_window_hours"],
             "critical_rules": {n: alerting.critical_rule(m, conf) for n, m in in_use.items()},
+            "critical_overrides": conf.get("ai_critical_thresholds") or {},
             "artifact_map": conf.get("ai_artifact_map") or {}, "artifacts": conf["artifacts"], "map_outputs": outputs,
             "evaluations": {n: models.evaluation_summary(m) for n, m in in_use.items()},
             "runs": runs, "active": any(r["state"] in retraining.ACTIVE for r in runs),
