@@ -16,8 +16,8 @@ shape, but simulates the family by another route:
 - `wraparound`: k-space undersampled by 2 or 3 along phase-encode without unfolding (parallel-imaging aliasing:
   overlapping replicas at FOV/R), partly weighted as an imperfect reconstruction (A: a shrunken field of view whose
   edges fold onto the opposite side).
-- `gibbs`: convolution in the image domain with a periodic sinc (Dirichlet) kernel, the point-spread function of a
-  truncated acquisition (A: a k-space mask).
+- `gibbs`: an elliptical (radial) k-space truncation, ringing in every direction (A: a rectangular band, axis by
+  axis).
 """
 
 from __future__ import annotations
@@ -140,30 +140,22 @@ def wraparound(image: np.ndarray, severity: float, rng: SeedLike = None, *, axis
     return _out(out if axis == 0 else out.T)
 
 
-def _dirichlet(n: int, keep: int) -> np.ndarray:
-    """The periodic point-spread function of keeping `keep` of `n` k-space samples (centred, sums to 1)."""
-    x = np.arange(n) - n // 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        psf = np.sin(np.pi * keep * x / n) / (n * np.sin(np.pi * x / n))
-    psf[x == 0] = keep / n
-    return psf / psf.sum()
-
-
 def gibbs(image: np.ndarray, severity: float, rng: SeedLike = None, *, axes: tuple[int, ...] | None = None) -> np.ndarray:
-    """Ringing by circular convolution with the Dirichlet kernel of a 55%-15% acquisition (like A's band)."""
+    """Ringing from an elliptical k-space acquisition (radial truncation, as with elliptical scanning or a
+    radially undersampled protocol): keep the k-space inside an ellipse with semi-axes 55% (severity 0) to 15%
+    (severity 1) of each axis' extent; rings in every direction (A truncates a rectangle, axis by axis).
+    `axes` is accepted for A's signature and ignored: the truncation is two-dimensional."""
     img = _check(image, severity)
     rng = _rng(rng)
-    if axes is None:
-        axes = (0, 1) if rng.random() < 0.5 else (int(rng.integers(0, 2)),)
     frac = 0.55 - 0.40 * severity
-    out = img.astype(np.float64)
-    for ax in axes:
-        n = img.shape[ax]
-        keep = max(2 * int(round(n * frac / 2)) + 1, 3)  # odd: a symmetric band, a real kernel
-        psf = np.fft.ifftshift(_dirichlet(n, keep))
-        kernel = np.fft.fft(psf)
-        out = np.real(np.fft.ifft(np.fft.fft(out, axis=ax) * (kernel[:, None] if ax == 0 else kernel[None, :]), axis=ax))
-    return _out(np.abs(out))
+    rows, cols = img.shape
+    stretch = float(np.exp(rng.uniform(-0.15, 0.15)))  # the ellipse's axes a little unequal, at a random angle
+    angle = rng.uniform(0, np.pi)
+    fy = (np.arange(rows) - rows // 2)[:, None] / (rows * frac / 2)
+    fx = (np.arange(cols) - cols // 2)[None, :] / (cols * frac / 2)
+    u, v = np.cos(angle) * fy + np.sin(angle) * fx, -np.sin(angle) * fy + np.cos(angle) * fx
+    k = _fft2c(img.astype(np.complex128)) * (((u * stretch) ** 2 + (v / stretch) ** 2) <= 1.0)
+    return _out(np.abs(_ifft2c(k)))
 
 
 ARTIFACT_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {

@@ -475,8 +475,8 @@ def markdown(ev: dict, manifest: dict, info: dict | None) -> str:
         f"percentiles 1-99). Severities uniform in {SEVERITY_RANGE}; an artifact is labelled only where it changes "
         "the preprocessed image visibly. Training and validation use implementation A (`portal/ai/artifacts.py`); "
         "test uses A and, separately, B (`portal/ai/artifacts_alt.py`: k-space noise and quantum noise, "
-        "random-walk motion, image-domain spikes, Gaussian coil profiles, undersampling aliasing, Dirichlet-kernel "
-        "ringing).", "",
+        "random-walk motion, image-domain spikes, Gaussian coil profiles, undersampling aliasing, elliptical "
+        "k-space truncation).", "",
         f"Samples: validation {val['samples']}, test {b['samples']} per implementation.", "",
         "## Per output (test sources)", "",
         "AUC with 95% bootstrap intervals; ECE = expected calibration error of the probability (10 bins).", "",

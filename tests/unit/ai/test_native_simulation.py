@@ -55,14 +55,17 @@ def test_spike_is_one_stripe_frequency_in_kspace():
     assert spectrum[peak] > 20 * np.median(spectrum)  # a stripe pattern: energy at one frequency (and its mirror)
 
 
-def test_gibbs_b_rings_at_an_edge_like_truncation():
+def test_gibbs_b_rings_at_an_edge_and_differs_from_a():
     edge = np.zeros((64, 64))
-    edge[:, 32:] = 1.0
-    b = impl_b.gibbs(edge, 1.0, 0, axes=(1,))
+    edge[:, 16:48] = 0.8
+    b = impl_b.gibbs(edge, 1.0, 0)
     a = impl_a.gibbs(edge, 1.0, 0, axes=(1,))
-    # Overshoot next to the edge (Gibbs' ~9%) and the same profile as A's k-space truncation (same physics).
-    assert b[:, 33:40].max() > 1.0 - 1e-6 or (b[:, 20:31] > 0.02).any()
-    assert np.abs(a[32, 24:40] - b[32, 24:40]).max() < 0.15
+    row = b[32]
+    assert row[20:44].max() > 0.8 * 1.05  # overshoot beside the edge (Gibbs)
+    assert row[:12].max() > 0.02  # ripples out into the dark side
+    spectrum = np.abs(np.fft.fftshift(np.fft.fft2(b)))
+    assert spectrum[0, 32] < 1e-6 * spectrum.max() and spectrum[32, 0] < 1e-6 * spectrum.max()  # corners cut
+    assert np.abs(a - b).max() > 0.05  # not A's rectangular band by another route
 
 
 def test_wraparound_b_puts_a_replica_at_half_the_field_of_view():
@@ -86,8 +89,8 @@ def test_motion_b_leaves_a_still_point_mostly_but_spreads_ghosts():
     img = np.zeros((128, 128))
     img[60:68, 60:68] = 1.0
     out = impl_b.motion(img, 1.0, 6, axis=0)
-    assert out[:50].sum() + out[80:].sum() > 0.5  # energy moved along phase-encode
-    assert out[:, :50].sum() + out[:, 80:].sum() >= 0.0
+    assert out[:50].sum() + out[80:].sum() > 0.2 * out.sum()  # ghosts along phase-encode ...
+    assert out[:, :50].sum() + out[:, 80:].sum() < 0.1 * out.sum()  # ... much less across it
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (64, 160), (2048, 1024)])
