@@ -24,6 +24,7 @@ async def test_the_ai_page_shows_how_good_the_model_in_use_is(client, app):
     html = (await client.get("/projects/ev/ai")).text
     assert "How good the models are" in html
     assert "17.0%" in html and "31%" in html and "an independent measurement" in html  # 1.1.0, issue 14's figures
+    assert "Measured again by 1.2.0&#39;s evaluation" in html and "macro AUC 0.754" in html  # EVALUATION-native.md
     assert 'name="alert_window"' in html and 'name="critical-lightbox-quality"' in html
     assert '<option value="ghosting_motion" selected>' in html  # motion → MIQA's name by default
     # Blank unless the project set its own: saving the page must not pin today's model default.
