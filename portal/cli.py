@@ -310,14 +310,22 @@ def model_train(version: str | None, project_name: str | None) -> None:
         parts = (current or {"version": "1.0.0"})["version"].split(".")
         version = ".".join(parts[:-1] + [str(int(parts[-1]) + 1)]) if current else "1.0.0"
     out = settings.data_dir / "models" / "lightbox-quality" / version
-    status = subprocess.call([sys.executable, "-m", "portal.ai.train_quality", "--out", str(out)])
+    if out.exists():
+        click.echo(f"error: {out} already exists; choose another --version", err=True)
+        sys.exit(1)
+    # Train outside the model folders and move the finished folder in: an interrupted run leaves nothing the
+    # registry could pick up as the version in use.
+    work = settings.data_dir / "tmp" / f"train-lightbox-quality-{version}"
+    status = subprocess.call([sys.executable, "-m", "portal.ai.train_quality", "--out", str(work)])
     if status == 0:
         import json
 
-        manifest_file = out / "manifest.json"
+        manifest_file = work / "manifest.json"
         manifest = json.loads(manifest_file.read_text())
         manifest["version"] = version  # new jobs use the newest version installed
         manifest_file.write_text(json.dumps(manifest, indent=2) + "\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work.rename(out)
         click.echo(f"trained lightbox-quality {version} into {out}")
     sys.exit(status)
 

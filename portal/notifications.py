@@ -12,19 +12,20 @@ PREFERENCES = (IMMEDIATE, DIGEST)
 
 
 async def notify(usernames: list[str], kind: str, *, project_id: int | None, series_id: int | None, title: str,
-                 text: str = "", link: str = "") -> set[str]:
-    """Add a notification for each user; returns the usernames who want it mailed now (the rest get the digest)."""
+                 text: str = "", link: str = "", digest: bool = False) -> set[str]:
+    """Add a notification for each user; returns the usernames who want it mailed now (the rest get the digest).
+    With `digest`, everyone gets it in the digest (nothing to mail now: an AI alert about an old acquisition)."""
     if not usernames:
         return set()
     users = await User.objects().where(User.username.is_in(list(usernames)))
     now, immediate = clock.now(), set()
     for u in users:
-        digest = u.notify == DIGEST
-        if not digest:
+        later = digest or u.notify == DIGEST
+        if not later:
             immediate.add(u.username)
         await Notification.insert(Notification(user=u.id, kind=kind, project=project_id, series=series_id,
                                                title=title[:300], text=text, link=link[:500], created_at=now,
-                                               digest_due=digest))
+                                               digest_due=later))
     return immediate
 
 

@@ -8,7 +8,7 @@ from portal import audit, clock, forms, names
 from portal.auth import accounts
 from portal.auth.permissions import ROLES
 from portal.errors import Conflict, Invalid, NotFound
-from portal.inference import routing
+from portal.inference import routing, suggestions
 from portal.review import vocabulary
 from portal.tables import Archive, Membership, Project, User
 
@@ -33,6 +33,12 @@ DEFAULT_SETTINGS: dict = {
     "ai_routing": routing.DEFAULT_RULES,
     "ai_quiet_seconds": 5,
     "ai_suggest_threshold": 0.5,
+    # AI alerts (portal/inference/alerting.py): mailed at once only for series acquired within this many hours
+    # (older ones go to the daily digest); critical thresholds per model name (absent: the model's own).
+    "ai_alert_window_hours": 24,
+    "ai_critical_thresholds": {},
+    # Which project artifact each model output suggests on the decision panel (portal/inference/suggestions.py).
+    "ai_artifact_map": suggestions.DEFAULT_MAP,
     # Mail: addresses (outside the members) that flags may go to, prefilled as a flag's recipients; and who
     # gets AI alerts (addresses or member usernames; empty means the project's senior reviewers).
     "email_recipients": [],

@@ -26,7 +26,7 @@ from portal.dicom import DicomRejected
 from portal.dicom.parse import has_pixel_data, number_of_frames, open_dataset
 
 DEFAULT_MAX_FRAMES = 8
-AGGREGATES = ("mean", "worst")
+AGGREGATES = ("mean", "median", "worst")
 
 
 def _instance_order(ds) -> tuple:
@@ -77,7 +77,7 @@ def representative_frames(paths: Sequence[str | Path], max_frames: int = DEFAULT
 
 
 def aggregate_scores(manifest: Manifest, per_frame: Sequence[dict[str, float]], how: str = "mean") -> dict[str, float]:
-    """One value per output: the mean over frames, or the worst (lowest for outputs flagged
+    """One value per output: the mean or median over frames, or the worst (lowest for outputs flagged
     below their threshold, highest otherwise)."""
     if how not in AGGREGATES:
         raise ValueError(f"Unknown aggregate {how!r}; use {' or '.join(AGGREGATES)}.")
@@ -86,6 +86,8 @@ def aggregate_scores(manifest: Manifest, per_frame: Sequence[dict[str, float]], 
         values = np.array([s[spec.name] for s in per_frame], np.float64)
         if how == "mean":
             out[spec.name] = float(values.mean())
+        elif how == "median":  # robust to one odd frame (an end slice, a localiser)
+            out[spec.name] = float(np.median(values))
         else:
             out[spec.name] = float(values.min() if spec.direction == "below" else values.max())
     return out
@@ -127,7 +129,7 @@ def build_report(manifest: Manifest, scores: dict[str, float], *, critical: bool
                  frames_total: int, how: str, worst: dict[str, Any] | None) -> str:
     """A short plain-text report for people."""
     lines = [f"{manifest.name} {manifest.version}: {frames_scored} of {frames_total} frame(s) scored, "
-             f"{'mean' if how == 'mean' else 'worst'} over frames."]
+             f"{how} over frames."]
     first = manifest.outputs[0]
     if first.type == "float":
         verdict = ""
@@ -153,8 +155,27 @@ def build_report(manifest: Manifest, scores: dict[str, float], *, critical: bool
     return "\n".join(lines)
 
 
+def series_policy(manifest: Manifest) -> tuple[int, str]:
+    """(frames, aggregate) for series scoring: the manifest's `series` (chosen by the model's evaluation), else
+    8 frames and the mean."""
+    policy = manifest.raw.get("series") if isinstance(manifest.raw.get("series"), dict) else {}
+    frames = policy.get("max_frames", DEFAULT_MAX_FRAMES)
+    how = policy.get("aggregate", "mean")
+    frames = frames if isinstance(frames, int) and not isinstance(frames, bool) and frames > 0 else DEFAULT_MAX_FRAMES
+    return frames, how if how in AGGREGATES else "mean"
+
+
+def no_content_result(manifest: Manifest, skipped: list, total: int) -> dict[str, Any]:
+    """What a series whose every frame is blank, constant or mostly empty gets: no scores, not critical."""
+    return {"model": {"name": manifest.name, "version": manifest.version}, "scores": {}, "flagged": [],
+            "per_instance": [], "frames_scored": 0, "frames_total": total, "aggregate": "", "representative": None,
+            "heatmap_png": b"", "critical": False, "skipped": skipped, "no_content": True,
+            "report": f"{manifest.name} {manifest.version}: no diagnostic content — every frame looked at is blank, "
+                      "constant or mostly empty, so nothing was scored."}
+
+
 def score_series(paths: Sequence[str | Path], model_dir: str | Path | None = None, *,
-                 max_frames: int = DEFAULT_MAX_FRAMES, aggregate: str = "mean",
+                 max_frames: int | None = None, aggregate: str | None = None,
                  device: str | None = None) -> dict[str, Any]:
     """Score a series (its files, in any order) with the model in `model_dir` (default: built-in).
 
@@ -165,24 +186,44 @@ def score_series(paths: Sequence[str | Path], model_dir: str | Path | None = Non
     RGBA PNG bytes sized like the representative frame, "report": str, "critical": bool,
     "skipped": [{"path", "reason"}]}. The representative frame is the worst one scored.
 
+    Frames and aggregate default to the manifest's `series` policy (`series_policy`). Blank, constant
+    or mostly-empty frames are not scored (`portal/ai/content.py`); a series of nothing else gets
+    `no_content_result` (no scores, "no_content": True).
+
     Raises `ModelUnavailable` (the model cannot be used) or `DicomRejected` (no frame of the
     series could be read), each with a reason.
     """
-    if aggregate not in AGGREGATES:
+    from portal.ai.content import no_content_reason
+
+    if aggregate is not None and aggregate not in AGGREGATES:
         raise ValueError(f"Unknown aggregate {aggregate!r}; use {' or '.join(AGGREGATES)}.")
     if model_dir is None:
         from portal.ai.registry import builtin_model_dir
         model_dir = builtin_model_dir()
     runner = load_model(model_dir, device=device)
     manifest = runner.manifest
+    policy_frames, policy_how = series_policy(manifest)
+    max_frames = max_frames or policy_frames
+    aggregate = aggregate or policy_how
     frames, total, skipped = representative_frames(paths, max_frames)
-    inputs, scored = [], []
+    from portal.ai import quality_model as qm
+
+    inputs, scored, blank = [], [], 0
     for fr in frames:
         try:
-            inputs.append(runner.load_frame(fr["path"], fr["frame"]))
-            scored.append(fr)
+            values = qm.frame_values(fr["path"], fr["frame"])
         except Exception as exc:  # a frame that cannot be decoded does not stop the others
             skipped.append({"path": str(fr["path"]), "reason": f"frame {fr['frame'] + 1}: {exc}"})
+            continue
+        reason = no_content_reason(values)
+        if reason:
+            blank += 1
+            skipped.append({"path": str(fr["path"]), "reason": f"frame {fr['frame'] + 1}: no diagnostic content ({reason})"})
+            continue
+        inputs.append(runner.preprocess(values))
+        scored.append(fr)
+    if not scored and blank:
+        return no_content_result(manifest, skipped, total)
     if not scored:
         reasons = "; ".join(s["reason"] for s in skipped[:3]) or "no files"
         raise DicomRejected(f"No frame of this series could be scored ({reasons}).", "no_scorable_frames")

@@ -240,8 +240,25 @@ def _validate(data: dict, file: Path) -> Manifest:
                     sha256=sha, description=str(data.get("description", "")), raw=data)
 
 
+_CHECKED: dict[tuple, bool] = {}  # (file, mtime, size, sha256) already checked: listing stays cheap
+
+
 def check_model_file(manifest: Manifest) -> None:
     """The model file exists, is a TorchScript archive and matches the manifest's sha256."""
+    path = manifest.model_path
+    try:
+        stat = path.stat()
+        seen = (str(path), stat.st_mtime_ns, stat.st_size, manifest.sha256)
+    except OSError:
+        seen = None
+    if seen is not None and seen in _CHECKED:
+        return
+    _check_model_file(manifest)
+    if seen is not None:
+        _CHECKED[seen] = True
+
+
+def _check_model_file(manifest: Manifest) -> None:
     path = manifest.model_path
     label = f"{manifest.name} {manifest.version}"
     if not path.is_file():
@@ -372,12 +389,21 @@ def builtin_models_root() -> Path:
 
 
 def builtin_model_dir() -> Path:
-    """The folder of the newest committed version of the built-in quality model."""
-    versions = [m.parent for m in (builtin_models_root() / "lightbox-quality").glob(f"*/{MANIFEST_NAME}")]
-    return max(versions, key=lambda d: _version_key(d.name))
+    """The folder of the newest committed, usable version of the built-in quality model (a folder without
+    its weights is skipped)."""
+    usable = [m for m in list_models() if m.name == "lightbox-quality" and _is_builtin(m.directory)]
+    if not usable:
+        raise ModelUnavailable("No usable built-in lightbox-quality model is installed; reinstall Lightbox or run "
+                               "python -m portal.ai.train_quality.", "model_not_found")
+    return max(usable, key=lambda m: version_key(m.version)).directory
 
 
-def _version_key(version: str) -> tuple:
+def _is_builtin(folder: Path) -> bool:
+    return builtin_models_root() in folder.resolve().parents
+
+
+def version_key(version: str) -> tuple:
+    """Sort key of a MAJOR.MINOR.PATCH[-pre][+build] version: a pre-release sorts before its release."""
     core, _, rest = version.partition("-")
     core = core.partition("+")[0]
     return (*(int(p) for p in core.split(".")), rest == "", rest)
@@ -392,6 +418,9 @@ def _candidate_dirs(root: Path) -> Iterable[Path]:
             yield m.parent
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
 def list_models(extra_dirs: Sequence[str | Path] = ()) -> list[Manifest]:
     """Valid models: the built-in ones, then those under `extra_dirs` (a model folder, or a folder
     of `name/version/` folders). Sorted by name, newest version first. A broken model is skipped
@@ -404,7 +433,9 @@ def list_models(extra_dirs: Sequence[str | Path] = ()) -> list[Manifest]:
             try:
                 manifest = load_manifest(folder)
             except ModelUnavailable as exc:
-                log.warning("Skipping the model in %s: %s", folder, exc.detail)
+                if (str(folder), exc.detail) not in _WARNED:  # once per folder and reason, not on every listing
+                    _WARNED.add((str(folder), exc.detail))
+                    log.warning("Skipping the model in %s: %s", folder, exc.detail)
                 continue
             key = (manifest.name, manifest.version)
             if key in found:
@@ -412,7 +443,7 @@ def list_models(extra_dirs: Sequence[str | Path] = ()) -> list[Manifest]:
                     log.warning("Skipping %s: %s %s is already installed from %s", folder, *key, found[key].directory)
                 continue
             found[key] = manifest
-    newest_first = sorted(found.values(), key=lambda m: _version_key(m.version), reverse=True)
+    newest_first = sorted(found.values(), key=lambda m: version_key(m.version), reverse=True)
     return sorted(newest_first, key=lambda m: m.name)  # stable: versions stay newest first
 
 
@@ -425,4 +456,4 @@ def find_model(name: str, version: str | None = None, extra_dirs: Sequence[str |
         what = f"{name} {version}" if version else name
         raise ModelUnavailable(f"No installed model {what}. `lightbox model list` shows what is installed.",
                                "model_not_found")
-    return max(candidates, key=lambda m: _version_key(m.version))
+    return max(candidates, key=lambda m: version_key(m.version))

@@ -13,7 +13,7 @@ import logging
 import json
 
 from portal import archive as arch, clock, projects
-from portal.inference import models, routing
+from portal.inference import alerting, models, routing
 from portal.tables import AiAlert, Asset, InferenceJob, Project, Result, Series
 
 QUEUED, RUNNING, RETRYING, DONE, FAILED, NOT_APPLICABLE = (
@@ -113,6 +113,10 @@ async def finish(job_id: int, outcome: dict) -> None:
         return
     manifest = models.manifest_for(job.model_name, version=job.model_version) or {}
     now = clock.now()
+    # Critical by the project's threshold for this model (else the model's own), not the worker's default.
+    project = await Project.objects().get(Project.id == job.project)
+    critical = alerting.is_critical(manifest, outcome["scores"], projects.settings_of(project)) if manifest else bool(
+        outcome.get("critical"))
     types = {o["name"]: o.get("type", "float") for o in manifest.get("outputs", [])}
     await Result.delete().where(Result.job == job_id)  # a retried job replaces a partial earlier write
     for name, value in outcome["scores"].items():
@@ -121,7 +125,7 @@ async def finish(job_id: int, outcome: dict) -> None:
                                    model_version=job.model_version, created_at=now))
     store = arch.storage()
     payload = {"model": {"name": job.model_name, "version": job.model_version}, "scores": outcome["scores"],
-               "per_instance": outcome.get("per_instance", []), "critical": bool(outcome.get("critical")),
+               "per_instance": outcome.get("per_instance", []), "critical": critical,
                # Which frame the heatmap belongs to: the viewer overlays it there.
                "representative": {k: v for k, v in (outcome.get("representative") or {}).items() if k != "path"}}
     files = {"heatmap": ("image/png", outcome.get("heatmap_png") or b""),
@@ -143,15 +147,19 @@ async def finish(job_id: int, outcome: dict) -> None:
     headline = manifest.get("critical", {}).get("output", "quality")
     score = outcome["scores"].get(headline)
     summary = f"{job.model_name} {job.model_version}: {headline} {score:.2f}" if score is not None else ""
-    if outcome.get("critical"):
+    if outcome.get("no_content"):  # every frame blank or constant: nothing to judge, and no alert
+        summary = f"{job.model_name} {job.model_version}: no diagnostic content"
+    if critical:
         summary += " — CRITICAL"
-        critical = manifest.get("critical", {})
+        series = await Series.objects().get(Series.id == job.series)
+        # One alert per study and model version (see portal/inference/alerting.py); its mail or digest entry
+        # is decided when it is delivered.
         await AiAlert.insert(AiAlert(
-            key=f"{job.series}:{job.model_name}:{job.model_version}", project=job.project, series=job.series,
-            model_name=job.model_name, model_version=job.model_version, output=headline, value=score,
-            message=critical.get("meaning", "critical result"), created_at=now,
+            key=alerting.alert_key(series.study, job.model_name, job.model_version), project=job.project,
+            series=job.series, model_name=job.model_name, model_version=job.model_version, output=headline,
+            value=score, message=manifest.get("critical", {}).get("meaning", "critical result"), created_at=now,
         )).on_conflict(target=AiAlert.key, action="DO NOTHING")
-        from portal.mail import alerts  # mail the alert recipients, once per series and model version
+        from portal.mail import alerts  # mail the alert recipients, once per study and model version
 
         try:
             await alerts.deliver_pending()

@@ -1,13 +1,20 @@
-"""Installed models: the built-in one shipped with Lightbox and those added under the data dir."""
+"""Which installed models a project may use: the project-scoping rule over the one registry (portal/ai/registry.py).
+
+The registry scans the model folders (built-in ones under portal/ai/models, added and trained ones under
+{data dir}/models) and keeps only usable models: a valid manifest *and* its model file (present, non-empty, a
+TorchScript archive, matching its sha256). A folder an interrupted `lightbox model train` left without weights is
+skipped, so it can never become the version "in use". This module adds what a project sees: a version fine-tuned
+on one project's labels (its manifest names the project) serves that project only.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from portal import settings as settings_mod
+from portal.ai import registry
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "ai" / "models"
+BUILTIN_DIR = registry.builtin_models_root()
 
 
 def search_dirs() -> list[Path]:
@@ -15,21 +22,9 @@ def search_dirs() -> list[Path]:
 
 
 def installed() -> list[dict]:
-    """Every model manifest found: [{name, version, dir, ...}], newest version of each name first."""
-    found = []
-    for root in search_dirs():
-        for manifest in sorted(root.glob("*/*/manifest.json")):
-            try:
-                data = json.loads(manifest.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(data, dict) and data.get("name") and data.get("version"):
-                found.append({**data, "dir": str(manifest.parent)})
-    return sorted(found, key=lambda m: (m["name"], _version_key(m["version"])), reverse=True)
-
-
-def _version_key(version: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else 0 for p in str(version).split("."))
+    """Every usable model: [{name, version, dir, ...manifest}], by name (descending), newest version first."""
+    found = [{**m.to_dict(), "dir": str(m.directory)} for m in registry.list_models([search_dirs()[0]])]
+    return sorted(found, key=lambda m: (m["name"], registry.version_key(m["version"])), reverse=True)
 
 
 def serves(manifest: dict, project: str | None) -> bool:
@@ -48,10 +43,7 @@ def for_project(project: str) -> tuple[list[dict], dict[str, dict]]:
 
 
 def manifest_for(name: str, project: str | None = None, version: str | None = None) -> dict | None:
-    """The newest installed version of model `name` that serves `project` (or exactly `version`).
-
-    A version fine-tuned on one project's labels (its manifest names the project) serves that
-    project only; general versions serve every project."""
+    """The newest installed version of model `name` that serves `project` (or exactly `version`)."""
     for m in installed():
         if m["name"] != name:
             continue
@@ -74,5 +66,60 @@ def next_version(name: str) -> str:
     versions = [m["version"] for m in installed() if m["name"] == name]
     if not versions:
         return "1.0.0"
-    newest = max(versions, key=_version_key).split("-")[0].split("+")[0].split(".")
+    newest = max(versions, key=registry.version_key).split("-")[0].split("+")[0].split(".")
     return ".".join(newest[:-1] + [str(int(newest[-1]) + 1)])
+
+
+def evaluation_summary(manifest: dict) -> dict | None:
+    """The headline figures of a model's evaluation.json for the AI page (None without one): held-out macro AUC,
+    the quality output's AUC for "any artifact", the critical alert's false-alert rate on clean images and its
+    detection of severe artifacts (overall and by matrix size) at the threshold the model ships with, where some
+    evaluation measured them (`critical_source` says which), and `notes` from independent measurements."""
+    import json
+
+    path = Path(manifest.get("dir", "")) / "evaluation.json"
+    try:
+        ev = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    test = ev.get("test_B") or ev.get("test") or {}  # 1.2.0 on: the held-out artifact implementation
+    if "quality_any_artifact" in test:
+        test = {**test, "quality_auc_any_artifact": test["quality_any_artifact"]["auc"]}
+    native = _native_evaluation(Path(manifest["dir"]))
+    independent = ev.get("independent") or {}
+    if ev.get("critical"):
+        critical, source = ev["critical"], "its own held-out evaluation"
+    elif native.get("critical") and native["critical"].get("threshold") == (manifest.get("critical") or {}).get("below"):
+        # only at the threshold the model ships with: a re-chosen one would flatter the alert people get
+        critical, source = native["critical"], "measured again by 1.2.0's evaluation"
+    elif independent.get("critical"):
+        critical, source = independent["critical"], "an independent measurement"
+    else:
+        critical, source = None, ""
+    notes = [n for n in (
+        f"Independent measurement ({independent['source']}): macro AUC {independent['macro_auc']:.2f}, quality vs "
+        f"any artifact {independent['quality_auc_any_artifact']:.2f}." if independent.get("macro_auc") else None,
+        native.get("note")) if n]
+    return {"macro_auc": test.get("macro_auc"), "quality_auc": test.get("quality_auc_any_artifact"),
+            "critical": critical, "critical_source": source, "notes": notes,
+            "document": str(Path(manifest["dir"]) / "EVALUATION.md")}
+
+
+def _native_evaluation(folder: Path) -> dict:
+    """An older version measured again by 1.2.0's evaluation (evaluation-native.json beside it), if it was."""
+    import json
+
+    try:
+        ev = json.loads((folder / "evaluation-native.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    b = ev.get("test_B") or {}
+    if b.get("macro_auc") is None:
+        return {}
+    c = b.get("critical") or {}
+    alert = (f"; critical alert at quality < {c['threshold']}: {100 * c['false_alert_rate']:.1f}% false alerts on clean "
+             f"images, {100 * c['severe_detection']:.0f}% of severe artifacts caught"
+             if c.get("false_alert_rate") is not None and c.get("severe_detection") is not None else "")
+    return {"critical": c or None,
+            "note": f"Measured again by 1.2.0's evaluation (held-out sources, held-out artifact implementation, "
+                    f"native matrices 64-2048 px): macro AUC {b['macro_auc']:.3f}{alert} (EVALUATION-native.md)."}

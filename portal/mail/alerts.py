@@ -1,5 +1,6 @@
 """AI alerts by mail: a critical result mails the project's alert recipients (senior reviewers by default) once
-per series and model version — the AiAlert row is claimed before its mail is queued."""
+per study and model version — the AiAlert row is claimed before its mail is queued. A series acquired longer ago
+than the project's alert window goes to the recipients' daily digest instead (portal/inference/alerting.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import logging
 from portal import clock, db, notifications, projects
 from portal.errors import Invalid
 from portal.mail import compose, outbox, recipients
-from portal.tables import AiAlert, Project, Series, Study
+from portal.inference import alerting
+from portal.tables import AiAlert, Patient, Project, Series, Study
 
 log = logging.getLogger("lightbox.mail")
 
@@ -49,12 +51,19 @@ async def _deliver(alert_id: int) -> int | None:
     project = await Project.objects().get(Project.id == alert.project)
     series = await Series.objects().get(Series.id == alert.series)
     study = await Study.objects().get(Study.id == series.study)
+    patient = await Patient.objects().get(Patient.id == study.patient)
     to = await alert_recipients(project)
-    subject, text = compose.alert(project, study, series, alert)
+    acquired = alerting.acquired_at(study, series)
+    recent = alerting.is_recent(acquired, alert.created_at, alerting.window_hours(projects.settings_of(project)))
+    subject, text = compose.alert(project, study, series, alert, patient=patient, acquired=acquired, recent=recent)
     link = f"/projects/{project.name}/series/{series.series_instance_uid}"
-    immediate = await notifications.notify([r["username"] for r in to if r["username"]], "alert",
-                                           project_id=project.id, series_id=series.id, title=subject,
-                                           text=alert.message, link=link)
+    usernames = [r["username"] for r in to if r["username"]]
+    if not recent:  # too late to act while the patient is there: the daily digest, no mail now
+        await notifications.notify(usernames, "alert", project_id=project.id, series_id=series.id, title=subject,
+                                   text=compose.alert_note(alert, recent=False), link=link, digest=True)
+        return 0
+    immediate = await notifications.notify(usernames, "alert", project_id=project.id, series_id=series.id,
+                                           title=subject, text=compose.alert_note(alert, recent=True), link=link)
     addresses = [r["address"] for r in to if r["username"] is None or r["username"] in immediate]
     if addresses:
         row = await outbox.enqueue("alert", addresses, subject, text, schedule=False,

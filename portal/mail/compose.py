@@ -90,19 +90,40 @@ def flag(project, study, series, *, sender, note: str, history: list[dict], scre
     return text, html
 
 
-def alert(project, study, series, alert_row) -> tuple[str, str]:
-    """(subject, text) of an AI alert."""
+def study_date_label(study) -> str:
+    """YYYY-MM-DD of the study (its DICOM date as stored when it is not a date)."""
+    d = study.study_date or ""
+    return f"{d[:4]}-{d[4:6]}-{d[6:8]}" if len(d) == 8 and d.isdigit() else (d or "no date")
+
+
+def alert(project, study, series, alert_row, *, patient=None, acquired=None, recent: bool = True) -> tuple[str, str]:
+    """(subject, text) of an AI alert: who and which study, what was found, a link to the series."""
     url = series_link(project.name, series.series_instance_uid)
-    value = "" if alert_row.value is None else f" = {alert_row.value:.2f}"
-    subject = one_line(f"AI alert: {project.name}, {study_label(study)}, {series_label(series)}")
+    patient_id = getattr(patient, "patient_id", "") or "unknown"
+    accession = study.accession_number or "no accession"
+    subject = one_line(f"AI alert: {project.name}, patient {patient_id}, {accession}, {study_date_label(study)}, "
+                       f"{study.description or series_label(series)}")
     text = "\n".join([
-        f"{alert_row.model_name} {alert_row.model_version} found a critical result: "
-        f"{alert_row.output}{value} ({alert_row.message}).", "",
+        alert_note(alert_row, recent=recent), "",
         f"Open the series: {url}", "",
+        f"Patient ID: {patient_id}",
+        f"Accession: {accession}",
+        f"Study date: {study_date_label(study)}",
+        f"Study description: {study.description or '(none)'}",
+        f"Acquired: {clock.iso(acquired) or 'unknown'}",
         *[f"{k}: {v}" for k, v in _identifiers(project, study, series)], "",
-        "You receive this as an alert recipient of the project. The alert is sent once per series and model version.",
+        "You receive this as an alert recipient of the project. The alert is sent once per study and model version.",
     ]) + "\n"
     return subject, text
+
+
+def alert_note(alert_row, *, recent: bool) -> str:
+    """One line: the model, the score, and what to do; an old acquisition is not a call to repeat the scan."""
+    value = "" if alert_row.value is None else f" = {alert_row.value:.2f}"
+    found = f"{alert_row.model_name} {alert_row.model_version} found a critical result: {alert_row.output}{value}"
+    if recent:
+        return f"{found} ({alert_row.message})."
+    return f"{found}. The series was acquired outside the project's alert window: review it when convenient."
 
 
 def signup_request(user) -> tuple[str, str]:

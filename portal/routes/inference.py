@@ -9,12 +9,12 @@ from litestar.response import File, Response, Template
 from portal import archive as arch, clock, projects
 from portal.auth import permissions
 from portal.errors import Invalid, LightboxError, NotFound
-from portal.inference import jobs, models, results, retrain as retraining, routing
+from portal.inference import alerting, jobs, models, results, retrain as retraining, routing, suggestions
 from portal.review.decisions import visible_series
 from portal.routes._auth import api_user, client_of, portal_user
 from portal.routes._render import flash, page, partial, redirect
 from portal.routes.api_v1 import _series as cad4tb_series
-from portal.tables import AiAlert, Asset, Instance, Project, Series, User
+from portal.tables import Asset, Instance, Project, Series, User
 
 _portal = {"me": Provide(portal_user)}
 _api = {"me": Provide(api_user)}
@@ -28,9 +28,12 @@ def _enqueue(job: dict) -> None:
 
 async def panel(request: Request, me: User, p: Project, series: Series) -> Template:
     job = await jobs.latest(series)
-    threshold = float(projects.settings_of(p)["ai_suggest_threshold"])
-    suggested = [r["name"] for r in (job or {}).get("results", [])
-                 if r["type"] == "probability" and r["value"] is not None and r["value"] >= threshold]
+    conf = projects.settings_of(p)
+    threshold = float(conf["ai_suggest_threshold"])
+    # Named in the project's artifact vocabulary (the decision panel marks the same ones as "suggested").
+    mapped = suggestions.suggest((job or {}).get("results", []), conf.get("ai_artifact_map") or {},
+                                 conf["artifacts"], threshold) if job and job["state"] == jobs.DONE else {}
+    suggested = list(mapped)
     # A series whose instances arrived lately and has no (current) job yet is waiting for its quiet period.
     quiet = float(projects.settings_of(p)["ai_quiet_seconds"])
     waiting = series.ai_status == "" and series.last_instance_at is not None and (
@@ -75,8 +78,14 @@ async def _ai_page_context(me: User, p: Project) -> dict:
     conf = projects.settings_of(p)
     runs = await retraining.runs(p)
     visible, in_use = models.for_project(p.name)
+    outputs = sorted({o["name"] for m in in_use.values() for o in m.get("outputs", []) if o.get("type") == "probability"})
     return {"project": p, "rules": conf["ai_routing"], "quiet": conf["ai_quiet_seconds"],
             "threshold": conf["ai_suggest_threshold"], "models": visible, "serving": in_use,
+            "alert_window": conf["ai_alert_window_hours"],
+            "critical_rules": {n: alerting.critical_rule(m, conf) for n, m in in_use.items()},
+            "critical_overrides": conf.get("ai_critical_thresholds") or {},
+            "artifact_map": conf.get("ai_artifact_map") or {}, "artifacts": conf["artifacts"], "map_outputs": outputs,
+            "evaluations": {n: models.evaluation_summary(m) for n, m in in_use.items()},
             "runs": runs, "active": any(r["state"] in retraining.ACTIVE for r in runs),
             "chart": next((r["comparison"] for r in runs if r["state"] == retraining.DONE), None),
             "labels": await retraining.label_counts(p), "min_series": _min_series(),
@@ -116,7 +125,7 @@ async def ai_settings(request: Request, me: User, project: str) -> Template | Re
     p = await permissions.project_for(me, project, "manage_project")
     form = await request.form()
     try:
-        changes = _routing_form(form)
+        changes = _routing_form(form, projects.settings_of(p))
         await projects.update_settings(p, changes, by=me, client=client_of(request))
     except LightboxError as exc:
         return await page(request, me, "inference/project.html", status_code=exc.status, settings_error=exc.detail,
@@ -125,8 +134,10 @@ async def ai_settings(request: Request, me: User, project: str) -> Template | Re
     return redirect(request, f"/projects/{p.name}/ai")
 
 
-def _routing_form(form) -> dict:
-    """Rows rule-N-{modality,body_part,sop_class,description,model} (a blank model drops the row)."""
+def _routing_form(form, conf: dict) -> dict:
+    """Rows rule-N-{modality,body_part,sop_class,description,model} (a blank model drops the row); the quiet
+    period, suggestion threshold, alert window, critical-{model} thresholds (blank: the model's own) and
+    map-{output} artifact names (blank: no suggestion)."""
     rules = []
     for n in range(int(form.get("rows", "0") or 0)):
         row = {f: form.get(f"rule-{n}-{f}", "") for f in ("modality", "body_part", "sop_class", "description", "model")}
@@ -145,7 +156,22 @@ def _routing_form(form) -> dict:
         raise Invalid("The quiet period must be between 0 and 3600 seconds.", "invalid_setting")
     if not 0 < threshold < 1:
         raise Invalid("The suggestion threshold must be between 0 and 1.", "invalid_setting")
-    return {"ai_routing": rules, "ai_quiet_seconds": quiet, "ai_suggest_threshold": threshold}
+    try:
+        window = float(form.get("alert_window", conf["ai_alert_window_hours"]))
+    except ValueError:
+        raise Invalid("The alert window must be a number of hours.", "invalid_setting") from None
+    if not 0 <= window <= 24 * 365:
+        raise Invalid("The alert window must be between 0 and 8760 hours.", "invalid_setting")
+    names = {m["name"] for m in models.installed()}
+    critical = alerting.check_thresholds(
+        {k[len("critical-"):]: v for k, v in form.items() if k.startswith("critical-") and str(v).strip()}, names)
+    changes = {"ai_routing": rules, "ai_quiet_seconds": quiet, "ai_suggest_threshold": threshold,
+               "ai_alert_window_hours": window, "ai_critical_thresholds": critical}
+    if form.get("map-present"):
+        changes["ai_artifact_map"] = suggestions.check_map(
+            {k[len("map-"):]: v for k, v in form.items() if k.startswith("map-") and k != "map-present"},
+            conf["artifacts"])
+    return changes
 
 
 # --- APIs -------------------------------------------------------------------------------------------
@@ -184,8 +210,9 @@ async def qure_results(request: Request, me: User, uid: str, Project: str | None
     await permissions.project_for(me, p.name, "api_series_results")
     job = await jobs.latest(series)
     base = str(request.base_url).rstrip("/")
-    critical = bool(job) and await AiAlert.exists().where(
-        AiAlert.key == f"{series.id}:{job['model_name']}:{job['model_version']}")
+    critical = bool(job) and job["state"] == jobs.DONE and alerting.is_critical(
+        models.manifest_for(job["model_name"], version=job["model_version"]) or {},
+        {r["name"]: r["value"] for r in job["results"]}, projects.settings_of(p))
     return Response(results.qure(uid, job, lambda a: f"{base}/api/v1/assets/{a['id']}", critical=critical))
 
 

@@ -12,6 +12,7 @@ from litestar.response import Redirect, Template
 from portal import archive as arch, projects
 from portal.auth import permissions
 from portal.errors import Invalid, LightboxError
+from portal.inference import suggestions
 from portal.review import decisions, progress, queue, vocabulary
 from portal.routes._auth import api_user, client_of, portal_user
 from portal.routes._body import json_object
@@ -29,7 +30,8 @@ async def panel_context(me: User, project: Project, series: Series) -> dict:
     may_review = await permissions.may(me, "review_series", project)
     return {"vocabulary": conf["decisions"], "artifacts": conf["artifacts"],
             "allowed": vocabulary.allowed_codes(conf["decisions"], role, me.is_admin) if may_review else [],
-            "history": await decisions.history(series), "review_role": role}
+            "history": await decisions.history(series), "review_role": role,
+            "suggested": await suggestions.for_series(project, series)}
 
 
 def _artifacts_from_form(form) -> dict[str, int]:

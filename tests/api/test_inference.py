@@ -116,8 +116,12 @@ async def test_a_corrupt_model_fails_the_job_with_a_reason(client, consumer, tmp
     shutil.copytree(builtin["dir"], broken)
     manifest = json.loads((broken / "manifest.json").read_text())
     manifest["version"] = "99.0.0"
+    manifest.pop("sha256")
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    (broken / manifest["file"]).write_bytes(b"this is not a model")
+    # A zip archive that is not TorchScript: the registry's file checks pass (a missing or empty file, or a
+    # checksum mismatch, would keep it out of use), loading it fails.
+    with zipfile.ZipFile(broken / manifest["file"], "w") as z:
+        z.writestr("model/data.pkl", b"this is not a model")
     await _project()
     from portal.inference import jobs as jobs_mod
     from portal.tasks import inference as tasks

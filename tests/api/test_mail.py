@@ -223,10 +223,22 @@ async def test_sweep_delivers_mail_whose_task_was_lost(client, consumer, smtp_se
     assert len(smtp_server.inbox.messages) == 1
 
 
+async def _acquired_now(case) -> Series:
+    """The case's series, its study dated now: an AI alert mails at once only for a recent acquisition."""
+    from portal.tables import Study
+
+    series = await Series.objects().get(Series.series_instance_uid == case["SeriesInstanceUID"])
+    now = clock.now()
+    await Study.update({Study.study_date: now.strftime("%Y%m%d"), Study.study_time: now.strftime("%H%M%S")}).where(
+        Study.id == series.study)
+    await Series.update({Series.series_date: ""}).where(Series.id == series.id)
+    return series
+
+
 async def test_ai_alert_mails_senior_reviewers_once(client, consumer, smtp_server, case):
     from portal.mail import alerts
 
-    series = await Series.objects().get(Series.series_instance_uid == case["SeriesInstanceUID"])
+    series = await _acquired_now(case)
     await AiAlert.insert(AiAlert(key=f"{series.id}:m:1", project=series.project, series=series.id, model_name="m",
                                  model_version="1", output="quality", value=0.05, message="likely unusable",
                                  created_at=clock.now()))
@@ -403,7 +415,7 @@ async def test_critical_inference_result_mails_once_even_when_the_job_is_retried
 
     if models.manifest_for("lightbox-quality") is None:
         pytest.skip("the built-in model is not installed")
-    series = await Series.objects().get(Series.series_instance_uid == case["SeriesInstanceUID"])
+    series = await _acquired_now(case)
     version = models.manifest_for("lightbox-quality")["version"]
     job = InferenceJob(project=series.project, series=series.id, model_name="lightbox-quality", model_version=version,
                        state="running", queued_at=clock.now())

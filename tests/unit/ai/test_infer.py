@@ -47,8 +47,27 @@ def test_mean_and_worst_aggregates(ct_series):
     qualities = [p["scores"]["quality"] for p in mean["per_instance"]]
     assert worst["scores"]["quality"] == pytest.approx(min(qualities), abs=1e-4)
     assert mean["scores"]["quality"] == pytest.approx(np.mean(qualities), abs=1e-3)
+    median = score_series(ct_series, aggregate="median")
+    assert median["scores"]["quality"] == pytest.approx(np.median(qualities), abs=1e-3)
     with pytest.raises(ValueError, match="aggregate"):
-        score_series(ct_series, aggregate="median")
+        score_series(ct_series, aggregate="p90")
+
+
+def test_blank_frames_are_not_scored_and_a_blank_series_has_no_content(ct_series, tmp_path):
+    import pydicom
+
+    blank = []
+    for k, src in enumerate(ct_series[:2]):
+        ds = pydicom.dcmread(src)
+        ds.PixelData = np.zeros_like(ds.pixel_array).tobytes()
+        ds.save_as(tmp_path / f"blank{k}.dcm")
+        blank.append(tmp_path / f"blank{k}.dcm")
+    result = score_series(blank)
+    assert result["no_content"] and result["scores"] == {} and not result["critical"]
+    assert "no diagnostic content" in result["report"]
+    mixed = score_series([*blank, *ct_series[2:]])
+    assert mixed["frames_scored"] == len(ct_series) - 2 and "quality" in mixed["scores"]
+    assert sum("no diagnostic content" in s["reason"] for s in mixed["skipped"]) == 2
 
 
 def test_multiframe_picks_representative_frames(tmp_path):
