@@ -223,7 +223,6 @@ def side_by_side(args, tmp: Path) -> None:
     ds = pydicom.dcmread(one_series[0], stop_before_pixels=True)
     study, series = ds.StudyInstanceUID, ds.SeriesInstanceUID
     sops = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in one_series]
-    rows: list[tuple[str, str, float, float]] = []  # (test, backend, lightbox /s, orthanc /s)
     orthanc = start_orthanc(tmp / "orthanc")
     o = f"http://127.0.0.1:{ORTHANC_HTTP}"
     figures: dict = {}
@@ -260,7 +259,7 @@ def side_by_side(args, tmp: Path) -> None:
             proc.wait(timeout=60)
     print(f"\n{args.n} CT 512x512 instances; {args.k} clients for HTTP and STOW; 16 clients for retrieval")
     print(f"{'test':44} {'backend':9} {'Lightbox':>10} {'Orthanc':>10} {'ratio':>7}")
-    labels = {"http": f"HTTP one instance per request (inst/s)", "stow": f"STOW-RS {args.stow_per}/request (inst/s)",
+    labels = {"http": "HTTP one instance per request (inst/s)", "stow": f"STOW-RS {args.stow_per}/request (inst/s)",
               "dimse": f"storescu, one association of {args.dimse_n} (inst/s)"}
     for name, _ in backends:
         for test, label in labels.items():

@@ -8,7 +8,7 @@ from litestar import Controller, Request, get, post
 from litestar.di import Provide
 from litestar.response import Response, Stream
 
-from portal import audit, settings as settings_mod
+from portal import settings as settings_mod
 from portal.archive.ingest import record_audit, upload_audit
 from portal.auth.permissions import project_for
 from portal.dicomweb import Links, body, content_type, new_boundary, parse_accept, qido, stow, wado
