@@ -107,7 +107,10 @@ async def bulk_load(settings, rows: dict[str, list[tuple]]) -> None:
     if settings.database_kind == "postgres":
         import asyncpg
 
-        con = await asyncpg.connect(**settings.postgres_params())
+        params = settings.postgres_params()
+        # A bulk load may take longer than the portal's statement timeout on a busy machine.
+        params["server_settings"] = {**params["server_settings"], "statement_timeout": "0"}
+        con = await asyncpg.connect(**params)
         try:
             async with con.transaction():
                 for table in order:

@@ -69,8 +69,11 @@ async def step(project: Project, place: Place | None, *, forward: bool = True,
     cmp, down = ("<", "DESC") if forward else (">", "ASC")  # studies run newest first
     keyset, keyset_args = "", []
     if place is not None:
-        keyset = f" AND (st.study_date {cmp} {{}} OR (st.study_date = {{}} AND st.id {cmp} {{}}))"
-        keyset_args = [place.study_date, place.study_date, place.study_id]
+        # The bare bound (date <= ?) is what lets the index seek straight to the place; the OR then
+        # settles ties on the same date by id.
+        keyset = (f" AND st.study_date {cmp}= {{}}"
+                  f" AND (st.study_date {cmp} {{}} OR (st.study_date = {{}} AND st.id {cmp} {{}}))")
+        keyset_args = [place.study_date, place.study_date, place.study_date, place.study_id]
     rows = await Series.raw(
         f"""SELECT st.id FROM lb_study st WHERE st.project = {{}}{keyset}
             AND EXISTS (SELECT 1 FROM lb_series se WHERE se.study = st.id{extra})
