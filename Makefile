@@ -30,10 +30,12 @@ run: install
 	$(BIN)/lightbox serve --host 127.0.0.1 --port 8000 --workers 2
 
 # Debian's chromium drives Playwright (Playwright cannot download its own browsers here);
-# dcmtk's storescu/echoscu are the real DICOM peers of the C-STORE tests.
+# dcmtk's storescu/findscu/movescu/getscu/storescp are the real DICOM peers of the networking tests;
+# Orthanc (with its DICOMweb plugin) is the peer archive of the send and DICOMweb sync tests.
 chromium:
-	@(command -v chromium && command -v storescu) >/dev/null || (apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium dcmtk)
+	@(command -v chromium && command -v storescu && command -v Orthanc && \
+		test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so) >/dev/null || (apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium dcmtk orthanc orthanc-dicomweb)
 
 # PostgreSQL and Redis for the second test run; started when they are not running.
 services:
