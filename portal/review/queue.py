@@ -23,8 +23,11 @@ async def queue(project: Project, role: str) -> list[str]:
     return sorted(order, key=lambda uid: wanted.index(status[uid]))
 
 
-async def next_in_queue(project: Project, role: str, after: str | None = None) -> str | None:
+async def next_in_queue(project: Project, role: str, after: str | None = None,
+                        skip: frozenset[str] | set[str] = frozenset()) -> str | None:
     uids = await queue(project, role)
+    # Claims (review/claims.py): `skip` holds the series other reviewers are on now.
+    uids = [uid for uid in uids if uid not in skip or uid == after]
     if after in uids:
         i = uids.index(after)
         uids = uids[i + 1:] + uids[:i]

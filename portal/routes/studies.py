@@ -51,7 +51,9 @@ async def series_page(request: Request, me: User, project: str, series_uid: str)
                       instances=instances, prev_uid=prev_uid, next_uid=next_uid,
                       viewer_instances=_viewer_instances(p.name, instances),
                       prefetch_instances=_viewer_instances(p.name, next_instances),
-                      perms=await permissions.permissions(me, p), **await review.panel_context(me, p, series))
+                      perms=await permissions.permissions(me, p), **await review.panel_context(me, p, series),
+                      **await review.claim_context(me, p, series, claim_now="queue" in request.query_params,
+                                                   client=client_of(request)))
 
 
 def _viewer_instances(project: str, instances) -> list[dict]:

@@ -11,6 +11,8 @@ if (el && instances.length) {
     instances,
     overlay: { patient: el.dataset.patient, series: el.dataset.series },
     prefetch: { instances: JSON.parse(el.dataset.prefetch || "[]") },
+    // Open on the image the preview showed (the middle instance's first frame).
+    startIndex: instances.slice(0, Number(el.dataset.start || 0)).reduce((n, i) => n + (i.frames || 1), 0),
     // The review panel (when present) listens for this to store the location with a decision.
     onLocation: (loc) => document.dispatchEvent(new CustomEvent("lightbox:location", { detail: loc })),
   });
@@ -54,6 +56,13 @@ const toggleHelp = () => (dialog.open ? dialog.close() : dialog.showModal());
 document.getElementById("show-shortcuts")?.addEventListener("click", toggleHelp);
 document.getElementById("close-shortcuts")?.addEventListener("click", () => dialog.close());
 
+// Full screen: the viewer pane alone (Esc or f again leaves it).
+function toggleFullScreen() {
+  const pane = document.getElementById("viewer-pane");
+  if (document.fullscreenElement) document.exitFullscreen();
+  else pane?.requestFullscreen?.();
+}
+
 function go(id) {
   const link = document.getElementById(id);
   if (link) window.location = link.href;
@@ -72,6 +81,9 @@ document.addEventListener("keydown", (e) => {
     a: () => viewer?.autoWindow(),
     n: () => viewer?.invert(),
     r: () => viewer?.reset(),
+    m: () => viewer?.setTool("mark"),
+    l: () => viewer?.setTool("length"),
+    f: toggleFullScreen,
     "?": toggleHelp,
   };
   const action = actions[e.key];
