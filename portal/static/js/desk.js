@@ -41,6 +41,17 @@ function wireFolds(root) {
   });
 }
 
+// The viewer and the panels fill the window below the header: measure where they start (the header's height
+// depends on the fonts and the width).
+function fitToWindow() {
+  const layout = document.querySelector(".series-layout");
+  const main = document.querySelector("main.desk");
+  if (!layout || !main) return;
+  main.style.setProperty("--desk-top", `${Math.round(layout.getBoundingClientRect().top + window.scrollY)}px`);
+}
+window.addEventListener("resize", fitToWindow);
+fitToWindow();
+
 document.addEventListener("htmx:load", () => wireFolds(document));
 wireFolds(document);
 
