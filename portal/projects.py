@@ -47,6 +47,9 @@ DEFAULT_SETTINGS: dict = {
     "export_images": "store",
     "export_backups": 10,
     "sync_every_minutes": 0,
+    # Report forms: which series each form applies to, {form name: {modalities, body_parts, sop_classes}}
+    # (portal/forms/applicability.py; a form without an entry uses its built-in default, else any series).
+    "form_applies": {},
 }
 
 
