@@ -27,6 +27,7 @@ from portal.routes import admin, api_accounts, api_projects, api_v1, health, pro
 from portal.routes import dicomweb, inference, review
 from portal.routes import forms
 from portal.routes import form_applicability
+from portal.routes import housekeeping
 from portal.routes import admin_mail, mail, notifications, signup
 from portal.routes import exchange
 from portal.settings import Settings
@@ -119,7 +120,7 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
             api_projects.list_projects, api_projects.create_project, api_projects.get_project,
             *api_v1.ROUTES, *review.ROUTES, *inference.ROUTES, qure.upload_studies, upload.upload_page, upload.upload_batch, *studies.ROUTES,
             *dicomweb.ROUTES,
-            *forms.ROUTES, *form_applicability.ROUTES,
+            *forms.ROUTES, *form_applicability.ROUTES, *housekeeping.ROUTES,
             *mail.ROUTES, *notifications.ROUTES, *admin_mail.ROUTES, *signup.ROUTES,
             *exchange.ROUTES,
             projects.project_list, projects.project_create, projects.project_page, projects.settings_page,

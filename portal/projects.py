@@ -50,6 +50,8 @@ DEFAULT_SETTINGS: dict = {
     # Report forms: which series each form applies to, {form name: {modalities, body_parts, sop_classes}}
     # (portal/forms/applicability.py; a form without an entry uses its built-in default, else any series).
     "form_applies": {},
+    # Study/series downloads from the portal (archive/download.py): de-identified (DICOM basic profile) when true.
+    "download_deidentified": False,
 }
 
 

@@ -10,7 +10,7 @@ from litestar.di import Provide
 from litestar.response import File, Response, Template
 
 from portal import archive as arch, audit, settings as settings_mod
-from portal.archive import navigation
+from portal.archive import download, navigation
 from portal.auth import permissions
 from portal.dicom import render_frame, thumbnail
 from portal.errors import Invalid
@@ -32,7 +32,8 @@ async def study_page(request: Request, me: User, project: str, study_uid: str) -
     series = await arch.series_of_study(study)
     counts = await arch.count_instances([s.id for s in series])
     return await page(request, me, "studies/study.html", project=p, study=study, patient=patient,
-                      series=series, counts=counts, flagged=await flags.flagged_ids([s.id for s in series]))
+                      series=series, counts=counts, flagged=await flags.flagged_ids([s.id for s in series]),
+                      perms=await permissions.permissions(me, p), deidentified=download.deidentified(p))
 
 
 @get("/projects/{project:str}/series/{series_uid:str}", dependencies=_deps, include_in_schema=False)
@@ -51,7 +52,8 @@ async def series_page(request: Request, me: User, project: str, series_uid: str)
                       instances=instances, prev_uid=prev_uid, next_uid=next_uid,
                       viewer_instances=_viewer_instances(p.name, instances),
                       prefetch_instances=_viewer_instances(p.name, next_instances),
-                      perms=await permissions.permissions(me, p), **await review.panel_context(me, p, series),
+                      perms=await permissions.permissions(me, p), deidentified=download.deidentified(p),
+                      **await review.panel_context(me, p, series),
                       **await review.claim_context(me, p, series, claim_now="queue" in request.query_params,
                                                    client=client_of(request)))
 
