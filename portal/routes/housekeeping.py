@@ -7,7 +7,7 @@ from litestar import Request, get, post
 from litestar.di import Provide
 from litestar.response import Redirect, Stream
 
-from portal import archive as arch, audit
+from portal import archive as arch, audit, projects
 from portal.archive import download
 from portal.auth import permissions
 from portal.routes._auth import client_of, portal_user
@@ -65,4 +65,13 @@ async def study_delete(request: Request, me: User, project: str, study_uid: str)
     return Redirect(f"/projects/{p.name}", status_code=303)
 
 
-ROUTES = [series_download, study_download, series_delete, study_delete]
+@post("/projects/{project:str}/settings/downloads", dependencies=_deps, include_in_schema=False)
+async def downloads_setting(request: Request, me: User, project: str) -> Redirect:
+    p = await permissions.project_for(me, project, "manage_project")
+    on = (await request.form()).get(download.SETTING) == "on"
+    await projects.update_settings(p, {download.SETTING: on}, by=me, client=client_of(request))
+    flash(request, "Downloads are de-identified." if on else "Downloads keep the original identifiers.", "success")
+    return Redirect(f"/projects/{p.name}/settings#downloads", status_code=303)
+
+
+ROUTES = [series_download, study_download, series_delete, study_delete, downloads_setting]

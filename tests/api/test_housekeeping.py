@@ -53,9 +53,14 @@ async def test_download_a_series_and_a_study(client, study):
 
 
 async def test_download_is_deidentified_when_the_project_says_so(client, study):
-    p = await Project.objects().get(Project.name == "p")
-    await projects.update_settings(p, {"download_deidentified": True})
+    await login(client, "boss")
+    assert 'name="download_deidentified"' in (await client.get("/projects/p/settings")).text
+    r = await form_post(client, "/projects/p/settings/downloads", {"download_deidentified": "on"})
+    assert r.status_code == 303
+    assert projects.settings_of(await Project.objects().get(Project.name == "p"))["download_deidentified"] is True
+    client.cookies.clear()
     await login(client, "rev")
+    assert (await form_post(client, "/projects/p/settings/downloads", {})).status_code == 403
     page = await client.get(f"/projects/p/studies/{study['study']}")
     assert "Download zip (de-identified)" in page.text
     r = await client.get(f"/projects/p/studies/{study['study']}/download")
