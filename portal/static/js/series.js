@@ -7,6 +7,8 @@ let viewer = null;
 
 if (el && instances.length) {
   el.classList.add("mounted");
+  // The preview stays until the viewer has painted real pixels.
+  el.addEventListener("lightbox:rendered", () => document.getElementById("still")?.remove(), { once: true });
   viewer = mount(el, {
     instances,
     overlay: { patient: el.dataset.patient, series: el.dataset.series },
