@@ -76,12 +76,13 @@ async def instance_file(request: Request, me: User, project: str, sop_uid: str) 
 
 @get("/projects/{project:str}/instances/{sop_uid:str}/rendered", dependencies=_deps, include_in_schema=False)
 async def instance_rendered(request: Request, me: User, project: str, sop_uid: str, frame: int = 1,
-                            size: int | None = None) -> Response:
+                            size: int | None = None, auto: bool = False) -> Response:
     p = await permissions.project_for(me, project)
     instance = await arch.find_instance(p, sop_uid)
     if frame < 1 or frame > max(instance.frames, 1) or (size is not None and not 16 <= size <= 4096):
         raise Invalid("frame must be within the instance's frames and size between 16 and 4096.", "bad_parameter")
-    png = await asyncio.to_thread(render_frame, arch.storage().path(instance.file_key), frame - 1, size=size)
+    png = await asyncio.to_thread(render_frame, arch.storage().path(instance.file_key), frame - 1, size=size,
+                                  auto_window=auto)
     return Response(png, media_type="image/png", headers={"Cache-Control": _IMAGE_CACHE})
 
 
