@@ -89,3 +89,16 @@ async def test_only_managers_delete_and_it_is_audited(client, study):
     assert r.status_code == 303 and r.headers["location"] == "/projects/p"
     assert await Study.count() == 0 and await Instance.count() == 0
     assert await AuditEvent.count().where(AuditEvent.action == "study_deleted") == 1
+
+
+async def test_the_series_page_has_the_studys_strip_and_a_tag_browser(client, study):
+    await login(client, "rev")
+    page = await client.get(f"/projects/p/series/{study['series'][0]}")
+    strip = page.text.split('id="series-strip"')[1].split("</nav>")[0]
+    assert all(f"/series/{uid}" in strip for uid in study["series"]) and strip.count('aria-current="true"') == 1
+    assert 'id="tag-browser"' in page.text
+    sop = (await Instance.objects().first()).sop_instance_uid
+    r = await client.get(f"/projects/p/instances/{sop}/tags", headers={"HX-Request": "true"})
+    assert r.status_code == 200 and "Patient ID" in r.text and "HK-1" in r.text and "(0010,0020)" in r.text
+    assert "Pixel Data" not in r.text
+    assert (await client.get("/projects/p/instances/1.2.3/tags")).status_code == 404

@@ -28,17 +28,21 @@ def desk(live_server, tmp_path_factory):
         live_server.cli("user", "create", user, "--password", f"{user}-password")
         live_server.cli("project", "add-member", "desk", user, "--role", role)
     stack = samples.make_series(samples.sample_path("CT_small.dcm"), tmp / "ct", 12)[0]
-    singles = [samples.restamp(samples.sample_path("CT_small.dcm"), tmp / f"s{i}.dcm", patient_id=f"D-{i}")
-               for i in range(3)]
+    head = pydicom.dcmread(stack, stop_before_pixels=True)
+    # The first single shares the stack's study: the page shows the study's thumbnail strip.
+    singles = [samples.restamp(samples.sample_path("CT_small.dcm"), tmp / f"s{i}.dcm",
+                               **({"study_uid": head.StudyInstanceUID, "patient_id": str(head.PatientID)} if i == 0
+                                  else {"patient_id": f"D-{i}"})) for i in range(3)]
     live_server.cli("ingest", str(tmp), "--project", "desk")
     uid = lambda f: pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID  # noqa: E731
     return {"stack": uid(stack), "singles": [uid(f) for f in singles]}
 
 
-def in_view(page, selector):
+def in_view(page, selector, min_height=40):
     box = page.locator(selector).bounding_box()
     vp = page.viewport_size
-    assert box and box["y"] >= -1 and box["y"] + box["height"] <= vp["height"] + 1 and box["height"] > 200, (box, vp)
+    assert box and box["y"] >= -1 and box["y"] + box["height"] <= vp["height"] + 1, (selector, box, vp)
+    assert box["height"] >= min_height, (selector, box)
     return True
 
 
@@ -50,13 +54,26 @@ def test_the_image_stays_in_view_while_the_panels_scroll_and_fold(browser, live_
     page.wait_for_function("window.lightboxViewer && window.lightboxViewer.getState().count > 0")
     expect(page.locator("#report-forms, #ai-panel").first).to_be_attached()
     shot(page, tmp_path, "1280-top")
-    assert in_view(page, "#viewer")
+    assert in_view(page, "#viewer", 250)
     # Scroll the side panels to their end (and the page, if it scrolls at all): the viewer does not move away.
     page.locator("#side-pane").evaluate("el => el.scrollTo(0, el.scrollHeight)")
     page.mouse.wheel(0, 4000)
     page.wait_for_timeout(200)
-    assert in_view(page, "#viewer")
+    assert in_view(page, "#viewer", 250)
     shot(page, tmp_path, "1280-scrolled")
+    strip = page.locator("#series-strip a")
+    expect(strip).to_have_count(2)
+    expect(page.locator("#series-strip a[aria-current]")).to_have_count(1)
+    assert in_view(page, "#series-strip")
+
+    # The tag browser shows the header of the image on screen.
+    page.keyboard.press("t")
+    expect(page.locator("#tag-browser")).to_be_visible()
+    expect(page.locator("#tag-body")).to_contain_text("Patient ID")
+    page.locator("#tag-filter").fill("modality")
+    expect(page.locator("#tag-body tbody tr:visible").first).to_contain_text("Modality")
+    shot(page, tmp_path, "tags")
+    page.locator("#close-tags").click()
 
     # A panel folds, and stays folded on the next series.
     panel = page.locator("#review-panel")
@@ -76,7 +93,7 @@ def test_the_image_stays_in_view_while_the_panels_scroll_and_fold(browser, live_
     page.mouse.wheel(0, 3000)
     page.wait_for_timeout(300)
     assert page.evaluate("window.scrollY") > 0  # the panels did scroll
-    assert in_view(page, "#viewer")
+    assert in_view(page, "#viewer", 250)
     shot(page, tmp_path, "tablet-scrolled")
     context.close()
 

@@ -65,6 +65,36 @@ function toggleFullScreen() {
   else pane?.requestFullscreen?.();
 }
 
+// Tag browser: the header of the image on screen.
+const tagDialog = document.getElementById("tag-browser");
+function currentSop() {
+  let index = viewer?.getState().index ?? Number(el?.dataset.start || 0);
+  for (const inst of instances) {
+    const frames = inst.frames || 1;
+    if (index < frames) return inst.url.match(/\/instances\/([^/]+)\/file/)[1];
+    index -= frames;
+  }
+  return null;
+}
+async function toggleTags() {
+  if (!tagDialog) return;
+  if (tagDialog.open) { tagDialog.close(); return; }
+  const sop = currentSop();
+  if (!sop) return;
+  const project = document.getElementById("review-panel")?.dataset.project || window.location.pathname.split("/")[2];
+  document.getElementById("tag-sop").textContent = sop;
+  tagDialog.showModal();
+  const r = await fetch(`/projects/${project}/instances/${sop}/tags`, { headers: { "HX-Request": "true" } });
+  document.getElementById("tag-body").innerHTML = await r.text();
+  filterTags();
+}
+function filterTags() {
+  const q = (document.getElementById("tag-filter")?.value || "").toLowerCase();
+  document.querySelectorAll("#tag-body tbody tr").forEach((tr) => { tr.hidden = q && !tr.textContent.toLowerCase().includes(q); });
+}
+document.getElementById("tag-filter")?.addEventListener("input", filterTags);
+document.getElementById("close-tags")?.addEventListener("click", () => tagDialog.close());
+
 function go(id) {
   const link = document.getElementById(id);
   if (link) window.location = link.href;
@@ -86,6 +116,7 @@ document.addEventListener("keydown", (e) => {
     m: () => viewer?.setTool("mark"),
     l: () => viewer?.setTool("length"),
     f: toggleFullScreen,
+    t: toggleTags,
     "?": toggleHelp,
   };
   const action = actions[e.key];
