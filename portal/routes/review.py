@@ -12,7 +12,7 @@ from litestar.response import Redirect, Template
 from portal import archive as arch, projects
 from portal.auth import permissions
 from portal.errors import Conflict, Invalid, LightboxError, PermissionDenied
-from portal.review import claims, decisions, progress, queue, vocabulary
+from portal.review import agreement, claims, decisions, progress, queue, vocabulary
 from portal.routes._auth import api_user, client_of, portal_user
 from portal.routes._body import json_object
 from portal.routes._render import flash, page, partial, redirect
@@ -158,7 +158,8 @@ async def my_queue(request: Request, me: User, project: str, after: str | None =
 async def dashboard(request: Request, me: User, project: str) -> Template:
     p = await permissions.project_for(me, project)
     return await page(request, me, "review/dashboard.html", project=p, summary=await progress.summary(p),
-                      vocabulary=projects.settings_of(p)["decisions"], statuses=decisions_statuses())
+                      vocabulary=projects.settings_of(p)["decisions"], statuses=decisions_statuses(),
+                      agreement=await agreement.reviewer_agreement(p), days=await agreement.per_day(p))
 
 
 def decisions_statuses() -> list[str]:
