@@ -26,6 +26,8 @@ from portal.errors import LightboxError, Unauthenticated
 from portal.routes import admin, api_accounts, api_projects, api_v1, health, projects, qure, session, studies, upload
 from portal.routes import dicomweb, inference, review
 from portal.routes import forms
+from portal.routes import form_applicability
+from portal.routes import housekeeping
 from portal.routes import admin_mail, mail, notifications, signup
 from portal.routes import exchange
 from portal.routes import dicomweb_images, network
@@ -129,7 +131,7 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
             api_projects.list_archives, api_projects.create_archive,
             *api_v1.ROUTES, *review.ROUTES, *inference.ROUTES, qure.upload_studies, upload.upload_page, upload.upload_batch, *studies.ROUTES,
             *dicomweb.ROUTES,
-            *forms.ROUTES,
+            *forms.ROUTES, *form_applicability.ROUTES, *housekeeping.ROUTES,
             *mail.ROUTES, *notifications.ROUTES, *admin_mail.ROUTES, *signup.ROUTES,
             *exchange.ROUTES,
             *network.ROUTES, *dicomweb_images.ROUTES,

@@ -58,6 +58,11 @@ DEFAULT_SETTINGS: dict = {
     # DICOMweb sync with another repository (portal/network/dicomweb_pull.py): {"node", "query", "days",
     # "every_minutes"}; empty: off.
     "dicomweb_sync": {},
+    # Report forms: which series each form applies to, {form name: {modalities, body_parts, sop_classes}}
+    # (portal/forms/applicability.py; a form without an entry uses its built-in default, else any series).
+    "form_applies": {},
+    # Study/series downloads from the portal (archive/download.py): de-identified (DICOM basic profile) when true.
+    "download_deidentified": False,
 }
 
 

@@ -433,7 +433,20 @@ class SendJob(Table, tablename="lb_send_job"):
     finished_at = Timestamptz(null=True, default=None)
 
 
+class ReviewClaim(Table, tablename="lb_review_claim"):
+    """Who is reviewing a series right now (review/claims.py): one row per series, until it expires."""
+
+    id: Serial
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    series = ForeignKey(Series, on_delete=OnDelete.cascade, unique=True, index=True)
+    user = ForeignKey(User, on_delete=OnDelete.cascade, index=True)
+    username = Varchar(length=150, default="")
+    claimed_at = Timestamptz()
+    expires_at = Timestamptz(index=True)
+
+
 TABLES: list[type[Table]] = [User, ApiToken, Project, Archive, Membership, AuditEvent,
                              Patient, Study, Series, Instance, InstanceMetadata, Decision, FormDefinition, ProjectForm,
                              FormSubmission, InferenceJob, Result, Asset, AiAlert, RetrainRun,
-                             EmailOutbox, Flag, Notification, SiteSetting, SyncRun, Node, SendJob]
+                             EmailOutbox, Flag, Notification, SiteSetting, SyncRun, Node, SendJob,
+                             ReviewClaim]

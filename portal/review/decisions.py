@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 
 from portal import audit, clock, projects
 from portal.auth import permissions
-from portal.errors import Invalid, NotFound, PermissionDenied
+from portal.errors import Conflict, Invalid, NotFound, PermissionDenied
 from portal.review.vocabulary import ABSENT, PRESENT, SENIOR_ROLES, UNDECIDED, allowed_codes
 from portal.tables import Decision, Project, Series, User
 
 MAX_NOTE = 5000
+# How long the maker may take a decision back (the page offers it for less, so a slow network still gets there).
+UNDO_SECONDS = 20
 UNREVIEWED, NEEDS_SENIOR, COMPLETE = "unreviewed", "needs_senior_review", "complete"
 
 
@@ -78,6 +81,32 @@ async def record(project: Project, series: Series, user: User, code: str, *, not
     await audit.record("decision", user=user, object=f"project:{project.name}/series:{series.series_instance_uid}",
                        detail={"code": code}, client=client)
     return as_dict(row, series.series_instance_uid)
+
+
+async def undo(project: Project, series: Series, user: User, decision_id: int, *, client: str = "") -> dict:
+    """Take back the caller's own latest decision on `series` within UNDO_SECONDS (an accidental key press).
+
+    The history stays append-only after that: later changes of mind are new decisions. The undo is audited."""
+    latest = await Decision.objects().where(Decision.series == series.id).order_by(
+        Decision.created_at, ascending=False).order_by(Decision.id, ascending=False).first()
+    if latest is None or latest.id != decision_id:
+        raise Conflict("Only the latest decision on a series can be undone; record a new decision instead.",
+                       "not_latest_decision")
+    if latest.user != user.id:
+        raise PermissionDenied("Only the reviewer who made a decision may undo it.", "not_your_decision")
+    created = latest.created_at if latest.created_at.tzinfo else latest.created_at.replace(tzinfo=dt.timezone.utc)
+    if (clock.now() - created).total_seconds() > UNDO_SECONDS:
+        raise Conflict(f"A decision can be undone only within {UNDO_SECONDS} seconds; record a new decision instead.",
+                       "undo_too_late")
+    await Decision.delete().where(Decision.id == latest.id)
+    before = await Decision.objects().where(Decision.series == series.id).order_by(
+        Decision.created_at, ascending=False).order_by(Decision.id, ascending=False).first()
+    status = status_after(before.code, before.role) if before else UNREVIEWED
+    await Series.update({Series.review_status: status}).where(Series.id == series.id)
+    await audit.record("decision_undone", user=user,
+                       object=f"project:{project.name}/series:{series.series_instance_uid}",
+                       detail={"code": latest.code, "decision": latest.id}, client=client)
+    return as_dict(latest, series.series_instance_uid)
 
 
 def _json(value):

@@ -17,19 +17,24 @@ def statuses_for(role: str) -> tuple[str, ...]:
     return (NEEDS_SENIOR, UNREVIEWED) if role in SENIOR_ROLES else (UNREVIEWED,)
 
 
-def _condition(project: Project, role: str) -> tuple[str, list] | None:
-    """Which series of a tier may be handed out (SQL on the series `se`, with its args); None: all of them."""
-    return None
+def _condition(project: Project, role: str, skip=frozenset()) -> tuple[str, list] | None:
+    """Which series of a tier may be handed out (SQL on the series `se`, with its args); None: all of them.
+    `skip` holds a handful of UIDs (the claims of the moment), so a plain list is fine."""
+    if not skip:
+        return None
+    return f"se.series_instance_uid NOT IN ({', '.join('{}' for _ in skip)})", sorted(skip)
 
 
-async def next_in_queue(project: Project, role: str, after: str | None = None) -> str | None:
+async def next_in_queue(project: Project, role: str, after: str | None = None,
+                        skip: frozenset[str] | set[str] = frozenset()) -> str | None:
     """The series to open next: the first one of the queue after `after`, wrapping round to the queue's start.
 
     When `after` is no longer in the queue (it has just been decided), the walk goes on from where it stood,
-    within the first tier it could belong to.
+    within the first tier it could belong to. Series in `skip` (claims: review/claims.py, the series other
+    reviewers are on now) are never handed out.
     """
     tiers = statuses_for(role)
-    condition = _condition(project, role)
+    condition = _condition(project, role, skip)
     place = await navigation.place_of(project, after) if after else None
     rank = tiers.index(place.review_status) if place and place.review_status in tiers else 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import string
 
 from portal.errors import Invalid
 
@@ -23,6 +24,13 @@ DEFAULT_ARTIFACTS: list[str] = [
 ]
 
 PRESENT, ABSENT, UNDECIDED = 1, 0, -1
+
+# Letters the series page already uses (static/js/series.js and review.js): a decision on one of them would turn
+# "reset the view" into a permanent decision. tests/unit/test_vocabulary.py keeps this list and the page in step.
+RESERVED_KEYS: dict[str, str] = {
+    "a": "automatic window / level", "n": "invert", "r": "reset the view", "f": "full screen",
+    "t": "the tag browser", "m": "mark a location", "l": "measure a length", "z": "undo the last decision",
+}
 
 _CODE = re.compile(r"^[A-Za-z0-9?!+\-_.]{1,16}$")
 _ARTIFACT = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
@@ -48,6 +56,11 @@ def check_decisions(entries: list[dict]) -> list[dict]:
         key = str(e.get("key", "") or "").strip().lower()[:1]
         if key and (not key.isalpha() or key in keys):
             raise Invalid(f"Decision '{code}': shortcut '{key}' must be a letter used once.", "invalid_vocabulary")
+        if key in RESERVED_KEYS:
+            taken = {str(x.get("key", "") or "").strip().lower()[:1] for x in entries}
+            free = ", ".join(sorted(set(string.ascii_lowercase) - set(RESERVED_KEYS) - taken))
+            raise Invalid(f"Decision '{code}': the key '{key}' already means {RESERVED_KEYS[key]} in the viewer; "
+                          f"choose another letter (free: {free}).", "reserved_key")
         if key:
             keys.add(key)
         roles = [r for r in e.get("roles", []) if r in ROLES]

@@ -14,7 +14,7 @@ from litestar.response import Template
 from portal import archive as arch, forms, projects
 from portal.auth import permissions
 from portal.errors import Invalid, LightboxError, NotFound
-from portal.forms import draft as drafts
+from portal.forms import applicability, draft as drafts
 from portal.forms.schema import FIELD_TYPES, FORM_NAME
 from portal.forms.webform import entry_from_post, post_from_entry
 from portal.routes._body import json_or_form
@@ -49,7 +49,8 @@ async def _cards(me: User, project: Project, series: Series) -> tuple[list[dict]
     """A card per assigned form (prefilled with the user's own latest report), and submissions of other forms."""
     submissions = await forms.submissions_of(series)
     cards = []
-    for form in await forms.forms_of(project):
+    # Only the forms that apply to this series (forms/applicability.py): no required questions where they do not.
+    for form in await applicability.forms_for_series(project, series, await forms.forms_of(project)):
         history = [s for s in submissions if s["form"] == form["name"]]
         mine = next((s for s in history if s["username"] == me.username), None)
         cards.append(_card(form, history, values=post_from_entry(form, mine["entry"]) if mine else {},

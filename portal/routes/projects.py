@@ -58,7 +58,8 @@ async def settings_page_context(me: User, name: str) -> dict:
     return {"project": p, "archives": await projects.archives(p), "members": await projects.members(p),
             "roles": ROLES, "vocabulary": conf["decisions"], "artifacts": conf["artifacts"],
             "review_roles": vocabulary.ROLES, "ae_titles": conf["ae_titles"], "ae_callers": conf["ae_callers"],
-            "exchange": _exchange_settings(p, conf)}
+            "exchange": _exchange_settings(p, conf),
+            "reserved_keys": sorted(vocabulary.RESERVED_KEYS), "settings_conf": conf}
 
 
 def _exchange_settings(p, conf: dict) -> dict:

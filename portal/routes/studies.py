@@ -10,14 +10,15 @@ from litestar.di import Provide
 from litestar.response import File, Response, Template
 
 from portal import archive as arch, audit, settings as settings_mod
-from portal.archive import navigation
+from portal.archive import download, navigation
 from portal.auth import permissions
 from portal.dicom import render_frame, thumbnail
+from portal.dicom.tags import tag_rows
 from portal.errors import Invalid
 from portal.routes._auth import client_of, portal_user
 from portal.review import flags
 from portal.routes import network, review
-from portal.routes._render import page
+from portal.routes._render import page, partial
 from portal.tables import Patient, Series, Study, User
 
 _deps = {"me": Provide(portal_user)}
@@ -33,6 +34,7 @@ async def study_page(request: Request, me: User, project: str, study_uid: str) -
     counts = await arch.count_instances([s.id for s in series])
     return await page(request, me, "studies/study.html", project=p, study=study, patient=patient,
                       series=series, counts=counts, flagged=await flags.flagged_ids([s.id for s in series]),
+                      perms=await permissions.permissions(me, p), deidentified=download.deidentified(p),
                       **await network.send_context(me, p))
 
 
@@ -44,15 +46,19 @@ async def series_page(request: Request, me: User, project: str, series_uid: str)
     patient = await Patient.objects().get(Patient.id == study.patient)
     instances = await arch.instances_of(series)
     prev_uid, next_uid = await navigation.neighbours(p, series_uid)
+    siblings = await arch.series_of_study(study)  # the thumbnail strip under the viewer
     # The viewer prefetches the next series so that ↓ shows it at once.
     next_instances = await arch.instances_of(await arch.find_series(p, next_uid)) if next_uid else []
     await audit.record("series_viewed", user=me, object=f"project:{p.name}/series:{series_uid}",
                        client=client_of(request))
     return await page(request, me, "studies/series.html", project=p, study=study, patient=patient, series=series,
-                      instances=instances, prev_uid=prev_uid, next_uid=next_uid,
+                      instances=instances, prev_uid=prev_uid, next_uid=next_uid, siblings=siblings,
                       viewer_instances=_viewer_instances(p.name, instances),
                       prefetch_instances=_viewer_instances(p.name, next_instances),
-                      perms=await permissions.permissions(me, p), **await review.panel_context(me, p, series),
+                      perms=await permissions.permissions(me, p), deidentified=download.deidentified(p),
+                      **await review.panel_context(me, p, series),
+                      **await review.claim_context(me, p, series, claim_now="queue" in request.query_params,
+                                                   client=client_of(request)),
                       **await network.send_context(me, p))
 
 
@@ -74,12 +80,13 @@ async def instance_file(request: Request, me: User, project: str, sop_uid: str) 
 
 @get("/projects/{project:str}/instances/{sop_uid:str}/rendered", dependencies=_deps, include_in_schema=False)
 async def instance_rendered(request: Request, me: User, project: str, sop_uid: str, frame: int = 1,
-                            size: int | None = None) -> Response:
+                            size: int | None = None, auto: bool = False) -> Response:
     p = await permissions.project_for(me, project)
     instance = await arch.find_instance(p, sop_uid)
     if frame < 1 or frame > max(instance.frames, 1) or (size is not None and not 16 <= size <= 4096):
         raise Invalid("frame must be within the instance's frames and size between 16 and 4096.", "bad_parameter")
-    png = await asyncio.to_thread(render_frame, arch.storage().path(instance.file_key), frame - 1, size=size)
+    png = await asyncio.to_thread(render_frame, arch.storage().path(instance.file_key), frame - 1, size=size,
+                                  auto_window=auto)
     return Response(png, media_type="image/png", headers={"Cache-Control": _IMAGE_CACHE})
 
 
@@ -103,4 +110,13 @@ async def series_thumbnail(request: Request, me: User, project: str, series_uid:
     return Response(cache.read_bytes(), media_type="image/png", headers={"Cache-Control": _IMAGE_CACHE})
 
 
-ROUTES = [study_page, series_page, instance_file, instance_rendered, series_thumbnail]
+@get("/projects/{project:str}/instances/{sop_uid:str}/tags", dependencies=_deps, include_in_schema=False)
+async def instance_tags(request: Request, me: User, project: str, sop_uid: str) -> Template:
+    """The tag browser's table: every header element of one instance (pixel data left out)."""
+    p = await permissions.project_for(me, project, "api_dicom_get")
+    instance = await arch.find_instance(p, sop_uid)
+    rows = await asyncio.to_thread(tag_rows, arch.storage().path(instance.file_key))
+    return partial("studies/_tags.html", rows=rows, sop_uid=sop_uid)
+
+
+ROUTES = [study_page, series_page, instance_file, instance_rendered, series_thumbnail, instance_tags]

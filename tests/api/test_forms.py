@@ -6,6 +6,7 @@ import pytest
 
 from portal import forms
 from portal.dicom import samples
+from portal.forms import applicability
 from portal.tables import AuditEvent, FormSubmission
 from tests.helpers import creds, form_post, login, make_project, make_user
 
@@ -20,6 +21,9 @@ CXR_OK = {"projection": "PA", "image_quality": "Adequate", "abnormal": True, "fi
 async def project(app):
     p = await make_project("p", {"rev": "reviewer", "view": "viewer", "boss": "manager"})
     await forms.assign_builtin_forms(p)
+    # The fixture's series is a CT; let both built-in forms apply to it (test_form_applicability.py tests the rules).
+    for name in ("cxr-tb-screening", "mri-qc"):
+        await applicability.set_rule(p, name, {})
     return p
 
 

@@ -19,6 +19,9 @@ def series_uid(live_server, tmp_path_factory):
         live_server.cli("user", "create", user, "--password", f"{user}-password-1", "--email", f"{user}@example.org")
         live_server.cli("project", "add-member", "rf", user, "--role", role)
     (f,) = samples.make_series(samples.sample_path("CT_small.dcm"), tmp / "cxr", 1, patient_id="RF-1")
+    ds = pydicom.dcmread(f)  # a chest radiograph as far as the TB form's applicability is concerned
+    ds.Modality, ds.BodyPartExamined = "CR", "CHEST"
+    ds.save_as(f)
     live_server.cli("ingest", str(f.parent), "--project", "rf")
     return pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID
 

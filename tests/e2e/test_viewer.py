@@ -63,12 +63,13 @@ def test_keyboard_walks_slices_frames_and_series(page, live_server, series_by_sy
     sign_in(page, live_server)
     open_series(page, live_server, series_by_syntax["STACK"][0])
     state = lambda: page.evaluate("window.lightboxViewer.getState()")  # noqa: E731
-    assert state()["count"] == 12 and state()["index"] == 0
+    # It opens on the slice the preview showed (the middle one), not on slice 1.
+    assert state()["count"] == 12 and state()["index"] == 6
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
-    page.wait_for_function("window.lightboxViewer.getState().index === 2")
+    page.wait_for_function("window.lightboxViewer.getState().index === 8")
     page.keyboard.press("ArrowLeft")
-    page.wait_for_function("window.lightboxViewer.getState().index === 1")
+    page.wait_for_function("window.lightboxViewer.getState().index === 7")
 
     # The ? overlay lists the shortcuts.
     page.keyboard.press("?")

@@ -7,10 +7,14 @@ let viewer = null;
 
 if (el && instances.length) {
   el.classList.add("mounted");
+  // The preview stays until the viewer has painted real pixels.
+  el.addEventListener("lightbox:rendered", () => document.getElementById("still")?.remove(), { once: true });
   viewer = mount(el, {
     instances,
     overlay: { patient: el.dataset.patient, series: el.dataset.series },
     prefetch: { instances: JSON.parse(el.dataset.prefetch || "[]") },
+    // Open on the image the preview showed (the middle instance's first frame).
+    startIndex: instances.slice(0, Number(el.dataset.start || 0)).reduce((n, i) => n + (i.frames || 1), 0),
     // The review panel (when present) listens for this to store the location with a decision.
     onLocation: (loc) => document.dispatchEvent(new CustomEvent("lightbox:location", { detail: loc })),
   });
@@ -54,6 +58,43 @@ const toggleHelp = () => (dialog.open ? dialog.close() : dialog.showModal());
 document.getElementById("show-shortcuts")?.addEventListener("click", toggleHelp);
 document.getElementById("close-shortcuts")?.addEventListener("click", () => dialog.close());
 
+// Full screen: the viewer pane alone (Esc or f again leaves it).
+function toggleFullScreen() {
+  const pane = document.getElementById("viewer-pane");
+  if (document.fullscreenElement) document.exitFullscreen();
+  else pane?.requestFullscreen?.();
+}
+
+// Tag browser: the header of the image on screen.
+const tagDialog = document.getElementById("tag-browser");
+function currentSop() {
+  let index = viewer?.getState().index ?? Number(el?.dataset.start || 0);
+  for (const inst of instances) {
+    const frames = inst.frames || 1;
+    if (index < frames) return inst.url.match(/\/instances\/([^/]+)\/file/)[1];
+    index -= frames;
+  }
+  return null;
+}
+async function toggleTags() {
+  if (!tagDialog) return;
+  if (tagDialog.open) { tagDialog.close(); return; }
+  const sop = currentSop();
+  if (!sop) return;
+  const project = document.getElementById("review-panel")?.dataset.project || window.location.pathname.split("/")[2];
+  document.getElementById("tag-sop").textContent = sop;
+  tagDialog.showModal();
+  const r = await fetch(`/projects/${project}/instances/${sop}/tags`, { headers: { "HX-Request": "true" } });
+  document.getElementById("tag-body").innerHTML = await r.text();
+  filterTags();
+}
+function filterTags() {
+  const q = (document.getElementById("tag-filter")?.value || "").toLowerCase();
+  document.querySelectorAll("#tag-body tbody tr").forEach((tr) => { tr.hidden = q && !tr.textContent.toLowerCase().includes(q); });
+}
+document.getElementById("tag-filter")?.addEventListener("input", filterTags);
+document.getElementById("close-tags")?.addEventListener("click", () => tagDialog.close());
+
 function go(id) {
   const link = document.getElementById(id);
   if (link) window.location = link.href;
@@ -72,6 +113,10 @@ document.addEventListener("keydown", (e) => {
     a: () => viewer?.autoWindow(),
     n: () => viewer?.invert(),
     r: () => viewer?.reset(),
+    m: () => viewer?.setTool("mark"),
+    l: () => viewer?.setTool("length"),
+    f: toggleFullScreen,
+    t: toggleTags,
     "?": toggleHelp,
   };
   const action = actions[e.key];

@@ -108,3 +108,23 @@ def test_bare_dataset_renders_like_the_part10_file(tmp_path):
     bare = tmp_path / "bare.dcm"
     bare.write_bytes(src.read_bytes()[132 + 12 + ds.file_meta.FileMetaInformationGroupLength:])
     assert render_frame(bare) == render_frame(src)
+
+
+def test_a_small_copy_of_a_big_radiograph_is_block_averaged_and_auto_windowed():
+    """The series page's preview (first pixels): a 2k CR shrinks before windowing; auto window uses the pixels."""
+    import io
+
+    from PIL import Image
+
+    from portal.dicom import render_frame, samples
+    from portal.dicom.render import _shrink
+
+    arr = np.arange(16, dtype=np.uint16).reshape(4, 4)
+    assert _shrink(arr, 2).tolist() == [[2, 4], [10, 12]]  # 2×2 block means, rounded
+    assert _shrink(arr, 4) is arr
+    path = samples.sample_path(samples.CHEST_CR)
+    header = Image.open(io.BytesIO(render_frame(path, 0, size=512)))
+    auto = Image.open(io.BytesIO(render_frame(path, 0, size=512, auto_window=True)))
+    assert max(header.size) == max(auto.size) == 512
+    spread = lambda im: float(np.percentile(np.asarray(im), 95) - np.percentile(np.asarray(im), 5))  # noqa: E731
+    assert spread(auto) > spread(header)  # the header's window leaves the radiograph washed out

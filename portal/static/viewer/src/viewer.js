@@ -319,6 +319,8 @@ let controllerSeq = 0;
 // ---------------------------------------------------------------------------
 // Controller
 
+const AUTO_WINDOW_MODALITIES = new Set(['CR', 'DX', 'MG', 'RG', 'PX', 'IO']);
+
 class Controller {
   constructor(element, options = {}) {
     this.element = element;
@@ -870,7 +872,9 @@ class Controller {
     this.imageIds = ids;
     this.prefetchIds = nextPrefetch;
     this.mode = 'stack';
-    await this._showStack(0);
+    // Open where the page's preview was (e.g. the middle slice), not on slice 1.
+    const start = Math.min(Math.max(Math.trunc(Number(opts.startIndex) || 0), 0), ids.length - 1);
+    await this._showStack(start);
     this._syncButtons();
     return this.getState();
   }
@@ -986,6 +990,12 @@ class Controller {
       return;
     }
     const id = this.mode === 'stack' ? vps[0].getCurrentImageId() : this.imageIds[0];
+    // Projection images (CR/DX/MG) carry windows tuned for a printer or none at all: the histogram reads better.
+    const modality = id && metaData.get('generalSeriesModule', id)?.modality;
+    if (AUTO_WINDOW_MODALITIES.has(modality) && !isColor(id)) {
+      this.autoWindow();
+      return;
+    }
     const voi = id && metaData.get('voiLutModule', id);
     const wc = voi && [].concat(voi.windowCenter ?? [])[0];
     const ww = voi && [].concat(voi.windowWidth ?? [])[0];
@@ -1120,6 +1130,15 @@ class Controller {
     }
   }
 
+  /** Forget the marked location (the decision it belonged to is saved). */
+  clearMarks() {
+    for (const a of csAnnotation.state.getAllAnnotations?.() || []) {
+      if (a.metadata?.toolName === MarkTool.toolName) csAnnotation.state.removeAnnotation(a.annotationUID);
+    }
+    if (this.viewportIds.length) toolUtils.triggerAnnotationRenderForViewportIds(this.viewportIds);
+    if (this.tool === 'mark') this.setTool('mark');
+  }
+
   _annotationCompleted(evt) {
     const a = evt.detail?.annotation;
     if (!a || a.metadata?.toolName !== MarkTool.toolName) return;
@@ -1230,8 +1249,9 @@ function seriesDescription(imageId) {
  *   instances: [{url, frames}]   preferred: one entry per instance file, frames = NumberOfFrames
  *   imageIds: ['wadouri:URL', …] alternative: multi-frame files are expanded after loading
  *   overlay: {patient, series}, onLocation(detail), prefetch: [ids] | {instances},
- *   cacheSizeMB (512), maxWebWorkers
+ *   startIndex: image to open on (the page's preview), cacheSizeMB (512), maxWebWorkers
  * }
+ * CR/DX/MG open with the histogram window (auto window/level), other modalities with the header's window.
  */
 export function mount(element, options = {}) {
   if (!element) throw new Error('LightboxViewer.mount: element is required');

@@ -1,0 +1,58 @@
+"""Agreement on the progress dashboard: Cohen's kappa between reviewers on the series both decided, and the
+decisions made per day."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+from itertools import combinations
+
+from portal import clock
+from portal.tables import Decision, Project
+
+
+def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
+    """Kappa of two raters' codes on the same items; None without items."""
+    n = len(pairs)
+    if not n:
+        return None
+    observed = sum(a == b for a, b in pairs) / n
+    left, right = Counter(a for a, _ in pairs), Counter(b for _, b in pairs)
+    expected = sum(left[k] * right[k] for k in left) / (n * n)
+    if expected >= 1:
+        return 1.0 if observed == 1 else 0.0
+    return (observed - expected) / (1 - expected)
+
+
+async def reviewer_agreement(project: Project) -> list[dict]:
+    """Each pair of reviewers with series decided by both: their latest codes' kappa, most shared first."""
+    rows = await Decision.select(Decision.series, Decision.username, Decision.code).where(
+        Decision.project == project.id).order_by(Decision.id)
+    latest: dict[str, dict[int, str]] = defaultdict(dict)
+    for r in rows:
+        latest[r["username"]][r["series"]] = r["code"]
+    out = []
+    for a, b in combinations(sorted(latest), 2):
+        shared = sorted(set(latest[a]) & set(latest[b]))
+        if shared:
+            pairs = [(latest[a][s], latest[b][s]) for s in shared]
+            out.append({"a": a, "b": b, "n": len(pairs), "agree": sum(x == y for x, y in pairs),
+                        "kappa": cohen_kappa(pairs)})
+    return sorted(out, key=lambda p: (-p["n"], p["a"], p["b"]))
+
+
+async def per_day(project: Project, days: int = 30) -> list[dict]:
+    """Decisions per UTC day over the last `days` days: [{day, total, codes: {code: n}}], oldest first."""
+    today = clock.now().date()
+    start = today - dt.timedelta(days=days - 1)
+    since = dt.datetime.combine(start, dt.time(), tzinfo=dt.timezone.utc)
+    rows = await Decision.select(Decision.code, Decision.created_at).where(
+        (Decision.project == project.id) & (Decision.created_at >= since))
+    counts: dict[dt.date, Counter] = defaultdict(Counter)
+    for r in rows:
+        created = r["created_at"]
+        created = created if created.tzinfo else created.replace(tzinfo=dt.timezone.utc)
+        counts[created.astimezone(dt.timezone.utc).date()][r["code"]] += 1
+    return [{"day": (start + dt.timedelta(days=i)).isoformat(),
+             "total": sum(counts[start + dt.timedelta(days=i)].values()),
+             "codes": dict(counts[start + dt.timedelta(days=i)])} for i in range(days)]
