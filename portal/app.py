@@ -28,6 +28,7 @@ from portal.routes import dicomweb, inference, review
 from portal.routes import forms
 from portal.routes import admin_mail, mail, notifications, signup
 from portal.routes import exchange
+from portal.routes import account
 from portal.settings import Settings
 from portal.tasks import queue, runner
 
@@ -58,9 +59,11 @@ def _error_page(request: Request, status: int, title: str, detail: str) -> Templ
 
 
 def handle_lightbox_error(request: Request, exc: LightboxError) -> Response:
+    headers = {"Retry-After": str(exc.retry_after)} if getattr(exc, "retry_after", None) else {}
     if _is_api(request):
-        headers = {"WWW-Authenticate": "Token"} if exc.status == 401 else None
-        return Response(exc.as_dict(), status_code=exc.status, headers=headers)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Token"
+        return Response(exc.as_dict(), status_code=exc.status, headers=headers or None)
     if isinstance(exc, Unauthenticated):
         return Redirect(f"/login?next={quote(request.url.path)}", status_code=303)
     titles = {403: "Not permitted", 404: "Not found", 409: "Conflict", 429: "Too many attempts"}
@@ -74,12 +77,16 @@ def handle_http_error(request: Request, exc: HTTPException) -> Response:
         detail = f"{request.method} is not allowed on {request.url.path}."
     if isinstance(exc, ValidationException) and exc.extra:
         detail = f"{detail}: {exc.extra}"
+    # Litestar's own headers (Allow on a 405) go out with our body.
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() in ("allow", "retry-after")} or None
     if _is_api(request):
         return Response({"error": _HTTP_ERROR_TYPES.get(status, "error"), "suberror": "", "detail": detail},
-                        status_code=status)
+                        status_code=status, headers=headers)
     if isinstance(exc, NotAuthorizedException) and "csrf" in detail.lower():
         detail = "This form expired or was sent from elsewhere. Go back, reload the page and try again."
-    return _error_page(request, status, {404: "Not found", 405: "Not allowed"}.get(status, "Error"), detail)
+    response = _error_page(request, status, {404: "Not found", 405: "Not allowed"}.get(status, "Error"), detail)
+    response.headers.update(headers or {})
+    return response
 
 
 def handle_unexpected(request: Request, exc: Exception) -> Response:
@@ -113,7 +120,7 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
     return Litestar(
         route_handlers=[
             health.healthz,
-            session.home, session.login_form, session.login, session.logout, session.logout_get,
+            session.home, session.login_form, session.login, session.logout,
             api_accounts.token_auth, api_accounts.list_users, api_accounts.users_me,
             api_projects.list_projects, api_projects.create_project, api_projects.get_project,
             *api_v1.ROUTES, *review.ROUTES, *inference.ROUTES, qure.upload_studies, upload.upload_page, upload.upload_batch, *studies.ROUTES,
@@ -121,10 +128,11 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
             *forms.ROUTES,
             *mail.ROUTES, *notifications.ROUTES, *admin_mail.ROUTES, *signup.ROUTES,
             *exchange.ROUTES,
+            *account.ROUTES,
             projects.project_list, projects.project_create, projects.project_page, projects.settings_page,
             projects.archive_create, projects.dicom_save, projects.member_set, projects.member_remove,
             admin.users_page, admin.user_create, admin.user_page, admin.user_active, admin.user_admin_flag,
-            admin.user_password, admin.token_issue, admin.token_revoke,
+            admin.user_password, admin.token_issue, admin.token_revoke, admin.session_end,
             create_static_files_router(path="/static", directories=[HERE / "static"], include_in_schema=False),
         ],
         template_config=template_config,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Request
 
-from portal.auth import accounts, tokens
+from portal.auth import accounts, sessions, tokens
 from portal.errors import Unauthenticated
 from portal.tables import User
 
@@ -44,11 +44,12 @@ async def portal_user(request: Request) -> User:
     cached = request.scope.get("lightbox_user")
     if cached is not None:
         return cached
-    user_id = request.session.get("uid") if request.session else None
-    user = await User.objects().get(User.id == user_id) if user_id else None
-    if user is None or not user.is_active:
+    key = request.session.get("sid") if request.session else None
+    found = await sessions.user_for(key) if key else None
+    if found is None:
         if request.session:
             request.clear_session()
         raise Unauthenticated("Please sign in.", "no_session")
+    user, request.scope["lightbox_session"] = found
     request.scope["lightbox_user"] = user
     return user
