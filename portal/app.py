@@ -15,6 +15,7 @@ from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
@@ -22,7 +23,9 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from portal import __version__, db, settings as settings_mod, templates_env
-from portal.errors import LightboxError, Unauthenticated
+from portal import headers as security
+from portal.headers import security_headers
+from portal.errors import Invalid, LightboxError, NotFound, Unauthenticated
 from portal.routes import admin, api_accounts, api_projects, api_v1, health, projects, qure, session, studies, upload
 from portal.routes import dicomweb, inference, review
 from portal.routes import forms
@@ -75,26 +78,55 @@ def handle_http_error(request: Request, exc: HTTPException) -> Response:
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if status == 405:
         detail = f"{request.method} is not allowed on {request.url.path}."
+    if status == 413:
+        limit = request.route_handler.resolve_request_max_body_size() or MAX_FORM_BODY
+        detail = (f"The request is too large: at most {limit // (1024 * 1024)} MB may be sent here. Shorten what "
+                  "you typed, or send large files through an upload page.")
     if isinstance(exc, ValidationException) and exc.extra:
         detail = f"{detail}: {exc.extra}"
-    # Litestar's own headers (Allow on a 405) go out with our body.
-    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() in ("allow", "retry-after")} or None
+    # Litestar's own headers (Allow on a 405) go out with our body; a request no route took never met the
+    # security-headers middleware, so they are added here.
+    headers = {**security.for_path(request.url.path),
+               **{k: v for k, v in (exc.headers or {}).items() if k.lower() in ("allow", "retry-after")}}
     if _is_api(request):
         return Response({"error": _HTTP_ERROR_TYPES.get(status, "error"), "suberror": "", "detail": detail},
                         status_code=status, headers=headers)
     if isinstance(exc, NotAuthorizedException) and "csrf" in detail.lower():
         detail = "This form expired or was sent from elsewhere. Go back, reload the page and try again."
     response = _error_page(request, status, {404: "Not found", 405: "Not allowed"}.get(status, "Error"), detail)
-    response.headers.update(headers or {})
+    response.headers.update(headers)
     return response
 
 
+_MAX_ID = 2**63 - 1  # the largest id any table can hold (BIGINT / SQLite INTEGER)
+MAX_FORM_BODY = 1024 * 1024  # bytes, for every route that does not set its own (uploads and imports do)
+
+
+async def ids_in_range(request: Request) -> None:
+    """An id path parameter no table can hold names nothing: 404 before it reaches (and overflows) a query."""
+    for value in request.path_params.values():
+        if isinstance(value, int) and not -_MAX_ID <= value <= _MAX_ID:
+            raise NotFound(f"There is nothing with id {value}.", "object_not_found", error="object_not_found")
+
+
+def _out_of_range(exc: Exception) -> bool:
+    """A number too big for the database (the backstop for query parameters): the caller's mistake, not ours."""
+    return isinstance(exc, OverflowError) or type(exc).__name__ in (
+        "NumericValueOutOfRangeError", "DataError") and "range" in str(exc)
+
+
 def handle_unexpected(request: Request, exc: Exception) -> Response:
+    if _out_of_range(exc):
+        return handle_lightbox_error(request, Invalid("A number in the request is too large.", "value_out_of_range"))
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     if _is_api(request):
         return Response({"error": "server_error", "suberror": "",
                          "detail": "Something went wrong on the server; it has been logged."}, status_code=500)
     return _error_page(request, 500, "Something went wrong", "The error has been logged. Please try again.")
+
+
+_VENDOR = "/static/vendor"
+_FAVICON = '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
 
 
 def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) -> Litestar:
@@ -117,6 +149,7 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
     template_config = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine,
                                      engine_callback=lambda engine: templates_env.register(engine.engine))
     secret = hashlib.sha256(settings.secret_key.encode()).digest()
+    secure = settings.base_url.lower().startswith("https://")  # cookies only over TLS when the site is served so
     return Litestar(
         route_handlers=[
             health.healthz,
@@ -137,13 +170,22 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
         ],
         template_config=template_config,
         plugins=[HTMXPlugin()],
-        middleware=[CookieBackendConfig(secret=secret, httponly=True, samesite="lax", key="lightbox_session",
-                                        max_age=12 * 3600).middleware],
+        middleware=[security_headers,
+                    CookieBackendConfig(secret=secret, httponly=True, samesite="lax", key="lightbox_session",
+                                        secure=secure, max_age=12 * 3600).middleware],
         csrf_config=CSRFConfig(secret=settings.secret_key, cookie_name="lightbox_csrf", cookie_samesite="lax",
-                               exclude=[f"^{p}" for p in API_PREFIXES] + ["^/static/"]),
+                               cookie_secure=secure, exclude=[f"^{p}" for p in API_PREFIXES] + ["^/static/"]),
         exception_handlers={LightboxError: handle_lightbox_error, HTTPException: handle_http_error,
                             Exception: handle_unexpected},
-        openapi_config=OpenAPIConfig(title="Lightbox", version=__version__, path="/schema"),
+        before_request=ids_in_range,
+        request_max_body_size=MAX_FORM_BODY,
+        openapi_config=OpenAPIConfig(title="Lightbox", version=__version__, path="/schema", render_plugins=[
+            # Vendored, pinned bundles (static/vendor/update.sh): the docs load nothing from a CDN.
+            RedocRenderPlugin(js_url=f"{_VENDOR}/redoc-2.5.4.standalone.js", favicon=_FAVICON, google_fonts=False),
+            SwaggerRenderPlugin(js_url=f"{_VENDOR}/swagger-ui-bundle-5.35.0.js",
+                                css_url=f"{_VENDOR}/swagger-ui-5.35.0.css",
+                                standalone_preset_js_url=f"{_VENDOR}/swagger-ui-standalone-preset-5.35.0.js",
+                                favicon=_FAVICON)]),
         lifespan=[lifespan, *lifespans],  # entered after the database pool opens, left before it closes
         debug=False,
     )

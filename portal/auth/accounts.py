@@ -9,7 +9,7 @@ from portal import audit, clock, names
 from portal.auth import sessions, throttle
 from portal.auth.passwords import hash_password, password_problem, verify_password
 from portal.errors import Conflict, Invalid, NotFound, Throttled, Unauthenticated
-from portal.tables import User
+from portal.tables import Membership, User
 
 async def get(username: str) -> User | None:
     return await User.objects().get(User.username == username)
@@ -24,6 +24,17 @@ async def get_or_404(username: str) -> User:
 
 async def list_users() -> list[User]:
     return await User.objects().order_by(User.username)
+
+
+async def visible_to(user: User) -> list[User]:
+    """The accounts `user` may see: everyone for administrators, else themselves and people who share a project."""
+    if user.is_admin:
+        return await list_users()
+    mine = await Membership.select(Membership.project).where(Membership.user == user.id).output(as_list=True)
+    ids = set(await Membership.select(Membership.user).where(Membership.project.is_in(mine)).output(as_list=True)) \
+        if mine else set()
+    ids.add(user.id)
+    return await User.objects().where(User.id.is_in(sorted(ids))).order_by(User.username)
 
 
 async def create(username: str, password: str, *, email: str = "", is_admin: bool = False,

@@ -62,9 +62,10 @@ async def _latest_of(names: list[str]) -> dict[str, dict]:
     return out
 
 
-def not_found(project: Project, name: str) -> NotFound:
+def not_found(project: Project, name: str, have: list[str] | None = None) -> NotFound:
     """The one answer for a form a project may not use, whether it exists elsewhere or nowhere."""
-    return NotFound(f"Project '{project.name}' has no form named '{name}'.", "form_not_found")
+    listing = f" (its forms: {', '.join(have) or 'none'})" if have is not None else ""
+    return NotFound(f"Project '{project.name}' has no form named '{name}'{listing}.", "form_not_found")
 
 
 BUILTIN_NAMES = frozenset(raw["name"] for raw in BUILTIN_FORMS)
@@ -222,7 +223,7 @@ async def find_form(project: Project, name: str) -> dict:
                        f"({', '.join(f['name'] for f in matches)}); pass the exact FormName.",
                        "multiple_forms_found", error="multiple_objects_found")
     if not matches:
-        raise not_found(project, name)
+        raise not_found(project, name, [f["name"] for f in forms])
     return matches[0]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from litestar import Request
 
-from portal.auth import accounts, sessions, tokens
-from portal.errors import Unauthenticated
+from portal.auth import accounts, permissions, sessions, tokens
+from portal.errors import PermissionDenied, Unauthenticated
 from portal.tables import User
 
 
@@ -53,3 +53,15 @@ async def portal_user(request: Request) -> User:
     user, request.scope["lightbox_session"] = found
     request.scope["lightbox_user"] = user
     return user
+
+
+async def may_upload(connection, _handler) -> None:
+    """Guard of the API upload routes: whoever may upload nowhere (or not into ?Project=) is refused before a
+    byte of the body is read, so they cannot make the server spool hundreds of megabytes."""
+    me = await api_user(connection)
+    name = connection.query_params.get("Project")
+    if name:
+        await permissions.project_for(me, name, "upload_project")
+    elif not await permissions.may_anywhere(me, "upload_project"):
+        raise PermissionDenied("Your roles do not allow uploading into any project (upload_project).",
+                               "permission_denied")

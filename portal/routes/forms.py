@@ -139,7 +139,7 @@ async def new_form(request: Request, me: User, project: str) -> Template | Respo
         error = "Use lowercase letters, digits and '-', starting with a letter or digit (at most 80)."
     elif await forms.latest(name) is not None:
         # Names are site-wide; the message is the same whether or not this project could see the other form.
-        error = f"The name '{name}' is taken; choose another name (or add the form from the list above)."
+        error = f"A form named '{name}' exists already; choose another name (or add it from the list above)."
     if error:
         return await page(request, me, "forms/manage.html", status_code=400, new_error=error,
                           new_values={"name": name, "title": title}, **await _manage_context(me, project))

@@ -206,3 +206,107 @@ async def test_a_correct_header_login_runs_no_audit_query(client, monkeypatch):
     monkeypatch.setattr(audit, "record", forbidden)
     for _ in range(3):
         assert (await client.get("/api/v1/users/me", headers=creds("ana"))).status_code == 200
+
+
+# --- 6. smaller holes ---------------------------------------------------------------------------
+
+
+async def test_users_list_shows_only_people_who_share_a_project(client):
+    await make_project("a", {"ana": "viewer", "bob": "reviewer"})
+    await make_project("b", {"carl": "viewer"})
+    await make_user("root", admin=True)
+    seen = {u["username"] for u in (await client.get("/api/v1/users", headers=creds("ana"))).json()}
+    assert seen == {"ana", "bob"}
+    seen = {u["username"] for u in (await client.get("/api/v1/users", headers=creds("root"))).json()}
+    assert seen == {"ana", "bob", "carl", "root"}
+
+
+BIG = "18446744073709551616"
+
+
+@pytest.mark.parametrize("path", [
+    f"/api/v1/projects/p/runs/{BIG}", f"/api/v1/projects/p/runs/{2**63}", f"/api/v1/assets/{BIG}",
+    "/dicomweb/p/series?Modality=%5C", "/dicomweb/p/studies?StudyInstanceUID=%5C%5C",
+    f"/dicomweb/p/instances?InstanceNumber={BIG}", f"/api/v1/forms/mri-qc?Project=p&Version={BIG}",
+    "/api/v1/forms/mri-qc?Project=p&Version=abc",
+])
+async def test_bad_parameters_are_4xx_with_a_reason(client, path):
+    await make_project("p", {"ana": "manager"})
+    r = await client.get(path, headers=creds("ana"))
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    assert r.json()["detail"]
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/projects/p/ai/settings", {"rows": "abc"}), ("/projects/p/ai/settings", {"rows": "999999999"}),
+    ("/projects/p/settings/review", {"rows": "abc"}), (f"/notifications/{BIG}/open", None),
+    (f"/projects/p/sync/runs/{BIG}", None),
+])
+async def test_bad_portal_parameters_are_4xx(client, path, body):
+    await make_project("p", {"ana": "manager"})
+    await login(client, "ana")
+    r = await (form_post(client, path, body) if body is not None else client.get(path))
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+
+
+async def test_an_oversized_form_field_is_a_readable_413(client):
+    await make_user("ana")
+    await client.get("/login")
+    r = await client.post("/login", data={"username": "ana", "password": "x" * (2 * 1024 * 1024),
+                                           "_csrf_token": client.cookies.get("lightbox_csrf")})
+    assert r.status_code == 413 and "too large" in r.text.lower()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/instance/upload/", "/api/v1/studies", "/api/v1/studies?Project=p"])
+async def test_upload_permission_is_checked_before_the_body_is_read(client, path):
+    await make_project("p", {"vera": "viewer"})
+    pulled = []
+
+    async def body():
+        for _ in range(64):
+            pulled.append(1)
+            yield b"x" * 65536
+
+    r = await client.post(path, headers={**creds("vera"), "Content-Type": "multipart/form-data; boundary=zz"},
+                          content=body())
+    assert r.status_code == 403, r.text
+    assert len(pulled) <= 1  # at most the first chunk the transport hands over with the request
+
+
+# --- 5. headers ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/login", "/projects", "/api/v1/users/me", "/healthz", "/static/js/series.js",
+                                  "/schema/swagger", "/no/such/page"])
+async def test_security_headers_on_every_answer(client, path):
+    r = await client.get(path)
+    csp = r.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["referrer-policy"] == "same-origin"
+    assert r.headers["x-frame-options"] == "DENY"
+
+
+async def test_api_docs_load_only_vendored_pinned_files(client):
+    for path in ("/schema/swagger", "/schema/redoc"):
+        r = await client.get(path)
+        assert r.status_code == 200
+        assert "http://" not in r.text and "https://" not in r.text.replace("https://github.com", ""), r.text[:2000]
+        for src in __import__("re").findall(r'(?:src|href)="(/static/[^"]+)"', r.text):
+            assert (await client.get(src)).status_code == 200, src
+
+
+async def test_cookies_are_secure_when_the_site_is_served_over_https(lb_env):
+    from portal import settings as settings_mod
+    from portal.app import create_app
+
+    app = create_app(settings_mod.load({**lb_env, "LIGHTBOX_BASE_URL": "https://lightbox.example.org"}))
+    await make_user("ana")
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5555))
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as c:
+        r = await c.get("/login")
+        assert "secure" in r.headers["set-cookie"].lower()
+        r = await c.post("/login", data={"username": "ana", "password": PASSWORD,
+                                         "_csrf_token": c.cookies.get("lightbox_csrf")})
+        assert r.status_code == 303
+        assert all("secure" in v.lower() for v in r.headers.get_list("set-cookie"))
