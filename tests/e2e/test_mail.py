@@ -40,7 +40,7 @@ def test_flag_a_case_and_see_it_everywhere(page, live_server, inbox, tmp_path):
 
     sign_in(page, live_server, "junior", "junior-password")
     page.goto(f"{live_server.url}/projects/team/series/{uid}")
-    page.wait_for_function("window.lightboxViewer && window.lightboxViewer.getState().count > 0")
+    page.wait_for_function("() => window.lightboxViewer && window.lightboxViewer.getState().count > 0")
     panel = page.locator("#flag-panel")
     expect(panel).to_contain_text("Not flagged")
     panel.locator("#flag-open").click()
