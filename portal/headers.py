@@ -12,6 +12,19 @@ PORTAL_CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-s
 # The API docs pages (/schema/swagger, /schema/redoc) start their vendored bundles with an inline script.
 DOCS_CSP = PORTAL_CSP.replace("script-src 'self'", "script-src 'self' 'unsafe-inline'")
 
+# The viewer's decode workers run emscripten glue that compiles strings ('unsafe-eval'). A worker has no DOM and
+# its policy comes with its own script, so only those files get it; the pages keep the strict policy.
+WORKER_CSP = PORTAL_CSP.replace("script-src 'self'", "script-src 'self' 'unsafe-eval'")
+
+
+def _csp(path: str) -> str:
+    if path.startswith("/schema"):
+        return DOCS_CSP
+    if path.startswith("/static/viewer/") and path.endswith("Worker.js"):
+        return WORKER_CSP
+    return PORTAL_CSP
+
+
 _COMMON = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
            (b"referrer-policy", b"same-origin"), (b"cross-origin-opener-policy", b"same-origin")]
 
@@ -22,7 +35,7 @@ def security_headers(app):
     async def middleware(scope, receive, send):
         if scope["type"] != "http":
             return await app(scope, receive, send)
-        csp = (DOCS_CSP if scope.get("path", "").startswith("/schema") else PORTAL_CSP).encode()
+        csp = _csp(scope.get("path", "")).encode()
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
@@ -41,5 +54,4 @@ def security_headers(app):
 
 def for_path(path: str) -> dict[str, str]:
     """The same headers as a dict, for answers made before the middleware runs (no route: 404, 405)."""
-    csp = DOCS_CSP if path.startswith("/schema") else PORTAL_CSP
-    return {"content-security-policy": csp, **{k.decode(): v.decode() for k, v in _COMMON}}
+    return {"content-security-policy": _csp(path), **{k.decode(): v.decode() for k, v in _COMMON}}

@@ -13,7 +13,7 @@ from tests.e2e.test_viewer import PIXELS_JS
 def csp_violations(page):
     seen = []
     page.on("console", lambda m: seen.append(m.text) if "Content Security Policy" in m.text else None)
-    page.on("pageerror", lambda e: seen.append(str(e)) if "Content Security Policy" in str(e) else None)
+    page.on("pageerror", lambda e: seen.append(str(e)))  # a script the policy stopped fails to run
     return seen
 
 
@@ -31,7 +31,11 @@ def test_viewer_paints_and_htmx_swaps_under_the_policy(page, live_server, tmp_pa
     page.wait_for_url("**/projects/v")
 
     page.goto(f"{live_server.url}/projects/v/series/{uid}")
-    page.wait_for_function("() => window.lightboxViewer && window.lightboxViewer.getState().count > 0")
+    try:
+        page.wait_for_function("() => window.lightboxViewer && window.lightboxViewer.getState().count > 0",
+                               timeout=20000)
+    finally:
+        assert not csp_violations, csp_violations
     fraction = 0.0
     for _ in range(40):
         fraction = page.evaluate(PIXELS_JS)
@@ -50,4 +54,5 @@ def test_api_docs_render_from_vendored_files(page, live_server, csp_violations):
     page.goto(live_server.url + "/schema/redoc")
     page.wait_for_selector("h1", timeout=30000)
     assert "Lightbox" in page.inner_text("h1")
-    assert not csp_violations, csp_violations
+    # Redoc's bundle links a "powered by" logo on its CDN: the policy blocking it is the point.
+    assert not [v for v in csp_violations if "cdn.redoc.ly/redoc/logo-mini.svg" not in v], csp_violations
