@@ -25,6 +25,7 @@ from litestar.template import TemplateConfig
 from portal import __version__, db, settings as settings_mod, templates_env
 from portal import headers as security
 from portal.headers import security_headers
+from portal.openapi_docs import DocumentedJson
 from portal.errors import Invalid, LightboxError, NotFound, Unauthenticated
 from portal.routes import admin, api_accounts, api_projects, api_v1, health, projects, qure, session, studies, upload
 from portal.routes import dicomweb, inference, review
@@ -185,7 +186,8 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
             SwaggerRenderPlugin(js_url=f"{_VENDOR}/swagger-ui-bundle-5.35.0.js",
                                 css_url=f"{_VENDOR}/swagger-ui-5.35.0.css",
                                 standalone_preset_js_url=f"{_VENDOR}/swagger-ui-standalone-preset-5.35.0.js",
-                                favicon=_FAVICON)]),
+                                favicon=_FAVICON),
+            DocumentedJson()]),
         lifespan=[lifespan, *lifespans],  # entered after the database pool opens, left before it closes
         debug=False,
     )

@@ -310,3 +310,18 @@ async def test_cookies_are_secure_when_the_site_is_served_over_https(lb_env):
                                          "_csrf_token": c.cookies.get("lightbox_csrf")})
         assert r.status_code == 303
         assert all("secure" in v.lower() for v in r.headers.get_list("set-cookie"))
+
+
+# --- 7. an OpenAPI document clients can be generated from ---------------------------------------
+
+
+async def test_openapi_names_security_schemes_and_the_error_shape(client):
+    assert (await client.get("/schema")).headers["content-type"].startswith("text/html")
+    doc = (await client.get("/schema/openapi.json")).json()
+    assert set(doc["components"]["securitySchemes"]) == {"token", "cad4tbUser", "cad4tbPassword"}
+    assert doc["components"]["schemas"]["Error"]["required"] == ["error", "suberror", "detail"]
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            if method in ("get", "post", "put", "delete"):
+                assert "404" in operation["responses"] and "400" in operation["responses"], (method, path)
+    assert doc["paths"]["/api-token-auth"]["post"]["security"] == []
