@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Request
 
 from portal.auth import accounts, permissions, sessions, tokens
-from portal.errors import PermissionDenied, Unauthenticated
+from portal.errors import NotFound, PermissionDenied, Unauthenticated
 from portal.tables import User
 
 
@@ -63,5 +63,7 @@ async def may_upload(connection, _handler) -> None:
     if name:
         await permissions.project_for(me, name, "upload_project")
     elif not await permissions.may_anywhere(me, "upload_project"):
+        if not await permissions.may_anywhere(me, "view_project"):  # as for a project they cannot see: 404
+            raise NotFound("There is no project that you can see to upload into.", "project_not_found")
         raise PermissionDenied("Your roles do not allow uploading into any project (upload_project).",
                                "permission_denied")
