@@ -15,6 +15,7 @@ from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
@@ -22,7 +23,10 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from portal import __version__, db, settings as settings_mod, templates_env
-from portal.errors import LightboxError, Unauthenticated
+from portal import headers as security
+from portal.headers import security_headers
+from portal.openapi_docs import DocumentedJson
+from portal.errors import Invalid, LightboxError, NotFound, Unauthenticated
 from portal.routes import admin, api_accounts, api_projects, api_v1, health, projects, qure, session, studies, upload
 from portal.routes import dicomweb, inference, review
 from portal.routes import forms
@@ -31,6 +35,7 @@ from portal.routes import housekeeping
 from portal.routes import admin_mail, mail, notifications, signup
 from portal.routes import exchange
 from portal.routes import dicomweb_images, network
+from portal.routes import account
 from portal.settings import Settings
 from portal.tasks import queue
 
@@ -61,9 +66,11 @@ def _error_page(request: Request, status: int, title: str, detail: str) -> Templ
 
 
 def handle_lightbox_error(request: Request, exc: LightboxError) -> Response:
+    headers = {"Retry-After": str(exc.retry_after)} if getattr(exc, "retry_after", None) else {}
     if _is_api(request):
-        headers = {"WWW-Authenticate": "Token"} if exc.status == 401 else None
-        return Response(exc.as_dict(), status_code=exc.status, headers=headers)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Token"
+        return Response(exc.as_dict(), status_code=exc.status, headers=headers or None)
     if isinstance(exc, Unauthenticated):
         return Redirect(f"/login?next={quote(request.url.path)}", status_code=303)
     titles = {403: "Not permitted", 404: "Not found", 409: "Conflict", 429: "Too many attempts"}
@@ -75,17 +82,46 @@ def handle_http_error(request: Request, exc: HTTPException) -> Response:
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if status == 405:
         detail = f"{request.method} is not allowed on {request.url.path}."
+    if status == 413:
+        limit = request.route_handler.resolve_request_max_body_size() or MAX_FORM_BODY
+        detail = (f"The request is too large: at most {limit // (1024 * 1024)} MB may be sent here. Shorten what "
+                  "you typed, or send large files through an upload page.")
     if isinstance(exc, ValidationException) and exc.extra:
         detail = f"{detail}: {exc.extra}"
+    # Litestar's own headers (Allow on a 405) go out with our body; a request no route took never met the
+    # security-headers middleware, so they are added here.
+    headers = {**security.for_path(request.url.path),
+               **{k: v for k, v in (exc.headers or {}).items() if k.lower() in ("allow", "retry-after")}}
     if _is_api(request):
         return Response({"error": _HTTP_ERROR_TYPES.get(status, "error"), "suberror": "", "detail": detail},
-                        status_code=status)
+                        status_code=status, headers=headers)
     if isinstance(exc, NotAuthorizedException) and "csrf" in detail.lower():
         detail = "This form expired or was sent from elsewhere. Go back, reload the page and try again."
-    return _error_page(request, status, {404: "Not found", 405: "Not allowed"}.get(status, "Error"), detail)
+    response = _error_page(request, status, {404: "Not found", 405: "Not allowed"}.get(status, "Error"), detail)
+    response.headers.update(headers)
+    return response
+
+
+_MAX_ID = 2**63 - 1  # the largest id any table can hold (BIGINT / SQLite INTEGER)
+MAX_FORM_BODY = 1024 * 1024  # bytes, for every route that does not set its own (uploads and imports do)
+
+
+async def ids_in_range(request: Request) -> None:
+    """An id path parameter no table can hold names nothing: 404 before it reaches (and overflows) a query."""
+    for value in request.path_params.values():
+        if isinstance(value, int) and not -_MAX_ID <= value <= _MAX_ID:
+            raise NotFound(f"There is nothing with id {value}.", "object_not_found", error="object_not_found")
+
+
+def _out_of_range(exc: Exception) -> bool:
+    """A number too big for the database (the backstop for query parameters): the caller's mistake, not ours."""
+    return isinstance(exc, OverflowError) or type(exc).__name__ in (
+        "NumericValueOutOfRangeError", "DataError") and "range" in str(exc)
 
 
 def handle_unexpected(request: Request, exc: Exception) -> Response:
+    if _out_of_range(exc):
+        return handle_lightbox_error(request, Invalid("A number in the request is too large.", "value_out_of_range"))
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     if _is_api(request):
         return Response({"error": "server_error", "suberror": "",
@@ -102,6 +138,10 @@ def _cors(settings: Settings) -> CORSConfig | None:
     return CORSConfig(allow_origins=origins, allow_credentials="*" not in origins, allow_methods=["*"],
                       allow_headers=["*"], max_age=600,
                       expose_headers=["Content-Type", "Content-Length", "Content-Location", "Warning", "Location"])
+
+
+_VENDOR = "/static/vendor"
+_FAVICON = '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
 
 
 def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) -> Litestar:
@@ -122,10 +162,11 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
     template_config = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine,
                                      engine_callback=lambda engine: templates_env.register(engine.engine))
     secret = hashlib.sha256(settings.secret_key.encode()).digest()
+    secure = settings.base_url.lower().startswith("https://")  # cookies only over TLS when the site is served so
     return Litestar(
         route_handlers=[
             health.healthz,
-            session.home, session.login_form, session.login, session.logout, session.logout_get,
+            session.home, session.login_form, session.login, session.logout,
             api_accounts.token_auth, api_accounts.list_users, api_accounts.users_me,
             api_projects.list_projects, api_projects.create_project, api_projects.get_project,
             api_projects.list_archives, api_projects.create_archive,
@@ -135,22 +176,33 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
             *mail.ROUTES, *notifications.ROUTES, *admin_mail.ROUTES, *signup.ROUTES,
             *exchange.ROUTES,
             *network.ROUTES, *dicomweb_images.ROUTES,
+            *account.ROUTES,
             projects.project_list, projects.project_create, projects.project_page, projects.settings_page,
             projects.archive_create, projects.dicom_save, projects.member_set, projects.member_remove,
             admin.users_page, admin.user_create, admin.user_page, admin.user_active, admin.user_admin_flag,
-            admin.user_password, admin.token_issue, admin.token_revoke,
+            admin.user_password, admin.token_issue, admin.token_revoke, admin.session_end,
             create_static_files_router(path="/static", directories=[HERE / "static"], include_in_schema=False),
         ],
         template_config=template_config,
         plugins=[HTMXPlugin()],
-        middleware=[CookieBackendConfig(secret=secret, httponly=True, samesite="lax", key="lightbox_session",
-                                        max_age=12 * 3600).middleware],
+        middleware=[security_headers,
+                    CookieBackendConfig(secret=secret, httponly=True, samesite="lax", key="lightbox_session",
+                                        secure=secure, max_age=12 * 3600).middleware],
         cors_config=_cors(settings),
         csrf_config=CSRFConfig(secret=settings.secret_key, cookie_name="lightbox_csrf", cookie_samesite="lax",
-                               exclude=[f"^{p}" for p in API_PREFIXES] + ["^/static/"]),
+                               cookie_secure=secure, exclude=[f"^{p}" for p in API_PREFIXES] + ["^/static/"]),
         exception_handlers={LightboxError: handle_lightbox_error, HTTPException: handle_http_error,
                             Exception: handle_unexpected},
-        openapi_config=OpenAPIConfig(title="Lightbox", version=__version__, path="/schema"),
+        before_request=ids_in_range,
+        request_max_body_size=MAX_FORM_BODY,
+        openapi_config=OpenAPIConfig(title="Lightbox", version=__version__, path="/schema", render_plugins=[
+            # Vendored, pinned bundles (static/vendor/update.sh): the docs load nothing from a CDN.
+            RedocRenderPlugin(js_url=f"{_VENDOR}/redoc-2.5.4.standalone.js", favicon=_FAVICON, google_fonts=False),
+            SwaggerRenderPlugin(js_url=f"{_VENDOR}/swagger-ui-bundle-5.35.0.js",
+                                css_url=f"{_VENDOR}/swagger-ui-5.35.0.css",
+                                standalone_preset_js_url=f"{_VENDOR}/swagger-ui-standalone-preset-5.35.0.js",
+                                favicon=_FAVICON),
+            DocumentedJson()]),
         lifespan=[lifespan, *lifespans],  # entered after the database pool opens, left before it closes
         debug=False,
     )

@@ -434,16 +434,21 @@ def _exchange_run(project_name: str, kind: str, create_project: bool = False, **
               help="File to write (default: the project's export path).")
 @click.option("--deidentify", is_flag=True, help="De-identify (DICOM PS3.15 basic profile) for sharing outside the team.")
 @click.option("--remap-uids", is_flag=True, help="With --deidentify: replace UIDs consistently instead of keeping them.")
+@click.option("--shift-dates", is_flag=True,
+              help="With --deidentify: keep the time line, every date of a patient moved by the same days.")
+@click.option("--clean-descriptors", is_flag=True,
+              help="With --deidentify: keep descriptions and comments, with the patient's name and IDs cut out.")
 @click.pass_context
 def export_cmd(ctx: click.Context, project_name: str, fmt: str | None, to: Path | None, deidentify: bool,
-               remap_uids: bool) -> None:
+               remap_uids: bool, shift_dates: bool, clean_descriptors: bool) -> None:
     """Export a project's state (frames, every decision, form submissions, AI results) atomically, with a backup.
     With --url, the file is downloaded to --to (default: the current folder)."""
     if cli_remote.wanted(ctx):
         return cli_remote.export(ctx, project_name, fmt, to, deidentify, remap_uids)
     _setup()
     run = _exchange_run(project_name, "export", fmt=fmt or "", path=str(to.resolve()) if to else "",
-                        options={"deidentify": deidentify, "remap_uids": remap_uids})
+                        options={"deidentify": deidentify, "remap_uids": remap_uids, "shift_dates": shift_dates,
+                                 "clean_descriptors": clean_descriptors})
     click.echo(run["path"])
 
 

@@ -64,3 +64,7 @@ class UnsupportedMediaType(LightboxError):
 class Throttled(LightboxError):
     status = 429
     error = "too_many_requests"
+
+    def __init__(self, detail: str, suberror: str = "", *, retry_after: int | None = None, **kw):
+        super().__init__(detail, suberror, **kw)
+        self.retry_after = retry_after

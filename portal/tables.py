@@ -44,6 +44,20 @@ class ApiToken(Table, tablename="lb_api_token"):
     revoked_at = Timestamptz(null=True, default=None)
 
 
+class UserSession(Table, tablename="lb_user_session"):
+    """A signed-in browser. The session cookie carries its key; ending the row signs that browser out
+    (logout, a password reset or change), whatever the cookie still says."""
+
+    id: Serial
+    user = ForeignKey(User, on_delete=OnDelete.cascade, index=True)
+    key_hash = Varchar(length=64, unique=True, index=True)  # SHA-256 of the key in the cookie
+    client = Varchar(length=64, default="")
+    user_agent = Varchar(length=200, default="")
+    created_at = Timestamptz()
+    last_seen_at = Timestamptz()
+    ended_at = Timestamptz(null=True, default=None)
+
+
 class Project(Table, tablename="lb_project"):
     id: Serial
     name = Varchar(length=64, unique=True, index=True)
@@ -210,6 +224,16 @@ class ProjectForm(Table, tablename="lb_project_form"):
     project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
     form_name = Varchar(length=100)
     position = Integer(default=0)
+
+
+class FormOwner(Table, tablename="lb_form_owner"):
+    """The project a report form belongs to (set when it is first saved). Only that project, projects it has
+    been assigned to, and managers of the owner may use it; built-in and `shared` forms are everyone's."""
+
+    id: Serial
+    name = Varchar(length=100, unique=True, index=True)
+    project = ForeignKey(Project, on_delete=OnDelete.set_null, null=True, default=None, index=True)
+    shared = Boolean(default=False)  # an administrator made it available to every project
 
 
 class FormSubmission(Table, tablename="lb_form_submission"):
@@ -449,4 +473,4 @@ TABLES: list[type[Table]] = [User, ApiToken, Project, Archive, Membership, Audit
                              Patient, Study, Series, Instance, InstanceMetadata, Decision, FormDefinition, ProjectForm,
                              FormSubmission, InferenceJob, Result, Asset, AiAlert, RetrainRun,
                              EmailOutbox, Flag, Notification, SiteSetting, SyncRun, Node, SendJob,
-                             ReviewClaim]
+                             ReviewClaim, UserSession, FormOwner]

@@ -125,7 +125,10 @@ async def app(settings):
     from portal.app import create_app
     from portal.tasks.queue import huey
 
+    from portal.auth import throttle
+
     application = create_app(settings)
+    throttle.reset()  # sign-in counters live in memory: each test starts with none
     huey.flush()
     yield application
     huey.flush()  # leave nothing behind in a shared Redis

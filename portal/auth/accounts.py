@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import asyncio
+import math
 
 from portal import audit, clock, names
+from portal.auth import sessions, throttle
 from portal.auth.passwords import hash_password, password_problem, verify_password
 from portal.errors import Conflict, Invalid, NotFound, Throttled, Unauthenticated
-from portal.tables import User
-
-# After this many failed attempts for one username (or from one client) within the window,
-# further attempts are refused until the window has passed.
-MAX_FAILURES = 5
-FAILURE_WINDOW = dt.timedelta(minutes=15)
-
+from portal.tables import Membership, User
 
 async def get(username: str) -> User | None:
     return await User.objects().get(User.username == username)
@@ -28,6 +24,17 @@ async def get_or_404(username: str) -> User:
 
 async def list_users() -> list[User]:
     return await User.objects().order_by(User.username)
+
+
+async def visible_to(user: User) -> list[User]:
+    """The accounts `user` may see: everyone for administrators, else themselves and people who share a project."""
+    if user.is_admin:
+        return await list_users()
+    mine = await Membership.select(Membership.project).where(Membership.user == user.id).output(as_list=True)
+    ids = set(await Membership.select(Membership.user).where(Membership.project.is_in(mine)).output(as_list=True)) \
+        if mine else set()
+    ids.add(user.id)
+    return await User.objects().where(User.id.is_in(sorted(ids))).order_by(User.username)
 
 
 async def create(username: str, password: str, *, email: str = "", is_admin: bool = False,
@@ -57,13 +64,18 @@ async def set_active(user: User, active: bool, *, by: User | None = None, client
                        object=f"user:{user.username}", client=client)
 
 
-async def set_password(user: User, password: str, *, by: User | None = None, client: str = "") -> None:
+async def set_password(user: User, password: str, *, by: User | None = None, client: str = "",
+                       keep_session: int | None = None) -> dict:
+    """A new password; every session of the user ends (but `keep_session`, the changer's own) and every API
+    token is revoked: whoever held the old password, or something obtained with it, is out."""
     problem = password_problem(password or "")
     if problem:
         raise Invalid(problem, "invalid_password", fields={"password": problem})
     user.password_hash = hash_password(password)
     await user.save([User.password_hash])
-    await audit.record("password_reset", user=by, object=f"user:{user.username}", client=client)
+    await audit.record("password_reset" if by is None or by.id != user.id else "password_changed", user=by,
+                       object=f"user:{user.username}", client=client)
+    return await sessions.end_everything(user, by=by, client=client, except_session=keep_session)
 
 
 async def set_admin(user: User, is_admin: bool, *, by: User | None = None, client: str = "") -> None:
@@ -73,29 +85,27 @@ async def set_admin(user: User, is_admin: bool, *, by: User | None = None, clien
                        object=f"user:{user.username}", client=client)
 
 
-async def _check_throttle(username: str, client: str) -> None:
-    since = clock.now() - FAILURE_WINDOW
-    by_user = await audit.count_since("login_failed", since, username=username)
-    by_client = await audit.count_since("login_failed", since, client=client) if client else 0
-    if by_user >= MAX_FAILURES or by_client >= MAX_FAILURES * 4:
-        minutes = int(FAILURE_WINDOW.total_seconds() // 60)
-        raise Throttled(f"Too many failed sign-in attempts. Wait {minutes} minutes and try again, "
-                        "or ask an administrator to reset your password.", "login_throttled")
-
-
 async def authenticate(username: str, password: str, *, client: str = "", via: str = "portal") -> User:
     """The active user with these credentials; raises Unauthenticated or Throttled otherwise."""
     username = (username or "").strip()[:150]
     if not username or not password:
         raise Invalid("Username and password are both required.", "no_data_submitted")
-    await _check_throttle(username, client)
+    wait, pause = throttle.check(username, client)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        raise Throttled(f"Too many failed sign-in attempts for this account. Try again in {seconds} second"
+                        f"{'s' if seconds != 1 else ''}.", "login_throttled", retry_after=seconds)
+    if pause > 0:
+        await asyncio.sleep(pause)  # a noisy address is slowed, but its correct credentials still get in
     user = await get(username)
     ok = user is not None and verify_password(user.password_hash, password)
     if not ok or not user.is_active:
+        throttle.failed(username, client)
         await audit.record("login_failed", username=username, object=f"user:{username}",
                            detail={"via": via, "reason": "inactive" if ok else "bad_credentials"},
                            client=client)
         raise Unauthenticated("Invalid username or password.", "invalid_credentials")
+    throttle.succeeded(username, client)
     if via in ("portal", "token"):
         # Header-authenticated API calls are not "logins"; recording each would flood the log.
         user.last_login = clock.now()

@@ -70,6 +70,14 @@ async def project_for(user: User, name: str, permission: str = "view_project") -
     return project
 
 
+async def may_anywhere(user: User, permission: str) -> bool:
+    """Whether `user` may do `permission` in at least one project (a cheap check before reading a big body)."""
+    if user.is_admin:
+        return True
+    roles = [r for r, granted in ROLE_PERMISSIONS.items() if permission in granted]
+    return await Membership.exists().where((Membership.user == user.id) & Membership.role.is_in(roles))
+
+
 def require_admin(user: User) -> None:
     if not user.is_admin:
         raise PermissionDenied("Only administrators may do this.", "admin_required")

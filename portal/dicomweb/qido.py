@@ -195,6 +195,9 @@ def condition(keyword: str, column: Column, value: str) -> Where | None:
     """The SQL filter for one search key; None for universal matching (an empty value)."""
     if value == "":
         return None
+    if not _split(value) and (keyword == "ModalitiesInStudy" or dictionary_VR(keyword) in ("UI", "CS", "IS", "US", "UL")):
+        raise Invalid(f"{keyword}={value!r} holds no value between its separators; leave {keyword} out to match "
+                      "everything.", "invalid_query")
     if keyword == "ModalitiesInStudy":
         return _any([_modality_in(column, m) for m in _split(value)])
     vr = dictionary_VR(keyword)
@@ -204,7 +207,7 @@ def condition(keyword: str, column: Column, value: str) -> Where | None:
         return _range(keyword, column, value, vr)
     if vr in ("IS", "US", "UL"):
         numbers = _split(value)
-        if not all(re.fullmatch(r"[+-]?\d+", n) for n in numbers):
+        if not all(re.fullmatch(r"[+-]?\d{1,18}", n) for n in numbers):
             raise Invalid(f"{keyword} must be a whole number, not {value!r}.", "invalid_query")
         return column.is_in([int(n) for n in numbers])
     values = _split(value) if vr == "CS" else [value]

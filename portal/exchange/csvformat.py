@@ -14,6 +14,26 @@ COLUMNS = ("project_name", "experiment_name", "scan_name", "scan_type", "frame_n
 REQUIRED = COLUMNS[:6]  # MIQA's import needs these; the rest are what its export adds
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) in a reviewer's note).
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value) -> str:
+    """A cell a spreadsheet shows as text: a leading quote before a formula character (and before a quote that
+    precedes one, so that `restore` gives back exactly what was written)."""
+    text = "" if value is None else str(value)
+    if text[:1] in _FORMULA or (text[:1] == "'" and text[1:2] in (*_FORMULA, "'")):
+        return "'" + text
+    return text
+
+
+def restore(text: str) -> str:
+    """The value `neutralise` was given (import reads back what export wrote)."""
+    if text[:1] == "'" and (text[1:2] in _FORMULA or text[1:2] == "'"):
+        return text[1:]
+    return text
+
+
 def write(document: dict, out) -> int:
     """Write the frames of an export document as CSV rows to text stream `out`; returns the row count."""
     writer = csv.writer(out, lineterminator="\n")
@@ -30,9 +50,10 @@ def write(document: dict, out) -> int:
                     json.dumps(last["location"], sort_keys=True) if last.get("location") else "",
                 ]
                 for number, frame in scan["frames"].items():
-                    writer.writerow([project_name, exp_name, scan_name, scan.get("type", ""), number,
-                                     frame["file_location"], exp.get("notes", ""), exp.get("subject_id", ""),
-                                     exp.get("session_id", ""), scan.get("scan_link", ""), *decision_cells])
+                    writer.writerow([neutralise(c) for c in (
+                        project_name, exp_name, scan_name, scan.get("type", ""), number, frame["file_location"],
+                        exp.get("notes", ""), exp.get("subject_id", ""), exp.get("session_id", ""),
+                        scan.get("scan_link", ""), *decision_cells)])
                     n += 1
     return n
 
@@ -71,7 +92,8 @@ def read(text: str, parsed: Parsed, artifacts_known: list[str]) -> None:
             if len(cells) != len(names):
                 parsed.problem(line, "", f"The row has {len(cells)} cells; the header has {len(names)}.")
                 continue
-            _row(dict(zip(names, (c.strip() for c in cells))), str(line), parsed, artifacts_known, seen_frames)
+            _row(dict(zip(names, (restore(c.strip()) for c in cells))), str(line), parsed, artifacts_known,
+                 seen_frames)
     except csv.Error as exc:
         parsed.problem(str(reader.line_num), "", f"Not a readable CSV row: {exc}.")
 

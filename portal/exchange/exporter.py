@@ -22,7 +22,7 @@ from portal.archive import storage
 from portal.dicom import md5_of
 from portal.errors import Invalid
 from portal.exchange import csvformat, jsonformat
-from portal.exchange.deidentify import Deidentifier
+from portal.exchange.deidentify import BurnedInAnnotation, Deidentifier
 from portal.exchange.records import loads
 from portal.inference import jobs as job_states
 from portal.tables import (Archive, Decision, FormDefinition, FormSubmission, InferenceJob, Instance, Patient,
@@ -44,6 +44,7 @@ class ExportResult:
     deidentified: bool
     missing_files: int = 0
     incoming_backup: str = ""  # the file as the other side had changed it, kept before it was replaced
+    withheld_burned_in: int = 0  # de-identified: instances left out for burned-in annotation (listed in the file)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -140,6 +141,7 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
     total = len(instances)
     done = 0
     missing: list[str] = []  # stored files gone from the disk: said loudly, since an import would refuse them
+    withheld: list[dict] = []  # de-identified exports: instances with burned-in annotation, left out
     experiments: dict[str, dict] = {}
     study_by_id = {s["id"]: s for s in studies}
     for study in studies:
@@ -165,7 +167,14 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
                 dest = export_dir / rel
                 if deid is not None:
                     # Always written: a file already there may be from an export with other options.
-                    await asyncio.to_thread(deid.write_file, src, dest)
+                    try:
+                        await asyncio.to_thread(deid.write_file, src, dest)
+                    except BurnedInAnnotation as exc:
+                        # Text in the pixels cannot be de-identified by editing attributes: left out, listed.
+                        dest.unlink(missing_ok=True)
+                        withheld.append({"sop_instance_uid": sop, "series_instance_uid": series_uid,
+                                         "reason": str(exc)})
+                        continue
                     md5 = await asyncio.to_thread(md5_of, dest)
                 else:
                     if not dest.exists() or dest.stat().st_size != inst["size"]:
@@ -208,6 +217,7 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
         "format": jsonformat.FORMAT, "version": jsonformat.VERSION, "exported": clock.iso(clock.now()),
         "deidentified": bool(deid),
         "missing_files": missing,
+        **({"withheld_burned_in": withheld} if deid else {}),
         "projects": {project.name: {
             # The review vocabulary, so that an empty install can take the decisions in (`import --create`).
             "settings": {"decisions": conf["decisions"], "artifacts": conf["artifacts"]},
@@ -285,7 +295,8 @@ def keep_changes(path: Path, keep: int, accepted_md5: str = "") -> Path | None:
 
 
 async def export(project: Project, *, fmt: str | None = None, to: str | Path | None = None,
-                 deidentify: bool = False, remap_uids: bool = False, by: User | None = None, username: str = "",
+                 deidentify: bool = False, remap_uids: bool = False, shift_dates: bool = False,
+                 clean_descriptors: bool = False, by: User | None = None, username: str = "",
                  client: str = "", on_progress=None, accepted_md5: str = "") -> ExportResult:
     """Write the project's state to its export file (or `to`), keep a backup, and audit it."""
     path, fmt = export_file(project, fmt, to)
@@ -294,7 +305,8 @@ async def export(project: Project, *, fmt: str | None = None, to: str | Path | N
     if path.exists() and path.is_dir():
         raise Invalid(f"The export path {path} is a folder; give a file name ending .json or .csv.", "invalid_path")
     conf = projects.settings_of(project)
-    deid = Deidentifier(settings_mod.current().secret_key, project.name, remap_uids=remap_uids) if deidentify else None
+    deid = Deidentifier(settings_mod.current().secret_key, project.name, remap_uids=remap_uids,
+                        shift_dates=shift_dates, clean_descriptors=clean_descriptors) if deidentify else None
     if on_progress:
         await on_progress("reading the project", 0, 0)
     # De-identified images never share a folder with the identified copies a copy-mode export puts in
@@ -317,6 +329,7 @@ async def export(project: Project, *, fmt: str | None = None, to: str | Path | N
         frames=sum(len(s["frames"]) for s in scans), scans=len(scans),
         decisions=sum(len(s["decisions"]) for s in scans), submissions=sum(len(s["form_submissions"]) for s in scans),
         deidentified=deidentify, missing_files=len(document["missing_files"]),
+        withheld_burned_in=len(document.get("withheld_burned_in", [])),
         incoming_backup=str(incoming) if incoming else "")
     await audit.record("export", user=by, username=username, object=f"project:{project.name}",
                        detail={k: v for k, v in result.as_dict().items() if k != "md5"}, client=client)

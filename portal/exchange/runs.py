@@ -178,7 +178,10 @@ async def execute(run_id: int, *, also=None, worker: str = "") -> dict:
         if row.kind == "export":
             result = await export_mod.export(project, fmt=row.format or None, to=row.path or None,
                                              deidentify=bool(options.get("deidentify")),
-                                             remap_uids=bool(options.get("remap_uids")), on_progress=progress, **who)
+                                             remap_uids=bool(options.get("remap_uids")),
+                                             shift_dates=bool(options.get("shift_dates")),
+                                             clean_descriptors=bool(options.get("clean_descriptors")),
+                                             on_progress=progress, **who)
             changes = {SyncRun.summary: result.as_dict(), SyncRun.path: result.path, SyncRun.format: result.format}
         elif row.kind == "import":
             path = row.path or str(export_mod.import_file_path(project))

@@ -11,8 +11,10 @@ from portal.forms.service import (
     latest,
     library,
     move,
+    not_found,
     public,
     save_definition,
+    share,
     submissions_of,
     submit,
     unassign,
@@ -23,6 +25,6 @@ from portal.forms.validation import entry_errors, validate_entry
 
 __all__ = [
     "FIELD_TYPES", "assign", "assign_builtin_forms", "check_definition", "ensure_builtin_forms", "entry_errors",
-    "find_form", "format_entry", "forms_of", "is_visible", "latest", "library", "move", "public",
-    "save_definition", "submissions_of", "submit", "unassign", "validate_entry", "version", "versions",
+    "find_form", "format_entry", "forms_of", "is_visible", "latest", "library", "move", "not_found", "public",
+    "save_definition", "share", "submissions_of", "submit", "unassign", "validate_entry", "version", "versions",
 ]

@@ -11,7 +11,7 @@ from portal.forms.builtin import BUILTIN_FORMS
 from portal.forms.formatting import format_entry
 from portal.forms.schema import check_definition
 from portal.forms.validation import validate_entry
-from portal.tables import FormDefinition, FormSubmission, Project, ProjectForm, Series, User
+from portal.tables import FormDefinition, FormOwner, FormSubmission, Membership, Project, ProjectForm, Series, User
 
 # What a definition looks like outside this module (the API returns these keys, "id" excepted).
 DEFINITION_KEYS = ("name", "version", "title", "description", "fields")
@@ -62,16 +62,65 @@ async def _latest_of(names: list[str]) -> dict[str, dict]:
     return out
 
 
-async def library(project_ids: list[int] | None = None) -> list[dict]:
-    """The newest version of every form, by name; with `project_ids`, only the built-ins and their forms."""
-    if project_ids is None:
-        names = await FormDefinition.select(FormDefinition.name).distinct().output(as_list=True)
-    else:
-        used = await ProjectForm.select(ProjectForm.form_name).where(
-            ProjectForm.project.is_in(project_ids)).output(as_list=True) if project_ids else []
-        names = sorted({*used, *(raw["name"] for raw in BUILTIN_FORMS)})
-    latest_by_name = await _latest_of(names)
+def not_found(project: Project, name: str, have: list[str] | None = None) -> NotFound:
+    """The one answer for a form a project may not use, whether it exists elsewhere or nowhere."""
+    listing = f" (its forms: {', '.join(have) or 'none'})" if have is not None else ""
+    return NotFound(f"Project '{project.name}' has no form named '{name}'{listing}.", "form_not_found")
+
+
+BUILTIN_NAMES = frozenset(raw["name"] for raw in BUILTIN_FORMS)
+
+
+async def _owners(names: list[str]) -> dict[str, dict]:
+    rows = await FormOwner.select().where(FormOwner.name.is_in(names)) if names else []
+    return {r["name"]: r for r in rows}
+
+
+async def _managed_ids(user: User) -> set[int]:
+    """The projects whose forms `user` may hand to another project: those they manage forms in."""
+    roles = [r for r, granted in permissions.ROLE_PERMISSIONS.items() if "manage_forms" in granted]
+    return set(await Membership.select(Membership.project).where(
+        (Membership.user == user.id) & Membership.role.is_in(roles)).output(as_list=True))
+
+
+async def usable_names(project: Project, names: list[str], user: User | None) -> set[str]:
+    """Which of `names` `project` may use: built-in and shared forms, its own, those already assigned to it,
+    and (for `user`) forms of projects whose forms `user` manages. Administrators may use any form."""
+    if user is not None and user.is_admin:
+        return set(names)
+    owners = await _owners(names)
+    assigned = {a.form_name for a in await _assignments(project)}
+    managed: set[int] | None = None
+    out = set()
+    for name in names:
+        owner = owners.get(name)
+        if name in BUILTIN_NAMES or name in assigned or (owner and (owner["shared"] or owner["project"] == project.id)):
+            out.add(name)
+        elif owner and owner["project"] is not None and user is not None:
+            managed = await _managed_ids(user) if managed is None else managed
+            if owner["project"] in managed:
+                out.add(name)
+    return out
+
+
+async def library(project: Project, user: User | None = None) -> list[dict]:
+    """The newest version of every form `project` may use (see usable_names), by name."""
+    names = await FormDefinition.select(FormDefinition.name).distinct().output(as_list=True)
+    usable = await usable_names(project, names, user)
+    latest_by_name = await _latest_of(sorted(usable))
     return [latest_by_name[n] for n in sorted(latest_by_name)]
+
+
+async def share(name: str, shared: bool, *, by: User, client: str = "") -> None:
+    """An administrator makes a form available to every project (or stops doing so)."""
+    permissions.require_admin(by)
+    if await latest(name) is None:
+        raise NotFound(f"There is no form named '{name}'.", "form_not_found")
+    if await FormOwner.exists().where(FormOwner.name == name):
+        await FormOwner.update({FormOwner.shared: shared}).where(FormOwner.name == name)
+    else:
+        await FormOwner.insert(FormOwner(name=name, project=None, shared=shared))
+    await audit.record("form_shared" if shared else "form_unshared", user=by, object=f"form:{name}", client=client)
 
 
 async def _insert(definition: dict, number: int, by: str) -> dict | None:
@@ -108,8 +157,10 @@ async def forms_of(project: Project) -> list[dict]:
 
 async def assign(project: Project, name: str, *, by: User | None = None, client: str = "",
                  position: int | None = None) -> None:
-    if not await FormDefinition.exists().where(FormDefinition.name == name):
-        raise NotFound(f"There is no form named '{name}'.", "form_not_found")
+    """Show form `name` in `project`; only a form the project may use (usable_names), else 404 as if missing."""
+    if not await FormDefinition.exists().where(FormDefinition.name == name) or \
+            name not in await usable_names(project, [name], by):
+        raise not_found(project, name)
     assigned = await _assignments(project)
     if any(a.form_name == name for a in assigned):
         return
@@ -126,7 +177,7 @@ async def unassign(project: Project, name: str, *, by: User | None = None, clien
     """Stop showing form `name` in `project`; its submissions stay and remain visible on the series."""
     where = (ProjectForm.project == project.id) & (ProjectForm.form_name == name)
     if not await ProjectForm.exists().where(where):
-        raise NotFound(f"Project '{project.name}' does not use a form named '{name}'.", "form_not_found")
+        raise not_found(project, name)
     await ProjectForm.delete().where(where)
     await audit.record("form_unassigned", user=by, object=f"project:{project.name}/form:{name}", client=client)
 
@@ -135,7 +186,7 @@ async def move(project: Project, name: str, offset: int) -> None:
     """Move form `name` up (-1) or down (+1) in the project's order."""
     names = [a.form_name for a in await _assignments(project)]
     if name not in names:
-        raise NotFound(f"Project '{project.name}' does not use a form named '{name}'.", "form_not_found")
+        raise not_found(project, name)
     i = names.index(name)
     j = min(max(i + offset, 0), len(names) - 1)
     names[i], names[j] = names[j], names[i]
@@ -172,9 +223,7 @@ async def find_form(project: Project, name: str) -> dict:
                        f"({', '.join(f['name'] for f in matches)}); pass the exact FormName.",
                        "multiple_forms_found", error="multiple_objects_found")
     if not matches:
-        have = ", ".join(f["name"] for f in forms) or "none"
-        raise NotFound(f"Project '{project.name}' has no form named '{name}' (its forms: {have}).",
-                       "form_not_found")
+        raise not_found(project, name, [f["name"] for f in forms])
     return matches[0]
 
 
@@ -222,6 +271,9 @@ async def save_definition(project: Project, raw: dict, *, by: User, client: str 
         raise Conflict(f"Version {number} of '{name}' was saved by someone else a moment ago. Reload and try again.",
                        "stale_version")
     if current is None:
+        # A new form belongs to the project it was made in.
+        await FormOwner.insert(FormOwner(name=name, project=project.id)).on_conflict(
+            target=FormOwner.name, action="DO NOTHING")
         names = [a.form_name for a in await _assignments(project)]
         position = names.index(replaces) if replaces in names else None
         await assign(project, name, by=by, client=client, position=position)

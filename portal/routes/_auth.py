@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from litestar import Request
 
-from portal.auth import accounts, tokens
-from portal.errors import Unauthenticated
+from portal.auth import accounts, permissions, sessions, tokens
+from portal.errors import NotFound, PermissionDenied, Unauthenticated
 from portal.tables import User
 
 
@@ -44,11 +44,26 @@ async def portal_user(request: Request) -> User:
     cached = request.scope.get("lightbox_user")
     if cached is not None:
         return cached
-    user_id = request.session.get("uid") if request.session else None
-    user = await User.objects().get(User.id == user_id) if user_id else None
-    if user is None or not user.is_active:
+    key = request.session.get("sid") if request.session else None
+    found = await sessions.user_for(key) if key else None
+    if found is None:
         if request.session:
             request.clear_session()
         raise Unauthenticated("Please sign in.", "no_session")
+    user, request.scope["lightbox_session"] = found
     request.scope["lightbox_user"] = user
     return user
+
+
+async def may_upload(connection, _handler) -> None:
+    """Guard of the API upload routes: whoever may upload nowhere (or not into ?Project=) is refused before a
+    byte of the body is read, so they cannot make the server spool hundreds of megabytes."""
+    me = await api_user(connection)
+    name = connection.query_params.get("Project")
+    if name:
+        await permissions.project_for(me, name, "upload_project")
+    elif not await permissions.may_anywhere(me, "upload_project"):
+        if not await permissions.may_anywhere(me, "view_project"):  # as for a project they cannot see: 404
+            raise NotFound("There is no project that you can see to upload into.", "project_not_found")
+        raise PermissionDenied("Your roles do not allow uploading into any project (upload_project).",
+                               "permission_denied")

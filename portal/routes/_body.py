@@ -32,3 +32,12 @@ async def json_or_form(request: Request) -> dict:
     if not media:
         raise Invalid("The request has no body: send a form or a JSON object.", "no_data_submitted")
     raise UnsupportedMediaType(f"Unsupported content type '{media}': send a form or JSON.", "unsupported_media_type")
+
+
+def row_count(form, key: str = "rows", most: int = 500) -> int:
+    """How many rows an editable table posted (a hidden field): a whole number 0..most, else 400."""
+    raw = (form.get(key) or "0").strip()
+    if not raw.isdigit() or int(raw) > most:
+        raise Invalid(f"'{key}' must be a whole number from 0 to {most}; reload the page and try again.",
+                      "invalid_value", fields={key: "not a row count"})
+    return int(raw)

@@ -39,9 +39,9 @@ def user_dict(user: User, *, with_email: bool) -> dict:
 
 
 @get("/api/v1/users", tags=["users"], dependencies={"me": Provide(api_user)},
-     summary="List accounts (emails are shown to administrators only)")
+     summary="Accounts that share a project with the caller (administrators: all; emails to administrators only)")
 async def list_users(me: User) -> list[dict]:
-    return [user_dict(u, with_email=me.is_admin) for u in await accounts.list_users()]
+    return [user_dict(u, with_email=me.is_admin) for u in await accounts.visible_to(me)]
 
 
 @get("/api/v1/users/me", tags=["users"], dependencies={"me": Provide(api_user)}, summary="The calling account")

@@ -15,6 +15,7 @@ from portal.archive.ingest import upload_audit
 from portal.auth import permissions
 from portal.dicom import stream_zip
 from portal.errors import Conflict, Invalid, NotFound
+from portal.routes._auth import may_upload
 from portal.routes._auth import api_user, client_of
 from portal.routes._uploads import MAX_UPLOAD_BYTES, fields_of, ingest_parts, receive_parts, upload_dir
 from portal.tables import Archive, Instance, Patient, Project, Series, Study, User
@@ -79,7 +80,7 @@ def series_dict(s: Series, instances: int) -> dict:
             "status_message": f"{instances} instance(s) stored; review status: {s.review_status}"}
 
 
-@post("/api/v1/instance/upload/", dependencies=_deps, tags=["cad4tb-v1"], status_code=200,
+@post("/api/v1/instance/upload/", dependencies=_deps, tags=["cad4tb-v1"], status_code=200, guards=[may_upload],
       request_max_body_size=MAX_UPLOAD_BYTES, summary="Upload DICOM file(s) (multipart form field 'file')")
 async def instance_upload(request: Request, me: User) -> Response:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":

@@ -26,6 +26,9 @@ _portal = {"me": Provide(portal_user)}
 PERMISSION = "import_export"
 MAX_BODY = importer.MAX_BYTES + 1024**2  # the largest import file, and the form around it
 
+# Export options: de-identify, and the PS3.15 profile options (see portal/exchange/deidentify.py).
+DEID_OPTIONS = ("deidentify", "remap_uids", "shift_dates", "clean_descriptors")
+
 
 def _enqueue(run: dict) -> None:
     from portal.tasks.exchange import enqueue
@@ -80,7 +83,8 @@ def _admin_path(me: User, value, what: str) -> str:
 
 
 @post("/api/v1/projects/{name:str}/export", dependencies=_api, tags=["projects"], status_code=202,
-      summary="Export the project (a task): body {format?, deidentify?, remap_uids?, to? (admins)}")
+      summary="Export the project (a task): body {format?, deidentify?, remap_uids?, shift_dates?, clean_descriptors?, "
+              "to? (admins)}")
 async def api_export(request: Request, me: User, name: str) -> dict:
     p = await permissions.project_for(me, name, PERMISSION)
     data = await json_object(request, '{"format": "csv"}') if await request.body() else {}
@@ -89,8 +93,7 @@ async def api_export(request: Request, me: User, name: str) -> dict:
         raise Invalid("format must be json or csv.", "invalid_format", fields={"format": "json or csv"})
     to = _admin_path(me, data.get("to"), "to")
     run = await runs.create(p, "export", trigger="api", user=me, fmt=fmt, path=to,
-                            options={"deidentify": bool(data.get("deidentify")),
-                                     "remap_uids": bool(data.get("remap_uids"))})
+                            options={k: bool(data.get(k)) for k in DEID_OPTIONS})
     _enqueue(run)
     return {"run": run, "status_url": _status_url(p, run)}
 
@@ -158,8 +161,7 @@ async def portal_export(request: Request, me: User, project: str) -> Template:
     form = await request.form()
     fmt = form.get("format", "") if form.get("format", "") in export_mod.FORMATS else ""
     run = await runs.create(p, "export", trigger="portal", user=me, fmt=fmt,
-                            options={"deidentify": bool(form.get("deidentify")),
-                                     "remap_uids": bool(form.get("remap_uids"))})
+                            options={k: bool(form.get(k)) for k in DEID_OPTIONS})
     _enqueue(run)
     return _run_partial(p, run, me)
 

@@ -11,7 +11,7 @@ from litestar.di import Provide
 from litestar.params import QueryParameter
 from litestar.response import Template
 
-from portal import archive as arch, forms, projects
+from portal import archive as arch, forms
 from portal.auth import permissions
 from portal.errors import Invalid, LightboxError, NotFound
 from portal.forms import applicability, draft as drafts
@@ -112,10 +112,9 @@ async def series_form_submit(request: Request, me: User, project: str, series_ui
 async def _manage_context(me: User, project: str) -> dict:
     p = await permissions.project_for(me, project, "manage_forms")
     assigned = await forms.forms_of(p)
-    visible = None if me.is_admin else [v.id for v in await projects.visible_to(me)]
     taken = {f["name"] for f in assigned}
-    return {"project": p, "assigned": assigned,
-            "available": [f for f in await forms.library(visible) if f["name"] not in taken]}
+    return {"project": p, "assigned": assigned, "can_share": me.is_admin,
+            "available": [f for f in await forms.library(p, me) if f["name"] not in taken]}
 
 
 async def _assigned_response(request: Request, me: User, project: str, **extra) -> Template | Response:
@@ -140,6 +139,7 @@ async def new_form(request: Request, me: User, project: str) -> Template | Respo
     if not FORM_NAME.match(name):
         error = "Use lowercase letters, digits and '-', starting with a letter or digit (at most 80)."
     elif await forms.latest(name) is not None:
+        # Names are site-wide; the message is the same whether or not this project could see the other form.
         error = f"A form named '{name}' exists already; choose another name (or add it from the list above)."
     if error:
         return await page(request, me, "forms/manage.html", status_code=400, new_error=error,
@@ -161,6 +161,16 @@ async def form_unassign(request: Request, me: User, project: str, form_name: str
     return await _assigned_response(request, me, project)
 
 
+@post("/projects/{project:str}/forms/{form_name:str}/share", dependencies=_portal, include_in_schema=False)
+async def form_share(request: Request, me: User, project: str, form_name: str) -> Template | Response:
+    """Administrators: make a form available to every project (shared=1) or only to its own (shared=0)."""
+    p = await permissions.project_for(me, project, "manage_forms")
+    if form_name not in {f["name"] for f in await forms.forms_of(p)}:
+        raise forms.not_found(p, form_name)
+    await forms.share(form_name, (await request.form()).get("shared") != "0", by=me, client=client_of(request))
+    return await _assigned_response(request, me, project)
+
+
 @post("/projects/{project:str}/forms/{form_name:str}/move", dependencies=_portal, include_in_schema=False)
 async def form_move(request: Request, me: User, project: str, form_name: str) -> Template | Response:
     p = await permissions.project_for(me, project, "manage_forms")
@@ -177,10 +187,10 @@ async def _editor_context(me: User, project: str, form_name: str) -> dict:
     p = await permissions.project_for(me, project, "manage_forms")
     saved = await forms.versions(form_name)
     if saved and form_name not in {f["name"] for f in await forms.forms_of(p)}:
-        raise NotFound(f"Project '{p.name}' does not use the form '{form_name}'; add it to the project first.",
-                       "form_not_found")
+        # Another project's form opens exactly like a name nobody uses (an empty editor): nothing of it shows.
+        saved = []
     if not saved and not FORM_NAME.match(form_name):
-        raise NotFound(f"There is no form named '{form_name}'.", "form_not_found")
+        raise forms.not_found(p, form_name)
     return {"project": p, "name": form_name, "versions": saved, "field_types": FIELD_TYPES}
 
 
@@ -320,5 +330,5 @@ async def api_submission_add(request: Request, me: User) -> dict:
     return _submission_out(saved)
 
 
-ROUTES = [series_forms, series_form_submit, manage_forms, new_form, form_assign, form_unassign, form_move,
+ROUTES = [series_forms, series_form_submit, manage_forms, new_form, form_assign, form_unassign, form_share, form_move,
           form_editor, form_draft, form_save, api_forms, api_form, api_submissions_list, api_submission_add]

@@ -12,6 +12,7 @@ from portal.errors import Invalid, LightboxError, NotFound
 from portal.inference import alerting, jobs, models, results, retrain as retraining, routing, suggestions
 from portal.review.decisions import visible_series
 from portal.routes._auth import api_user, client_of, portal_user
+from portal.routes._body import row_count
 from portal.routes._render import flash, page, partial, redirect
 from portal.routes.api_v1 import _series as cad4tb_series
 from portal.tables import Asset, Instance, Project, Series, User
@@ -139,7 +140,7 @@ def _routing_form(form, conf: dict) -> dict:
     period, suggestion threshold, alert window, critical-{model} thresholds (blank: the model's own) and
     map-{output} artifact names (blank: no suggestion)."""
     rules = []
-    for n in range(int(form.get("rows", "0") or 0)):
+    for n in range(row_count(form)):
         row = {f: form.get(f"rule-{n}-{f}", "") for f in ("modality", "body_part", "sop_class", "description", "model")}
         if row["model"].strip() and not form.get(f"rule-{n}-remove"):
             rules.append(row)

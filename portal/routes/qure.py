@@ -8,8 +8,9 @@ from litestar import Request, post
 from litestar.di import Provide
 from litestar.response import Response
 
-from portal import archive as arch, projects
+from portal import archive as arch, audit, projects
 from portal.archive.ingest import upload_audit
+from portal.routes._auth import may_upload
 from portal.routes._auth import api_user, client_of
 from portal.routes._uploads import MAX_UPLOAD_BYTES, fields_of, ingest_parts, receive_parts, upload_dir
 from portal.routes.api_v1 import default_project
@@ -19,7 +20,7 @@ NO_DICOM = "No DICOM files were uploaded!"
 
 
 @post(["/api/v1/studies", "/api/v1/upload"], dependencies={"me": Provide(api_user)}, tags=["qure"],
-      status_code=200, request_max_body_size=MAX_UPLOAD_BYTES,
+      status_code=200, request_max_body_size=MAX_UPLOAD_BYTES, guards=[may_upload],
       summary="Upload DICOM files (multipart/related; type=application/dicom, or multipart/form-data)")
 async def upload_studies(request: Request, me: User) -> Response:
     async with upload_dir() as tmp:

@@ -15,7 +15,7 @@ from portal.errors import Conflict, Invalid, LightboxError, PermissionDenied
 from portal.inference import suggestions
 from portal.review import agreement, claims, decisions, progress, queue, vocabulary
 from portal.routes._auth import api_user, client_of, portal_user
-from portal.routes._body import json_object
+from portal.routes._body import json_object, row_count
 from portal.routes._render import flash, page, partial, redirect
 from portal.tables import Project, Series, User
 
@@ -174,7 +174,7 @@ async def vocabulary_save(request: Request, me: User, project: str) -> Template 
     p = await permissions.project_for(me, project, "manage_project")
     form = await request.form()
     rows = []
-    for i in range(int(form.get("rows", "0") or 0) + 1):
+    for i in range(row_count(form) + 1):
         code = (form.get(f"code.{i}") or "").strip()
         if code and form.get(f"delete.{i}") != "on":
             rows.append({"code": code, "label": form.get(f"label.{i}", ""), "colour": form.get(f"colour.{i}", ""),

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 from litestar import Request, get, post
 from litestar.response import Redirect, Template
 
-from portal.auth import accounts, signup
+from portal.auth import accounts, sessions, signup
 from portal.errors import LightboxError
 from portal.routes._auth import client_of
 from portal.routes._render import flash, page
@@ -41,19 +41,17 @@ async def login(request: Request) -> Template | Redirect:
     except LightboxError as exc:
         return await page(request, None, "login.html", status_code=exc.status, error=exc.detail,
                           next=target, username=username[:150], signup_open=await signup.is_open())
-    # A fresh session on sign-in (no fixation): only the user id and a flash.
-    request.set_session({"uid": user.id})
+    # A fresh session on sign-in (no fixation): only the server-side session's key and a flash.
+    key = await sessions.start(user, client=client_of(request), user_agent=request.headers.get("user-agent", ""))
+    request.set_session({"sid": key})
     flash(request, f"Signed in as {user.username}.", "success")
     return Redirect(target, status_code=303)
 
 
-@get("/logout", include_in_schema=False)
-async def logout_get(request: Request) -> Redirect:
-    request.clear_session()
-    return Redirect("/login", status_code=303)
-
-
 @post("/logout", include_in_schema=False)
 async def logout(request: Request) -> Redirect:
+    """Sign-out ends the session on the server too: a copy of the cookie no longer opens anything.
+    POST only (with the CSRF token), so another site cannot sign a user out."""
+    await sessions.end((request.session or {}).get("sid"))
     request.clear_session()
     return Redirect("/login", status_code=303)

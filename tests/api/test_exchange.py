@@ -937,3 +937,25 @@ async def test_removing_an_upload_removes_only_the_folder_made_for_it(app, tmp_p
     await runs.execute((await runs.create(p, "import", trigger="api", user=await accounts.get("mgr"), path=mine,
                                           options={"upload": True}))["id"])
     assert not Path(mine).parent.exists() and other.is_file()
+
+
+async def test_a_deidentified_export_leaves_out_and_lists_burned_in_instances(app, tmp_path):
+    import pydicom
+
+    p = await _project()
+    marked, clean = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "in", 2, patient_id="P-9")
+    ds = pydicom.dcmread(marked)
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(marked)
+    for f in (marked, clean):
+        assert (await ingest_file(f, p)).ok
+    result = await export(p, fmt="json", deidentify=True, shift_dates=True, clean_descriptors=True)
+    doc = json.loads(Path(result.path).read_text())
+    assert result.withheld_burned_in == 1
+    (withheld,) = doc["withheld_burned_in"]
+    assert withheld["sop_instance_uid"] == ds.SOPInstanceUID and "BurnedInAnnotation" in withheld["reason"]
+    frames = [f for e in doc["projects"]["chest"]["experiments"].values() for s in e["scans"].values()
+              for f in s["frames"].values()]
+    assert [f["sop_instance_uid"] for f in frames] == [pydicom.dcmread(clean).SOPInstanceUID]
+    out = open_dataset(Path(result.path).parent / frames[0]["file_location"], stop_before_pixels=True)
+    assert out.LongitudinalTemporalInformationModified == "MODIFIED"

@@ -24,11 +24,11 @@ def test_scores_appear_and_the_heatmap_overlays_the_worst_image(page, live_serve
     expect(panel.locator("tr[data-score='quality'] td.num")).to_have_text(re.compile(r"^[01]\.\d\d$"))
     expect(panel.locator("tr[data-score]")).to_have_count(7)
 
-    page.wait_for_function("window.lightboxViewer && window.lightboxViewer.getState().count === 5")
+    page.wait_for_function("() => window.lightboxViewer && window.lightboxViewer.getState().count === 5")
     toggle = page.locator("#heatmap-toggle")
     toggle.click()
     expect(toggle).to_have_attribute("aria-pressed", "true")
-    page.wait_for_function("window.lightboxViewer.getState().heatmap?.shown === true")
+    page.wait_for_function("() => window.lightboxViewer.getState().heatmap?.shown === true")
     state = page.evaluate("window.lightboxViewer.getState()")
     assert state["index"] == state["heatmap"]["imageIndex"]
 
@@ -47,10 +47,10 @@ def test_scores_appear_and_the_heatmap_overlays_the_worst_image(page, live_serve
     # It belongs to one image: another slice shows none; hiding removes it.
     other = 0 if state["index"] != 0 else 1
     page.evaluate(f"window.lightboxViewer.goTo({other})")
-    page.wait_for_function("window.lightboxViewer.getState().heatmap?.shown === false")
+    page.wait_for_function("() => window.lightboxViewer.getState().heatmap?.shown === false")
     toggle.click()
     expect(toggle).to_have_text("Show heatmap on image")
-    page.wait_for_function("window.lightboxViewer.getState().heatmap === null")
+    page.wait_for_function("() => window.lightboxViewer.getState().heatmap === null")
 
     # The studies table shows the score in its AI column.
     page.goto(f"{live_server.url}/projects/ai")

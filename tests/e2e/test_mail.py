@@ -40,7 +40,7 @@ def test_flag_a_case_and_see_it_everywhere(page, live_server, inbox, tmp_path):
 
     sign_in(page, live_server, "junior", "junior-password")
     page.goto(f"{live_server.url}/projects/team/series/{uid}")
-    page.wait_for_function("window.lightboxViewer && window.lightboxViewer.getState().count > 0")
+    page.wait_for_function("() => window.lightboxViewer && window.lightboxViewer.getState().count > 0")
     panel = page.locator("#flag-panel")
     expect(panel).to_contain_text("Not flagged")
     panel.locator("#flag-open").click()
@@ -63,7 +63,7 @@ def test_flag_a_case_and_see_it_everywhere(page, live_server, inbox, tmp_path):
     assert len(shots) == 1 and shots[0].get_content()[:4] == b"\x89PNG" and len(shots[0].get_content()) > 1000
 
     # The colleague's bell counts it; the badge is there for everyone.
-    page.goto(live_server.url + "/logout")
+    page.context.clear_cookies()  # signed out (GET /logout is refused: logout is POST only)
     sign_in(page, live_server, "senior", "senior-password")
     expect(page.locator("#bell .bell-count")).to_have_text("1")
     page.locator("#bell").click()
@@ -71,7 +71,7 @@ def test_flag_a_case_and_see_it_everywhere(page, live_server, inbox, tmp_path):
     expect(page.locator("#flagged-badge")).to_be_visible()
 
     # The admin's audit page lists who looked at and flagged the case, and the mail.
-    page.goto(live_server.url + "/logout")
+    page.context.clear_cookies()  # signed out (GET /logout is refused: logout is POST only)
     sign_in(page, live_server)
     page.goto(f"{live_server.url}/admin/audit?object={uid}")
     rows = page.locator("table.audit tbody tr")

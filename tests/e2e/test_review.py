@@ -34,7 +34,7 @@ def test_reviewer_and_senior_work_through_a_project(page, live_server, tmp_path)
     panel.locator(".chip[data-artifact=lesions]").click()
     panel.get_by_label("Note").fill("Possible motion in the lower slices")
     # Mark a location in the viewer, then decide with the mouse.
-    page.wait_for_function("window.lightboxViewer && window.lightboxViewer.getState().count > 0")
+    page.wait_for_function("() => window.lightboxViewer && window.lightboxViewer.getState().count > 0")
     page.click('[data-action="mark"]')
     box = page.locator("#viewer .lbv-vp canvas").first.bounding_box()
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)

@@ -44,7 +44,7 @@ def series_by_syntax(live_server, tmp_path_factory):
 
 def open_series(page, server, uid):
     page.goto(f"{server.url}/projects/v/series/{uid}")
-    page.wait_for_function("window.lightboxViewer && window.lightboxViewer.getState().count > 0")
+    page.wait_for_function("() => window.lightboxViewer && window.lightboxViewer.getState().count > 0")
 
 
 @pytest.mark.parametrize("syntax", SYNTAXES)
@@ -67,9 +67,9 @@ def test_keyboard_walks_slices_frames_and_series(page, live_server, series_by_sy
     assert state()["count"] == 12 and state()["index"] == 6
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
-    page.wait_for_function("window.lightboxViewer.getState().index === 8")
+    page.wait_for_function("() => window.lightboxViewer.getState().index === 8")
     page.keyboard.press("ArrowLeft")
-    page.wait_for_function("window.lightboxViewer.getState().index === 7")
+    page.wait_for_function("() => window.lightboxViewer.getState().index === 7")
 
     # The ? overlay lists the shortcuts.
     page.keyboard.press("?")
@@ -82,7 +82,7 @@ def test_keyboard_walks_slices_frames_and_series(page, live_server, series_by_sy
     here = page.url
     page.keyboard.press("ArrowDown")
     page.wait_for_url(lambda u: u != here)
-    page.wait_for_function("window.lightboxViewer && window.lightboxViewer.getState().count > 0")
+    page.wait_for_function("() => window.lightboxViewer && window.lightboxViewer.getState().count > 0")
     page.keyboard.press("ArrowUp")
     page.wait_for_url(here)
 
@@ -90,7 +90,7 @@ def test_keyboard_walks_slices_frames_and_series(page, live_server, series_by_sy
     open_series(page, live_server, series_by_syntax["MULTI"][0])
     assert state()["count"] == 10
     page.keyboard.press("ArrowRight")
-    page.wait_for_function("window.lightboxViewer.getState().index === 1")
+    page.wait_for_function("() => window.lightboxViewer.getState().index === 1")
 
     # The screenshot button downloads a PNG.
     with page.expect_download() as download:
