@@ -51,7 +51,7 @@ def test_the_image_stays_in_view_while_the_panels_scroll_and_fold(browser, live_
     page = context.new_page()
     sign_in(page, live_server, "ann", "ann-password")
     page.goto(f"{live_server.url}/projects/desk/series/{desk['stack']}")
-    page.wait_for_function("window.lightboxViewer && window.lightboxViewer.getState().count > 0")
+    page.wait_for_function("() => window.lightboxViewer && window.lightboxViewer.getState().count > 0")
     expect(page.locator("#report-forms, #ai-panel").first).to_be_attached()
     shot(page, tmp_path, "1280-top")
     assert in_view(page, "#viewer", 250)
@@ -88,7 +88,7 @@ def test_the_image_stays_in_view_while_the_panels_scroll_and_fold(browser, live_
     # Tablet: one column, the viewer pinned on top while the panels scroll beneath it.
     page.set_viewport_size(TABLET)
     page.reload()
-    page.wait_for_function("window.lightboxViewer && window.lightboxViewer.getState().count > 0")
+    page.wait_for_function("() => window.lightboxViewer && window.lightboxViewer.getState().count > 0")
     page.mouse.move(400, 1000)
     page.mouse.wheel(0, 3000)
     page.wait_for_timeout(300)
@@ -101,7 +101,7 @@ def test_the_image_stays_in_view_while_the_panels_scroll_and_fold(browser, live_
 def test_decision_keys_are_safe(page, live_server, desk, tmp_path):
     sign_in(page, live_server, "ann", "ann-password")
     page.goto(f"{live_server.url}/projects/desk/series/{desk['singles'][0]}")
-    page.wait_for_function("window.lightboxViewer && window.lightboxViewer.getState().count > 0")
+    page.wait_for_function("() => window.lightboxViewer && window.lightboxViewer.getState().count > 0")
     panel = page.locator("#review-panel")
     # `r` resets the view and decides nothing.
     page.keyboard.press("r")
