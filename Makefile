@@ -43,9 +43,11 @@ services:
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /tmp
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 
+# The two backends run side by side (their databases, queues, data dirs and ports are their own): much of
+# the suite waits on live servers, browsers and quiet periods, so two runs share the 2 cores well. Each
+# run's output is printed whole when it ends.
 test: install-test chromium services
-	$(MAKE) test-sqlite
-	$(MAKE) test-postgres
+	$(MAKE) -j2 --output-sync=target test-sqlite test-postgres
 
 test-sqlite: install-test
 	$(BIN)/python -m pytest -q

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-ORTHANC_HTTP, ORTHANC_DICOM = 8242, 4442  # this issue's ports (others use 8042/4242 and 8142/4342)
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 
@@ -64,15 +63,16 @@ def storescp(tmp_path):
 
 @pytest.fixture
 def orthanc(tmp_path):
-    """Orthanc with its DICOMweb plugin on 8242 (HTTP) / 4442 (DICOM), its own config and storage in tmp_path;
-    yields its HTTP base URL."""
+    """Orthanc with its DICOMweb plugin on free ports, its own config and storage in tmp_path (so two test runs,
+    one per backend, can run side by side); yields its HTTP base URL."""
     binary = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
     if not binary or not DICOMWEB_PLUGIN.exists():
         pytest.skip("Orthanc and its DICOMweb plugin are not installed (apt-get install orthanc orthanc-dicomweb)")
+    http_port, dicom_port = free_port(), free_port()
     root = tmp_path / "orthanc"
     (root / "db").mkdir(parents=True)
     config = {"Name": "lightbox-test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
-              "HttpPort": ORTHANC_HTTP, "DicomPort": ORTHANC_DICOM, "DicomAet": "ORTHANC",
+              "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC",
               "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": False,
               "Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
               "StorageCompression": False, "HttpTimeout": 60}
@@ -80,8 +80,8 @@ def orthanc(tmp_path):
     log = (root / "orthanc.log").open("w")
     proc = subprocess.Popen([binary, str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_listening(ORTHANC_HTTP, 30)
-        yield f"http://127.0.0.1:{ORTHANC_HTTP}"
+        wait_listening(http_port, 30)
+        yield f"http://127.0.0.1:{http_port}"
     finally:
         proc.terminate()
         proc.wait(20)
