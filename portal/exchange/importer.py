@@ -648,7 +648,10 @@ async def create_project_for(path: str | Path, name: str) -> Project:
     try:
         doc = json_mod.loads(Path(path).read_text(encoding="utf-8-sig"))
         conf = doc["projects"][name]["settings"]
-        changes = {"decisions": vocabulary.check_decisions(conf["decisions"]),
+        # A vocabulary from before the viewer's keys were reserved keeps its codes, without the clashing shortcut.
+        entries = [{**e, "key": ""} if str(e.get("key", "") or "").strip().lower()[:1] in vocabulary.RESERVED_KEYS
+                   else e for e in conf["decisions"]]
+        changes = {"decisions": vocabulary.check_decisions(entries),
                    "artifacts": vocabulary.check_artifacts(conf["artifacts"])}
     except (OSError, ValueError, KeyError, TypeError, AttributeError, Invalid):
         return project  # not a Lightbox JSON export: the import reports what is wrong with the file

@@ -499,7 +499,7 @@ async def test_round_trip_into_an_empty_install_keeps_everything(app, tmp_path, 
                                created_at=when))
     conf = projects.settings_of(p)
     await projects.update_settings(p, {"decisions": conf["decisions"] + [
-        {"code": "RE", "label": "Repeat", "colour": "#6a1b9a", "key": "r", "roles": ["manager"]}],
+        {"code": "RE", "label": "Repeat", "colour": "#6a1b9a", "key": "e", "roles": ["manager"]}],
         "artifacts": conf["artifacts"] + ["bed_in_view"]})
     await decisions.record(p, s1, await accounts.get("mgr"), "RE", artifacts={"bed_in_view": 1})
     first = await export(p, fmt="json", to=tmp_path / "one" / "chest.json")
