@@ -36,17 +36,6 @@ async def count_since(action: str, since: dt.datetime, *, username: str | None =
     return await query
 
 
-async def count_since_by(action: str, since: dt.datetime, *, username: str, client: str) -> tuple[int, int]:
-    """`count_since` for a username and for a client at once: one statement instead of two (a header login
-    checks both on every API request)."""
-    rows = await AuditEvent.raw(
-        "SELECT COALESCE(SUM(CASE WHEN username = {} THEN 1 ELSE 0 END), 0) AS by_user, "
-        "COALESCE(SUM(CASE WHEN client = {} THEN 1 ELSE 0 END), 0) AS by_client FROM lb_audit_event "
-        "WHERE action = {} AND created_at >= {} AND (username = {} OR client = {})",
-        username, client, action, since, username, client)
-    return int(rows[0]["by_user"]), int(rows[0]["by_client"])
-
-
 async def recent(limit: int = 100, *, action: str | None = None, username: str | None = None) -> list[dict]:
     query = AuditEvent.select().order_by(AuditEvent.created_at, ascending=False).limit(limit)
     if action:

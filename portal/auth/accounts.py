@@ -75,8 +75,8 @@ async def set_admin(user: User, is_admin: bool, *, by: User | None = None, clien
 
 async def _check_throttle(username: str, client: str) -> None:
     since = clock.now() - FAILURE_WINDOW
-    by_user, by_client = await audit.count_since_by("login_failed", since, username=username, client=client)
-    by_client = by_client if client else 0
+    by_user = await audit.count_since("login_failed", since, username=username)
+    by_client = await audit.count_since("login_failed", since, client=client) if client else 0
     if by_user >= MAX_FAILURES or by_client >= MAX_FAILURES * 4:
         minutes = int(FAILURE_WINDOW.total_seconds() // 60)
         raise Throttled(f"Too many failed sign-in attempts. Wait {minutes} minutes and try again, "
