@@ -73,17 +73,19 @@ class PooledSQLiteEngine(SQLiteEngine):
     async def _run_in_new_connection(self, query, args=None, query_type="generic", table=None):
         connection = await self._acquire()
         try:
-            async with connection.execute(query, args or []) as cursor:
+            # One thread hop for the statement and its rows (execute, fetch, close were three), and a COMMIT only
+            # when the statement opened a transaction (a write; a SELECT opens none).
+            rows = await connection.execute_fetchall(query, args or [])
+            if connection.in_transaction:
                 await connection.commit()
-                return await cursor.fetchall()
+            return rows
         finally:
             await self._release(connection)
 
     async def _run_in_existing_connection(self, connection, query, args=None, query_type="generic", table=None):
         # Piccolo re-sends PRAGMA foreign_keys before every statement of a transaction; every pooled
         # connection already has it on (set once in _acquire), so the statement alone goes out.
-        async with connection.execute(query, args or []) as cursor:
-            return await cursor.fetchall()
+        return await connection.execute_fetchall(query, args or [])
 
     async def close_idle(self) -> None:
         for connections in self._idle.values():

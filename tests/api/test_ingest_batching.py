@@ -200,3 +200,33 @@ async def test_kill_9_loses_nothing_acknowledged(app, tmp_path, lb_env):
     for uid in acked_uids:  # ... and its file is there with the right bytes
         assert rows[uid]["md5"] == md5[uid]
         assert hashlib.md5(storage().path(rows[uid]["file_key"]).read_bytes()).hexdigest() == md5[uid]
+
+
+async def test_raced_rows_and_a_second_series_of_a_study(app, tmp_path):
+    """The batch SQL's upserts: a row another process inserted between the writer's look and its insert is
+    answered from that row, and a new series of a known study joins it (its modalities grow)."""
+    from portal import db
+    from portal.tables import Study
+
+    p = await _project()
+    (f,) = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "s", 1)
+    (r,) = await ingest.ingest_files([(f, "a")], p)
+    assert r.status == "stored"
+    stored = await Instance.select(Instance.id, Instance.md5, Instance.file_key).first()
+    archive = await projects.archive(p, None)
+    read = ingest.prepare(f)
+    job = writer.Job(p, archive, read, read.parsed.patient_id, file_key="elsewhere")  # as if the look missed it
+    async with db.write_transaction():
+        out = await writer._write_rows([job])
+    assert out[id(job)] == ("raced", stored)
+    assert await Instance.count() == 1
+    study_uid = pydicom.dcmread(f).StudyInstanceUID
+    (mr,) = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "mr", 1, study_uid=study_uid)
+    ds = pydicom.dcmread(mr)
+    ds.Modality = "MR"
+    ds.save_as(mr)
+    (r,) = await ingest.ingest_files([(mr, "mr")], p)
+    assert r.status == "stored"
+    (study,) = await Study.select(Study.id, Study.modalities)
+    assert study["modalities"] == "CT\\MR"
+    assert await Series.count().where(Series.study == study["id"]) == 2
