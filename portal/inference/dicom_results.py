@@ -169,6 +169,7 @@ async def publish(job, outcome: dict) -> dict[str, str]:
     import uuid
 
     from portal import archive as arch, clock, projects, settings as settings_mod
+    from portal.review.decisions import DERIVED
     from portal.tables import Archive, Asset, Patient, Project, Series, Study
     rep = outcome.get("representative") or {}
     if not rep.get("path") or await Asset.exists().where((Asset.job == job.id) & (Asset.kind == "sr")):
@@ -199,6 +200,8 @@ async def publish(job, outcome: dict) -> dict[str, str]:
             path.unlink(missing_ok=True)
         if result.ok:
             made[kind] = result.series_instance_uid
+            await Series.update({Series.review_status: DERIVED}).where(
+                (Series.project == project.id) & (Series.series_instance_uid == result.series_instance_uid))
         key = f"ai/{job.id}/{kind}"
         await asyncio.to_thread(store.put_fileobj, io.BytesIO(asset_data), key)
         await Asset.insert(Asset(job=job.id, series=job.series, kind=kind, media_type=asset_media, file_key=key,

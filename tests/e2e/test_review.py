@@ -58,6 +58,8 @@ def test_reviewer_and_senior_work_through_a_project(page, live_server, tmp_path)
     page.keyboard.press("u")
     page.wait_for_url(lambda u: u != second_url and "queue=1" in u)
     page.wait_for_load_state()
+    # A person presses the key once the panel shows its buttons (the panel and the claim arrive after load).
+    expect(page.locator("#review-panel button.decision[value=U]")).to_be_enabled()
     page.keyboard.press("u")
     page.wait_for_url(re.compile(r"/projects/qc(\?|$)"))
     expect(page.locator(".flash-success")).to_contain_text("queue is empty")
