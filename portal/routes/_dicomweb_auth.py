@@ -16,7 +16,7 @@ import time
 
 from litestar import Request
 
-from portal.auth import accounts
+from portal.auth import accounts, sessions
 from portal.errors import Unauthenticated
 from portal.routes._auth import api_user, client_of
 from portal.tables import User
@@ -70,8 +70,10 @@ async def dicomweb_user(request: Request) -> User:
     elif header or "x-username" in request.headers or "x-password" in request.headers:
         return await api_user(request)
     else:
-        user_id = request.session.get("uid") if request.session else None
-        user = await User.objects().get(User.id == user_id) if user_id else None
+        # The portal's server-side session (portal/auth/sessions.py): ended by logout or a password change.
+        key = request.session.get("sid") if request.session else None
+        found = await sessions.user_for(key) if key else None
+        user = found[0] if found else None
         if user is None or not user.is_active:
             raise Unauthenticated("Authentication required: HTTP Basic, 'Authorization: Token <key>', or (for "
                                   "reads) the portal's session cookie.", "no_credentials")

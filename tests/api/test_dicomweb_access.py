@@ -11,7 +11,7 @@ from portal.archive import ingest
 from portal.auth import tokens
 from portal.auth.accounts import get as get_user
 from portal.dicom import samples
-from tests.helpers import PASSWORD, login, make_project
+from tests.helpers import PASSWORD, form_post, login, make_project
 
 QIDO = "/dicomweb/chest/studies"
 
@@ -46,7 +46,7 @@ async def test_the_portal_session_reads_dicomweb_but_does_not_store(client, ches
     body, ctype = stow_body(samples.restamp(samples.sample_path("CT_small.dcm"), tmp_path / "two.dcm"))
     r = await client.post("/dicomweb/chest/studies", content=body, headers={"Content-Type": ctype})
     assert r.status_code == 401 and r.json()["suberror"] == "session_not_accepted"
-    await client.get("/logout")
+    assert (await form_post(client, "/logout", {})).status_code == 303  # logout is POST only
     assert (await client.get(QIDO)).status_code == 401
 
 

@@ -78,7 +78,7 @@ async def test_only_managers_delete_and_it_is_audited(client, study):
     client.cookies.clear()
     await login(client, "boss")
     page = await client.get(f"/projects/p/series/{series_uid}")
-    assert 'id="delete"' in page.text and "confirm(" in page.text
+    assert 'id="delete"' in page.text and "data-confirm=" in page.text
     r = await form_post(client, f"/projects/p/series/{series_uid}/delete", {})
     assert r.status_code == 303 and r.headers["location"] == f"/projects/p/studies/{study['study']}"
     assert not await Series.exists().where(Series.series_instance_uid == series_uid)
