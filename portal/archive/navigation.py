@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from portal.review.decisions import DERIVED
 from portal.tables import Project, Series
 
 _SERIES_ORDER = "COALESCE(se.series_number, 0) {d}, se.id {d}"
@@ -88,8 +89,13 @@ async def step(project: Project, place: Place | None, *, forward: bool = True,
 
 
 async def neighbours(project: Project, series_uid: str) -> tuple[str | None, str | None]:
-    """The series before and after this one in the walk (None at either end, or for an unknown series)."""
+    """The series before and after this one in the walk (None at either end, or for an unknown series).
+
+    Derived series (the AI's own SR, SC and PDF results) are stepped over: ↑/↓ walk what people acquired
+    and review; the results stay one click away on the study page."""
     place = await place_of(project, series_uid)
     if place is None:
         return None, None
-    return await step(project, place, forward=False), await step(project, place, forward=True)
+    acquired = ("se.review_status <> {}", [DERIVED])
+    return (await step(project, place, forward=False, condition=acquired),
+            await step(project, place, forward=True, condition=acquired))

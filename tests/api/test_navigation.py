@@ -117,3 +117,23 @@ async def test_studies_pages_cover_each_study_once_with_its_own_counts(walk, mon
     by_count = await browse.search_studies(project, browse.StudyQuery(sort="series", desc=True))
     assert [r["n_series"] for r in by_count.rows] == sorted((r["n_series"] for r in seen), reverse=True)[:5]
     assert result.modalities == []
+
+
+async def test_prev_next_step_over_derived_series(walk):
+    """The AI's own result series (SR, SC, PDF) are not walked by ↑/↓: the step lands on the next acquired series."""
+    from portal.review.decisions import DERIVED
+
+    project, expected = walk
+    uids = [uid for uid, _ in expected]
+    derived = set(uids[1::3])
+    await Series.update({Series.review_status: DERIVED}).where(
+        Series.series_instance_uid.is_in(list(derived)))
+    acquired = [u for u in uids if u not in derived]
+    for i, uid in enumerate(acquired):
+        prev_uid, next_uid = await navigation.neighbours(project, uid)
+        assert prev_uid == (acquired[i - 1] if i else None), (i, uid)
+        assert next_uid == (acquired[i + 1] if i + 1 < len(acquired) else None), (i, uid)
+    # From a derived series' own page the walk goes on to acquired ones.
+    some = uids[1]
+    prev_uid, next_uid = await navigation.neighbours(project, some)
+    assert prev_uid not in derived and next_uid not in derived
