@@ -161,7 +161,7 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
 
     @asynccontextmanager
     async def lifespan(app: Litestar):
-        await db.start_pool(engine)  # this loop's pool; queue threads have their own (portal/tasks/runner.py)
+        await db.open_pool(engine)  # this loop's pool; queue threads have their own (portal/tasks/runner.py)
         try:
             yield
         finally:
