@@ -119,9 +119,17 @@ def _out_of_range(exc: Exception) -> bool:
         "NumericValueOutOfRangeError", "DataError") and "range" in str(exc)
 
 
+def _nul_in_text(exc: Exception) -> bool:
+    """Text with a NUL character, which PostgreSQL refuses to store or compare (SQLite takes it)."""
+    return type(exc).__name__ == "CharacterNotInRepertoireError"
+
+
 def handle_unexpected(request: Request, exc: Exception) -> Response:
     if _out_of_range(exc):
         return handle_lightbox_error(request, Invalid("A number in the request is too large.", "value_out_of_range"))
+    if _nul_in_text(exc):
+        return handle_lightbox_error(request, Invalid("Text in the request holds a NUL character (\\u0000), which "
+                                                      "no name or value may contain.", "invalid_character"))
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     if _is_api(request):
         return Response({"error": "server_error", "suberror": "",
@@ -153,7 +161,7 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
 
     @asynccontextmanager
     async def lifespan(app: Litestar):
-        await db.start_pool(engine)  # this loop's pool; queue threads have their own (portal/tasks/runner.py)
+        await db.open_pool(engine)  # this loop's pool; queue threads have their own (portal/tasks/runner.py)
         try:
             yield
         finally:

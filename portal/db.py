@@ -87,16 +87,13 @@ class PooledSQLiteEngine(SQLiteEngine):
         # connection already has it on (set once in _acquire), so the statement alone goes out.
         return await connection.execute_fetchall(query, args or [])
 
-    async def close_idle(self) -> None:
-        for connections in self._idle.values():
-            for connection in connections:
+    async def close_idle(self, *, this_loop: bool = False) -> None:
+        """Close the idle connections of every loop, or (`this_loop`) of the running one only: a worker
+        thread's, when it stops."""
+        loops = [id(asyncio.get_running_loop())] if this_loop else list(self._idle)
+        for key in loops:
+            for connection in self._idle.pop(key, []):
                 await connection.close()
-        self._idle.clear()
-
-    async def close_idle_of_loop(self) -> None:
-        """Close the running loop's idle connections only (a worker thread's, when it stops)."""
-        for connection in self._idle.pop(id(asyncio.get_running_loop()), []):
-            await connection.close()
 
 
 class _PooledTransaction(PostgresTransaction):
@@ -139,15 +136,17 @@ class PooledPostgresEngine(PostgresEngine):
         else:
             self._pools[id(loop)] = (loop, value)
 
-    async def open_pool(self):
-        """The current loop's pool, created on first use (pools of loops that have closed are dropped)."""
+    async def open_pool(self, max_size: int | None = None):
+        """The current loop's pool, created on first use (pools of loops that have closed are dropped);
+        `max_size` caps a new one (a queue thread's serves one task at a time)."""
         if self.pool is None:
             import asyncpg
 
             for key, (loop, _) in list(self._pools.items()):
                 if loop.is_closed():
                     del self._pools[key]
-            self.pool = await asyncpg.create_pool(**self.config, min_size=self.POOL_MIN, max_size=self.POOL_MAX)
+            self.pool = await asyncpg.create_pool(**self.config, min_size=self.POOL_MIN,
+                                                  max_size=max_size or self.POOL_MAX)
         return self.pool
 
     async def start_connection_pool(self, **kwargs) -> None:
@@ -224,36 +223,24 @@ def configure(settings: Settings) -> Engine:
     return engine
 
 
-async def open_pool(engine: Engine | None = None) -> None:
+async def open_pool(engine: Engine | None = None, max_size: int | None = None) -> None:
     """Open the database pool of the running event loop (a process's main loop, a worker thread's, a
-    consumer's own). Optional: on PostgreSQL the first query opens it too; `close_pool` on the same loop
-    closes it before the loop ends."""
+    consumer's own), of at most `max_size` connections. Optional: on PostgreSQL the first query opens it
+    too; `close_pool` on the same loop closes it before the loop ends."""
     engine = engine or _current_engine()
     if isinstance(engine, PooledPostgresEngine):
-        await engine.open_pool()
+        await engine.open_pool(max_size)
 
 
-async def start_pool(engine: Engine | None = None, max_size: int | None = None) -> None:
-    """`open_pool` under the name the app's lifespan and the queue's threads call (`max_size` caps a
-    queue thread's pool, which serves one task at a time)."""
-    engine = engine or _current_engine()
-    if isinstance(engine, PooledPostgresEngine) and max_size:
-        if engine.pool is None:
-            import asyncpg
-
-            engine.pool = await asyncpg.create_pool(**engine.config, min_size=1, max_size=max_size)
-        return
-    await open_pool(engine)
-
-
-async def close_pool(engine: Engine | None = None) -> None:
-    """Close the running loop's PostgreSQL pool (SQLite: close the idle connections)."""
+async def close_pool(engine: Engine | None = None, *, this_loop: bool = False) -> None:
+    """Close the running loop's PostgreSQL pool; SQLite: close the idle connections, of every loop (at the
+    end of a process: that checkpoints the WAL) or of this loop only (a worker thread that stops)."""
     engine = engine or _current_engine()
     if isinstance(engine, PostgresEngine):
         if engine.pool is not None:
             await engine.close_connection_pool()
     elif isinstance(engine, PooledSQLiteEngine):
-        await engine.close_idle()
+        await engine.close_idle(this_loop=this_loop)
 
 
 def _current_engine() -> Engine:
@@ -276,15 +263,6 @@ async def refresh_statistics() -> None:
             await connection.commit()
         finally:
             await engine._release(connection)
-
-
-async def close_loop_pool(engine: Engine) -> None:
-    """Close what the running loop holds (its PostgreSQL pool, its idle SQLite connections), not the others'."""
-    if isinstance(engine, PostgresEngine):
-        if engine.pool:
-            await engine.close_connection_pool()
-    elif isinstance(engine, PooledSQLiteEngine):
-        await engine.close_idle_of_loop()
 
 
 async def migrate() -> None:

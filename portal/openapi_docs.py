@@ -19,6 +19,10 @@ ERROR_SCHEMA = {
 ERRORS = {"400": "Bad input", "401": "No or invalid credentials", "403": "Not permitted", "404": "Not found",
           "409": "Conflict", "413": "Request too large", "415": "Unsupported media type",
           "429": "Too many failed sign-ins; see Retry-After"}
+# Answers every route can give whatever Litestar's generator guessed for them: its validation errors (400) are
+# answered in the API's error shape by the app's HTTP error handler.
+ALWAYS_OURS = ("400",)
+DICOMWEB = ("/dicomweb/", "/wado")  # these negotiate media types: 406 when Accept allows none they can send
 SECURITY_SCHEMES = {
     "token": {"type": "apiKey", "in": "header", "name": "Authorization",
               "description": "`Token KEY`, the key from POST /api-token-auth/"},
@@ -47,7 +51,11 @@ def complete(schema: dict[str, Any]) -> dict[str, Any]:
             for code, description in ERRORS.items():
                 if code == "401" and path == "/healthz":
                     continue
+                if code in ALWAYS_OURS:
+                    responses[code] = {"description": description, "content": ref}
                 responses.setdefault(code, {"description": description, "content": ref})
+            if path.startswith(DICOMWEB):
+                responses.setdefault("406", {"description": "No media type the Accept header allows", "content": ref})
     schema["x-lightbox-completed"] = True
     return schema
 

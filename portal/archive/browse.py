@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from portal.review.decisions import COMPLETE, NEEDS_SENIOR, REVIEW_STATUSES, UNREVIEWED  # the one list of statuses
 from portal.tables import Project, Study
 
 PER_PAGE = 25
@@ -16,7 +17,6 @@ SORTS = {  # URL value → SQL ORDER BY expression (never user text in SQL)
 # AI filter → condition on the study's worst series score (the built-in model's quality, 0-1).
 AI_FILTERS = {"critical": "c.ai_min < 0.3", "low": "c.ai_min < 0.5", "scored": "c.ai_min IS NOT NULL",
               "unscored": "c.ai_min IS NULL"}
-REVIEW_STATUSES = ("unreviewed", "needs_senior_review", "complete")
 
 
 @dataclass
@@ -70,8 +70,8 @@ class StudyPage:
 
 def _review_status(unreviewed: int, needs_senior: int) -> str:
     if unreviewed:
-        return "unreviewed"
-    return "needs_senior_review" if needs_senior else "complete"
+        return UNREVIEWED
+    return NEEDS_SENIOR if needs_senior else COMPLETE
 
 
 # Sorts and filters that need each study's series aggregate before the page is known.
@@ -81,8 +81,8 @@ _NEEDS_COUNTS_SORT = {"series", "ai"}
 def _series_counts(restrict: str) -> str:
     """Per-study series counts, review tallies and worst AI score, over the series `restrict` selects."""
     return f"""SELECT study, COUNT(*) AS n_series,
-                      SUM(CASE WHEN review_status = 'unreviewed' THEN 1 ELSE 0 END) AS n_unreviewed,
-                      SUM(CASE WHEN review_status = 'needs_senior_review' THEN 1 ELSE 0 END) AS n_senior,
+                      SUM(CASE WHEN review_status = '{UNREVIEWED}' THEN 1 ELSE 0 END) AS n_unreviewed,
+                      SUM(CASE WHEN review_status = '{NEEDS_SENIOR}' THEN 1 ELSE 0 END) AS n_senior,
                       MIN(ai_score) AS ai_min
                FROM lb_series WHERE {restrict} GROUP BY study"""
 
@@ -137,11 +137,11 @@ def _matching(project: Project, where: list[str], args: list, query: StudyQuery,
         base += f" LEFT JOIN ({_series_counts('project = {}')}) c ON c.study = s.id"
         head.append(project.id)
     base += f" WHERE {' AND '.join(where)}"
-    if query.status == "unreviewed":
+    if query.status == UNREVIEWED:
         base += " AND COALESCE(c.n_unreviewed, 0) > 0"
-    elif query.status == "needs_senior_review":
+    elif query.status == NEEDS_SENIOR:
         base += " AND COALESCE(c.n_unreviewed, 0) = 0 AND COALESCE(c.n_senior, 0) > 0"
-    elif query.status == "complete":
+    elif query.status == COMPLETE:
         base += " AND COALESCE(c.n_unreviewed, 0) = 0 AND COALESCE(c.n_senior, 0) = 0"
     if query.ai:
         base += f" AND {AI_FILTERS[query.ai]}"

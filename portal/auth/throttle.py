@@ -11,10 +11,10 @@ Counters are per process and forgotten on restart; the audit log keeps every fai
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
+
+from portal.auth.recent import Recent
 
 ACCOUNT_FREE = 3  # failures for one account before delays start
 ADDRESS_FREE = 20  # failures from one address before its attempts are paused
@@ -22,40 +22,22 @@ MAX_DELAY = 60.0  # seconds: the longest an account's next attempt must wait
 MAX_PAUSE = 5.0  # seconds: the longest pause for an attempt from a noisy address
 FORGET_AFTER = 15 * 60.0  # a counter with no failure for this long starts again from zero
 KNOWN_FOR = 30 * 24 * 3600.0  # how long a successful (account, address) pair stays "known"
-_MAX_KEYS = 20_000  # per table, oldest dropped first: memory stays bounded under a spray of names
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Count:
     failures: int = 0
     last: float = 0.0
 
 
-class _Table:
-    def __init__(self) -> None:
-        self.rows: OrderedDict = OrderedDict()
-
-    def get(self, key, now: float) -> _Count | None:
-        row = self.rows.get(key)
-        if row is not None and now - row.last > FORGET_AFTER:
-            del self.rows[key]
-            return None
-        return row
-
-    def bump(self, key, now: float) -> _Count:
-        row = self.get(key, now) or _Count()
-        row.failures += 1
-        row.last = now
-        self.rows[key] = row
-        self.rows.move_to_end(key)
-        while len(self.rows) > _MAX_KEYS:
-            self.rows.popitem(last=False)
-        return row
+def _bump(now: float):
+    return lambda row: _Count((row.failures if row else 0) + 1, now)
 
 
-_lock = threading.Lock()
-_accounts, _pairs, _addresses = _Table(), _Table(), _Table()
-_known: OrderedDict[tuple[str, str], float] = OrderedDict()
+_accounts: Recent[_Count] = Recent(FORGET_AFTER)
+_pairs: Recent[_Count] = Recent(FORGET_AFTER)
+_addresses: Recent[_Count] = Recent(FORGET_AFTER)
+_known: Recent[bool] = Recent(KNOWN_FOR)  # (account, address) pairs that signed in
 
 
 def _delay(row: _Count | None) -> float:
@@ -77,49 +59,40 @@ def check(username: str, client: str) -> tuple[float, float]:
     """
     now = time.monotonic()
     key = username.lower()
-    with _lock:
-        known = now - _known.get((key, client), -KNOWN_FOR) < KNOWN_FOR
-        waits = []
-        pair = _pairs.get((key, client), now)
-        waits.append(pair.last + _delay(pair) - now if pair else 0.0)
-        if not known:
-            account = _accounts.get(key, now)
-            waits.append(account.last + _delay(account) - now if account else 0.0)
-        pause = 0.0 if known else _pause(_addresses.get(client, now))
+    known = _known.get((key, client), now) is not None
+    waits = []
+    pair = _pairs.get((key, client), now)
+    waits.append(pair.last + _delay(pair) - now if pair else 0.0)
+    if not known:
+        account = _accounts.get(key, now)
+        waits.append(account.last + _delay(account) - now if account else 0.0)
+    pause = 0.0 if known else _pause(_addresses.get(client, now))
     return max(0.0, *waits), pause
 
 
 def failed(username: str, client: str) -> None:
     now = time.monotonic()
     key = username.lower()
-    with _lock:
-        _accounts.bump(key, now)
-        _pairs.bump((key, client), now)
-        _addresses.bump(client, now)
+    _accounts.update(key, _bump(now), now)
+    _pairs.update((key, client), _bump(now), now)
+    _addresses.update(client, _bump(now), now)
 
 
 def succeeded(username: str, client: str) -> None:
     """The owner got in from here: this address starts again from zero and becomes known for the account.
     The account's own count is left to decay: the owner signing in must not give an attacker fresh guesses."""
-    now = time.monotonic()
     key = username.lower()
-    with _lock:
-        _pairs.rows.pop((key, client), None)
-        _known[(key, client)] = now
-        _known.move_to_end((key, client))
-        while len(_known) > _MAX_KEYS:
-            _known.popitem(last=False)
+    _pairs.pop((key, client))
+    _known.put((key, client), True)
 
 
 def snapshot() -> dict:
     """What administrators see: accounts and addresses with recent failures, and the delays they are under."""
     now = time.monotonic()
-    with _lock:
-        accounts = [{"username": k, "failures": r.failures, "seconds_ago": int(now - r.last),
-                     "next_attempt_in": max(0, int(r.last + _delay(r) - now + 0.999))}
-                    for k, r in list(_accounts.rows.items()) if _accounts.get(k, now)]
-        addresses = [{"client": k, "failures": r.failures, "seconds_ago": int(now - r.last), "pause": _pause(r)}
-                     for k, r in list(_addresses.rows.items()) if _addresses.get(k, now)]
+    accounts = [{"username": k, "failures": r.failures, "seconds_ago": int(now - r.last),
+                 "next_attempt_in": max(0, int(r.last + _delay(r) - now + 0.999))} for k, r in _accounts.items(now)]
+    addresses = [{"client": k, "failures": r.failures, "seconds_ago": int(now - r.last), "pause": _pause(r)}
+                 for k, r in _addresses.items(now)]
     accounts.sort(key=lambda a: -a["failures"])
     addresses.sort(key=lambda a: -a["failures"])
     return {"accounts": accounts[:100], "addresses": addresses[:100]}
@@ -127,8 +100,5 @@ def snapshot() -> dict:
 
 def reset() -> None:
     """Forget everything (tests; an administrator after an incident)."""
-    with _lock:
-        _accounts.rows.clear()
-        _pairs.rows.clear()
-        _addresses.rows.clear()
-        _known.clear()
+    for table in (_accounts, _pairs, _addresses, _known):
+        table.clear()

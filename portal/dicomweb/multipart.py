@@ -29,13 +29,22 @@ def content_type(media_type: str, boundary: str) -> str:
     return f'multipart/related; type="{media_type}"; boundary={boundary}'
 
 
+def _head(part: Part, boundary: str) -> bytes:
+    """The boundary line and the part's headers, up to the blank line before its content."""
+    head = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
+    if part.location:
+        head += f"Content-Location: {part.location}\r\n"
+    return (head + "\r\n").encode("ascii")
+
+
+def _end(boundary: str) -> bytes:
+    return f"--{boundary}--\r\n".encode("ascii")
+
+
 def body(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
     """The body, chunk by chunk. `parts` may be a generator: each part is made only when it is sent."""
     for part in parts:
-        head = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
-        if part.location:
-            head += f"Content-Location: {part.location}\r\n"
-        yield (head + "\r\n").encode("ascii")
+        yield _head(part, boundary)
         if part.path is not None:
             with open(part.path, "rb") as f:
                 while chunk := f.read(CHUNK):
@@ -43,16 +52,13 @@ def body(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
         else:
             yield part.data
         yield b"\r\n"
-    yield f"--{boundary}--\r\n".encode("ascii")
+    yield _end(boundary)
 
 
 async def abody(parts: list[Part], boundary: str) -> AsyncIterator[bytes]:
     """`body` for the event loop: each file read in one thread hop (chunked only when large)."""
     for part in parts:
-        head = f"--{boundary}\r\nContent-Type: {part.content_type}\r\n"
-        if part.location:
-            head += f"Content-Location: {part.location}\r\n"
-        yield (head + "\r\n").encode("ascii")
+        yield _head(part, boundary)
         if part.path is not None:
             f = await asyncio.to_thread(open, part.path, "rb")
             try:
@@ -63,4 +69,4 @@ async def abody(parts: list[Part], boundary: str) -> AsyncIterator[bytes]:
         else:
             yield part.data
         yield b"\r\n"
-    yield f"--{boundary}--\r\n".encode("ascii")
+    yield _end(boundary)

@@ -8,7 +8,7 @@ matching): a query identifier becomes QIDO search parameters, each match a respo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -169,7 +169,12 @@ def handle_find(event, project: Project, run: Run) -> Iterator:
         return
     log.info("C-FIND %s level in project %s from %s: %d match(es)", level, project.name,
              event.assoc.requestor.ae_title, len(matches))
-    for ds in matches:
+    yield from _pending(event, matches)
+
+
+def _pending(event, datasets: Iterable[Dataset | None]) -> Iterator:
+    """Each dataset as a pending answer (made only when it is sent), until the requestor cancels."""
+    for ds in datasets:
         if event.is_cancelled:
             yield CANCEL, None
             return
@@ -217,6 +222,12 @@ def _read(path: str) -> Dataset | None:
         return None
 
 
+def _requested(event, project: Project, run: Run) -> list[str]:
+    """The files a C-MOVE or C-GET names; _Refused when its identifier does not say enough."""
+    level = _level(event.identifier, str(event.request.AffectedSOPClassUID))
+    return run(matching_files(project, event.identifier, level), QUERY_TIMEOUT_S)
+
+
 def handle_move(event, project: Project, run: Run) -> Iterator:
     destination = event.move_destination
     destination = (destination.decode("ascii", "replace") if isinstance(destination, bytes)
@@ -228,8 +239,7 @@ def handle_move(event, project: Project, run: Run) -> Iterator:
         yield None, None
         return
     try:
-        level = _level(event.identifier, str(event.request.AffectedSOPClassUID))
-        files = run(matching_files(project, event.identifier, level), QUERY_TIMEOUT_S)
+        files = _requested(event, project, run)
     except _Refused as exc:
         # pynetdicom takes no status before the destination and the count: nothing matches, nothing is sent.
         log.warning("C-MOVE in %s: %s", project.name, exc.comment)
@@ -242,25 +252,16 @@ def handle_move(event, project: Project, run: Run) -> Iterator:
     log.info("C-MOVE in %s to %s (%s:%d): %d instance(s)", project.name, node.ae_title, node.host, node.port,
              len(files))
     yield len(files)
-    for path in files:
-        if event.is_cancelled:
-            yield CANCEL, None
-            return
-        yield PENDING, _read(path)
+    yield from _pending(event, (_read(path) for path in files))
 
 
 def handle_get(event, project: Project, run: Run) -> Iterator:
     try:
-        level = _level(event.identifier, str(event.request.AffectedSOPClassUID))
-        files = run(matching_files(project, event.identifier, level), QUERY_TIMEOUT_S)
+        files = _requested(event, project, run)
     except _Refused as exc:
         log.warning("C-GET in %s: %s", project.name, exc.comment)
         yield 0
         return
     log.info("C-GET in %s from %s: %d instance(s)", project.name, event.assoc.requestor.ae_title, len(files))
     yield len(files)
-    for path in files:
-        if event.is_cancelled:
-            yield CANCEL, None
-            return
-        yield PENDING, _read(path)
+    yield from _pending(event, (_read(path) for path in files))

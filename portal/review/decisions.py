@@ -16,6 +16,7 @@ MAX_NOTE = 5000
 # How long the maker may take a decision back (the page offers it for less, so a slow network still gets there).
 UNDO_SECONDS = 20
 UNREVIEWED, NEEDS_SENIOR, COMPLETE = "unreviewed", "needs_senior_review", "complete"
+REVIEW_STATUSES = (UNREVIEWED, NEEDS_SENIOR, COMPLETE)  # a series' way through review, in order
 # Series Lightbox made itself (AI results as DICOM: SR, secondary capture, PDF): nobody's queue, no review.
 DERIVED = "derived"
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import threading
-import time
 
 from litestar import Request
 
 from portal.auth import accounts, sessions
+from portal.auth.recent import Recent
 from portal.errors import Unauthenticated
 from portal.routes._auth import api_user, client_of
 from portal.tables import User
@@ -24,8 +23,7 @@ from portal.tables import User
 # A viewer makes hundreds of requests a minute; checking the password (argon2) on each would cost more than
 # serving the frames. A verified Basic header is remembered for a minute (by its hash, never the password).
 BASIC_CACHE_S = 60
-_basic_cache: dict[str, tuple[int, float]] = {}
-_lock = threading.Lock()
+_verified: Recent[int] = Recent(BASIC_CACHE_S, max_keys=1000)  # the header's hash → the user's id
 
 
 def _basic_credentials(value: str) -> tuple[str, str]:
@@ -43,19 +41,14 @@ def _basic_credentials(value: str) -> tuple[str, str]:
 
 async def _basic_user(request: Request, value: str) -> User:
     key = hashlib.sha256(value.strip().encode()).hexdigest()
-    now = time.monotonic()
-    with _lock:
-        cached = _basic_cache.get(key)
-    if cached and cached[1] > now:
-        user = await User.objects().get(User.id == cached[0])
+    user_id = _verified.get(key)
+    if user_id is not None:
+        user = await User.objects().get(User.id == user_id)
         if user is not None and user.is_active:
             return user
     username, password = _basic_credentials(value)
     user = await accounts.authenticate(username, password, client=client_of(request), via="dicomweb")
-    with _lock:
-        if len(_basic_cache) > 1000:
-            _basic_cache.clear()
-        _basic_cache[key] = (user.id, now + BASIC_CACHE_S)
+    _verified.put(key, user.id)
     return user
 
 

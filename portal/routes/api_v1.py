@@ -6,6 +6,8 @@ slash, errors carry the seed's error and suberror types.
 
 from __future__ import annotations
 
+from typing import Literal, TypedDict
+
 from litestar import Request, get, post
 from litestar.di import Provide
 from litestar.response import Response, Stream
@@ -15,6 +17,7 @@ from portal.archive.ingest import upload_audit
 from portal.auth import permissions
 from portal.dicom import stream_zip
 from portal.errors import Conflict, Invalid, NotFound
+from portal.routes import _openapi as doc
 from portal.routes._auth import may_upload
 from portal.routes._auth import api_user, client_of
 from portal.routes._uploads import MAX_UPLOAD_BYTES, fields_of, ingest_parts, receive_parts, upload_dir
@@ -58,19 +61,68 @@ async def _series(me: User, params: dict, permission: str) -> tuple[Project, Ser
     return project, await arch.find_series(project, params.get("SeriesInstanceUID", ""), study)
 
 
-def patient_dict(p: Patient) -> dict:
+class PatientOut(TypedDict):
+    PatientBirthDate: str
+    PatientID: str
+    PatientName: str
+    PatientSex: str
+
+
+class StudyOut(TypedDict):
+    StudyInstanceUID: str
+    StudyDate: str
+    StudyTime: str
+    StudyDescription: str
+    ReferringPhysicianName: str
+    InstitutionName: str
+    AccessionNumber: str
+
+
+class SeriesOut(TypedDict):
+    SeriesInstanceUID: str
+    SOPClassUID: str
+    SeriesDate: str
+    SeriesTime: str
+    SeriesDescription: str
+    Manufacturer: str
+    ManufacturerModelName: str
+    Modality: str
+    NumberOfSeriesRelatedInstances: int
+    status: Literal["stored", "empty"]
+    status_message: str
+
+
+class _Stored(TypedDict):
+    PatientID: str
+    StudyInstanceUID: str
+    SeriesInstanceUID: str
+    SOPInstanceUID: str
+    status: str
+
+
+class Stored(_Stored, total=False):
+    """One uploaded instance: stored now or already (same bytes), and where when it is in another archive."""
+    Archive: str
+    detail: str
+
+
+class Done(TypedDict):
+    status: Literal["Ok"]
+
+
+def patient_dict(p: Patient) -> PatientOut:
     return {"PatientBirthDate": dicom_date(p.birth_date), "PatientID": p.patient_id, "PatientName": p.patient_name,
             "PatientSex": p.sex}
 
 
-def study_dict(s: Study) -> dict:
+def study_dict(s: Study) -> StudyOut:
     return {"StudyInstanceUID": s.study_instance_uid, "StudyDate": dicom_date(s.study_date),
             "StudyTime": dicom_time(s.study_time), "StudyDescription": s.description,
             "ReferringPhysicianName": s.referring_physician, "InstitutionName": s.institution,
             "AccessionNumber": s.accession_number}
 
 
-def series_dict(s: Series, instances: int) -> dict:
+def series_dict(s: Series, instances: int) -> SeriesOut:
     return {"SeriesInstanceUID": s.series_instance_uid, "SOPClassUID": s.sop_class_uid,
             "SeriesDate": dicom_date(s.series_date), "SeriesTime": dicom_time(s.series_time),
             "SeriesDescription": s.description, "Manufacturer": s.manufacturer,
@@ -81,8 +133,11 @@ def series_dict(s: Series, instances: int) -> dict:
 
 
 @post("/api/v1/instance/upload/", dependencies=_deps, tags=["cad4tb-v1"], status_code=200, guards=[may_upload],
-      request_max_body_size=MAX_UPLOAD_BYTES, summary="Upload DICOM file(s) (multipart form field 'file')")
-async def instance_upload(request: Request, me: User) -> Response:
+      request_max_body_size=MAX_UPLOAD_BYTES, summary="Upload DICOM file(s) (multipart form field 'file')",
+      operation_class=doc.documented(
+          body={doc.MULTIPART: doc.obj(("file",), file=doc.BINARY, Project=doc.STR, Archive=doc.STR)},
+          query=doc.WHERE))
+async def instance_upload(request: Request, me: User) -> Response[Stored | list[Stored]]:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
         # As the reference answers a POST without a file (seeds/cad4tb-api-v1.txt), whatever its body type.
         raise Invalid("No file was submitted: send the DICOM file as multipart/form-data in the form field 'file'.",
@@ -124,14 +179,15 @@ async def _where_stored(project, archive, result) -> dict:
                       f"patient in '{row['archive']}'."}
 
 
-@get("/api/v1/patient/get/", dependencies=_deps, tags=["cad4tb-v1"])
-async def patient_get(request: Request, me: User) -> dict:
+@get("/api/v1/patient/get/", dependencies=_deps, tags=["cad4tb-v1"], operation_class=doc.documented(query=doc.PATIENT))
+async def patient_get(request: Request, me: User) -> PatientOut:
     _, patient = await _patient(me, dict(request.query_params), "api_get_patient")
     return patient_dict(patient)
 
 
-@get("/api/v1/patient/delete/", dependencies=_deps, tags=["cad4tb-v1"])
-async def patient_delete(request: Request, me: User) -> dict:
+@get("/api/v1/patient/delete/", dependencies=_deps, tags=["cad4tb-v1"],
+     operation_class=doc.documented(query=doc.PATIENT))
+async def patient_delete(request: Request, me: User) -> Done:
     project, patient = await _patient(me, dict(request.query_params), "api_delete_patient")
     await arch.delete_patient(patient)
     await audit.record("patient_deleted", user=me, object=f"project:{project.name}/patient:{patient.patient_id}",
@@ -139,20 +195,21 @@ async def patient_delete(request: Request, me: User) -> dict:
     return {"status": "Ok"}
 
 
-@get("/api/v1/study/get/", dependencies=_deps, tags=["cad4tb-v1"])
-async def study_get(request: Request, me: User) -> dict:
+@get("/api/v1/study/get/", dependencies=_deps, tags=["cad4tb-v1"], operation_class=doc.documented(query=doc.STUDY))
+async def study_get(request: Request, me: User) -> StudyOut:
     _, study = await _study(me, dict(request.query_params), "api_get_study")
     return study_dict(study)
 
 
-@get("/api/v1/patient/studies/list/", dependencies=_deps, tags=["cad4tb-v1"])
-async def studies_list(request: Request, me: User) -> list[dict]:
+@get("/api/v1/patient/studies/list/", dependencies=_deps, tags=["cad4tb-v1"],
+     operation_class=doc.documented(query=doc.PATIENT))
+async def studies_list(request: Request, me: User) -> list[StudyOut]:
     _, patient = await _patient(me, dict(request.query_params), "api_list_studies")
     return [study_dict(s) for s in await arch.studies_of_patient(patient)]
 
 
-@get("/api/v1/study/delete/", dependencies=_deps, tags=["cad4tb-v1"])
-async def study_delete(request: Request, me: User) -> dict:
+@get("/api/v1/study/delete/", dependencies=_deps, tags=["cad4tb-v1"], operation_class=doc.documented(query=doc.STUDY))
+async def study_delete(request: Request, me: User) -> Done:
     project, study = await _study(me, dict(request.query_params), "api_delete_study")
     await arch.delete_study(study)
     await audit.record("study_deleted", user=me, object=f"project:{project.name}/study:{study.study_instance_uid}",
@@ -160,22 +217,24 @@ async def study_delete(request: Request, me: User) -> dict:
     return {"status": "Ok"}
 
 
-@get("/api/v1/series/get/", dependencies=_deps, tags=["cad4tb-v1"])
-async def series_get(request: Request, me: User) -> dict:
+@get("/api/v1/series/get/", dependencies=_deps, tags=["cad4tb-v1"], operation_class=doc.documented(query=doc.SERIES))
+async def series_get(request: Request, me: User) -> SeriesOut:
     _, series = await _series(me, dict(request.query_params), "api_get_series")
     counts = await arch.count_instances([series.id])
     return series_dict(series, counts.get(series.id, 0))
 
 
-@get("/api/v1/patient/study/series/list/", dependencies=_deps, tags=["cad4tb-v1"])
-async def series_list(request: Request, me: User) -> list[dict]:
+@get("/api/v1/patient/study/series/list/", dependencies=_deps, tags=["cad4tb-v1"],
+     operation_class=doc.documented(query=doc.STUDY))
+async def series_list(request: Request, me: User) -> list[SeriesOut]:
     _, study = await _study(me, dict(request.query_params), "api_list_series")
     series = await arch.series_of_study(study)
     counts = await arch.count_instances([s.id for s in series])
     return [series_dict(s, counts.get(s.id, 0)) for s in series]
 
 
-@get("/api/v1/dicom/get/", dependencies=_deps, tags=["cad4tb-v1"], summary="Zip of the series' DICOM files")
+@get("/api/v1/dicom/get/", dependencies=_deps, tags=["cad4tb-v1"], summary="Zip of the series' DICOM files",
+     operation_class=doc.documented(query=doc.SERIES, answers={200: {"application/zip": doc.BINARY}}))
 async def dicom_get(request: Request, me: User) -> Stream:
     project, series = await _series(me, dict(request.query_params), "api_dicom_get")
     instances = await arch.instances_of(series)
@@ -190,8 +249,8 @@ async def dicom_get(request: Request, me: User) -> Stream:
                   headers={"Content-Disposition": f'attachment; filename="{series.series_instance_uid}.zip"'})
 
 
-@get("/api/v1/series/delete/", dependencies=_deps, tags=["cad4tb-v1"])
-async def series_delete(request: Request, me: User) -> dict:
+@get("/api/v1/series/delete/", dependencies=_deps, tags=["cad4tb-v1"], operation_class=doc.documented(query=doc.SERIES))
+async def series_delete(request: Request, me: User) -> Done:
     project, series = await _series(me, dict(request.query_params), "api_delete_series")
     await arch.delete_series(series)
     await audit.record("series_deleted", user=me,

@@ -14,6 +14,7 @@ from portal.auth.permissions import project_for
 from portal.dicomweb import Links, body, content_type, new_boundary, parse_accept, qido, stow, wado
 from portal.dicomweb.accept import Offer, choose
 from portal.dicomweb.multipart import abody
+from portal.routes import _openapi as doc
 from portal.routes._auth import api_user, client_of
 from portal.routes._dicomweb_auth import dicomweb_user
 from portal.routes._uploads import MAX_UPLOAD_BYTES, receive_parts, upload_dir
@@ -23,6 +24,21 @@ DICOM_JSON = "application/dicom+json"
 _STUDY = "/studies/{study:str}"
 _SERIES = _STUDY + "/series/{series:str}"
 _INSTANCE = _SERIES + "/instances/{instance:str}"
+
+# What each kind of DICOMweb answer is in the OpenAPI document (DICOM JSON, or plain JSON when Accept asks for it).
+_DATASETS = doc.array(doc.obj(others=doc.obj(vr=doc.STR)))
+STOW = doc.documented(body={doc.DICOM_PARTS: doc.BINARY}, body_description="DICOM instances, one a part",
+                      answers={s: {DICOM_JSON: doc.obj(others=doc.ANY), doc.JSON: doc.obj(others=doc.ANY)}
+                               for s in (200, 202, 409)})
+QIDO = doc.documented(query={
+    "limit": "The most matches to return", "offset": "Matches to skip", "includefield": "Attributes to add, or 'all'",
+    "fuzzymatching": "true: person names match by word beginnings"},
+    answers={200: {DICOM_JSON: _DATASETS, doc.JSON: _DATASETS}})
+METADATA = doc.documented(answers={200: {DICOM_JSON: _DATASETS, doc.JSON: _DATASETS}})
+INSTANCES = doc.documented(answers={200: {doc.DICOM_PARTS: doc.BINARY}})
+PARTS = doc.documented(answers={200: {"multipart/related": doc.BINARY}})
+RENDERED = doc.documented(query={"window": "center,width", "viewport": "columns,rows"},
+                          answers={200: {"image/png": doc.BINARY, "image/jpeg": doc.BINARY}})
 
 
 def _links(request: Request, project: Project) -> Links:
@@ -113,71 +129,72 @@ class DicomWeb(Controller):
     # STOW-RS
 
     @post("/studies", status_code=200, request_max_body_size=MAX_UPLOAD_BYTES,
-          summary='Store instances (multipart/related; type="application/dicom")')
+          summary='Store instances (multipart/related; type="application/dicom")', operation_class=STOW)
     async def store(self, request: Request, me: User, project: str) -> Response:
         return await _store(request, me, project, None)
 
     @post(_STUDY, status_code=200, request_max_body_size=MAX_UPLOAD_BYTES,
-          summary="Store instances of one study; instances of other studies are refused")
+          summary="Store instances of one study; instances of other studies are refused", operation_class=STOW)
     async def store_in_study(self, request: Request, me: User, project: str, study: str) -> Response:
         return await _store(request, me, project, study)
 
     # QIDO-RS
 
-    @get("/studies", summary="Search for studies")
+    @get("/studies", summary="Search for studies", operation_class=QIDO)
     async def search_studies(self, request: Request, me: User, project: str) -> Response:
         return await _search(request, me, project, qido.STUDY)
 
-    @get("/series", summary="Search for series")
+    @get("/series", summary="Search for series", operation_class=QIDO)
     async def search_series(self, request: Request, me: User, project: str) -> Response:
         return await _search(request, me, project, qido.SERIES)
 
-    @get("/instances", summary="Search for instances")
+    @get("/instances", summary="Search for instances", operation_class=QIDO)
     async def search_instances(self, request: Request, me: User, project: str) -> Response:
         return await _search(request, me, project, qido.INSTANCE)
 
-    @get(_STUDY + "/series", summary="Search for series of a study")
+    @get(_STUDY + "/series", summary="Search for series of a study", operation_class=QIDO)
     async def search_study_series(self, request: Request, me: User, project: str, study: str) -> Response:
         return await _search(request, me, project, qido.SERIES, study)
 
-    @get(_STUDY + "/instances", summary="Search for instances of a study")
+    @get(_STUDY + "/instances", summary="Search for instances of a study", operation_class=QIDO)
     async def search_study_instances(self, request: Request, me: User, project: str, study: str) -> Response:
         return await _search(request, me, project, qido.INSTANCE, study)
 
-    @get(_SERIES + "/instances", summary="Search for instances of a series")
+    @get(_SERIES + "/instances", summary="Search for instances of a series", operation_class=QIDO)
     async def search_series_instances(self, request: Request, me: User, project: str, study: str,
                                       series: str) -> Response:
         return await _search(request, me, project, qido.INSTANCE, study, series)
 
     # WADO-RS
 
-    @get(_STUDY, summary="Retrieve a study's instances (multipart/related, as stored)")
+    @get(_STUDY, summary="Retrieve a study's instances (multipart/related, as stored)", operation_class=INSTANCES)
     async def retrieve_study(self, request: Request, me: User, project: str, study: str) -> Stream:
         return await _retrieve(request, me, project, study)
 
-    @get(_SERIES, summary="Retrieve a series' instances (multipart/related, as stored)")
+    @get(_SERIES, summary="Retrieve a series' instances (multipart/related, as stored)", operation_class=INSTANCES)
     async def retrieve_series(self, request: Request, me: User, project: str, study: str, series: str) -> Stream:
         return await _retrieve(request, me, project, study, series)
 
-    @get(_INSTANCE, summary="Retrieve an instance (multipart/related, as stored)")
+    @get(_INSTANCE, summary="Retrieve an instance (multipart/related, as stored)", operation_class=INSTANCES)
     async def retrieve_instance(self, request: Request, me: User, project: str, study: str, series: str,
                                 instance: str) -> Stream:
         return await _retrieve(request, me, project, study, series, instance)
 
-    @get(_STUDY + "/metadata", summary="Metadata of a study's instances (DICOM JSON)")
+    @get(_STUDY + "/metadata", summary="Metadata of a study's instances (DICOM JSON)", operation_class=METADATA)
     async def study_metadata(self, request: Request, me: User, project: str, study: str) -> Response:
         return await _metadata(request, me, project, study)
 
-    @get(_SERIES + "/metadata", summary="Metadata of a series' instances (DICOM JSON)")
+    @get(_SERIES + "/metadata", summary="Metadata of a series' instances (DICOM JSON)", operation_class=METADATA)
     async def series_metadata(self, request: Request, me: User, project: str, study: str, series: str) -> Response:
         return await _metadata(request, me, project, study, series)
 
-    @get(_INSTANCE + "/metadata", summary="Metadata of an instance (DICOM JSON)")
+    @get(_INSTANCE + "/metadata", summary="Metadata of an instance (DICOM JSON)", operation_class=METADATA)
     async def instance_metadata(self, request: Request, me: User, project: str, study: str, series: str,
                                 instance: str) -> Response:
         return await _metadata(request, me, project, study, series, instance)
 
-    @get(_INSTANCE + "/frames/{frames:str}", summary="Frames (1-based, comma-separated), as stored or decoded")
+    @get(_INSTANCE + "/frames/{frames:str}", summary="Frames (1-based, comma-separated), as stored or decoded",
+          operation_class=PARTS)
     async def frames(self, request: Request, me: User, project: str, study: str, series: str, instance: str,
                      frames: str) -> Stream:
         numbers = wado.frame_numbers(frames)
@@ -186,19 +203,21 @@ class DicomWeb(Controller):
                                                parse_accept(request.headers.get("accept")))
         return _multipart(media, parts)
 
-    @get(_INSTANCE + "/bulkdata/{tag:str}", summary="A bulk data value named by a BulkDataURI")
+    @get(_INSTANCE + "/bulkdata/{tag:str}", summary="A bulk data value named by a BulkDataURI", operation_class=PARTS)
     async def bulkdata(self, request: Request, me: User, project: str, study: str, series: str, instance: str,
                        tag: str) -> Stream:
         _, (item,) = await _stored(me, project, study, series, instance)
         media, parts = await asyncio.to_thread(wado.bulkdata, item, tag, parse_accept(request.headers.get("accept")))
         return _multipart(media, parts)
 
-    @get(_INSTANCE + "/rendered", summary="The first frame rendered as PNG or JPEG (window, viewport)")
+    @get(_INSTANCE + "/rendered", summary="The first frame rendered as PNG or JPEG (window, viewport)",
+          operation_class=RENDERED)
     async def rendered(self, request: Request, me: User, project: str, study: str, series: str,
                        instance: str) -> Response:
         return await _rendered(request, me, project, study, series, instance, 1)
 
-    @get(_INSTANCE + "/frames/{frames:str}/rendered", summary="One frame rendered as PNG or JPEG (window, viewport)")
+    @get(_INSTANCE + "/frames/{frames:str}/rendered", summary="One frame rendered as PNG or JPEG (window, viewport)",
+          operation_class=RENDERED)
     async def frame_rendered(self, request: Request, me: User, project: str, study: str, series: str,
                              instance: str, frames: str) -> Response:
         return await _rendered(request, me, project, study, series, instance, wado.frame_number(frames))

@@ -21,7 +21,9 @@ from portal.dicomweb.accept import Offer, choose, not_acceptable
 from portal.dicomweb.multipart import Part
 from portal.errors import Invalid, NotFound
 from portal.projects import visible_to
+from portal.routes import _openapi as doc
 from portal.routes._auth import client_of
+from portal.routes.dicomweb import PARTS
 from portal.routes._dicomweb_auth import dicomweb_user
 from portal.tables import Instance, User
 
@@ -29,6 +31,8 @@ _STUDY = "/studies/{study:str}"
 _SERIES = _STUDY + "/series/{series:str}"
 _INSTANCE = _SERIES + "/instances/{instance:str}"
 THUMBNAIL = "128,128"  # the viewport of a thumbnail unless the client names one
+_IMAGE = {"image/png": doc.BINARY, "image/jpeg": doc.BINARY}
+THUMB = doc.documented(query={"viewport": f"columns,rows (default {THUMBNAIL})"}, answers={200: _IMAGE})
 
 
 def _rendered_parts(items: list[wado.Stored], request: Request) -> Stream:
@@ -70,30 +74,33 @@ class DicomWebImages(Controller):
         project = await permissions.project_for(me, name, "api_dicom_get")
         return await wado.stored_instances(project, study, series, instance)
 
-    @get(_STUDY + "/rendered", summary="Every instance of a study rendered (first frame), multipart/related")
+    @get(_STUDY + "/rendered", summary="Every instance of a study rendered (first frame), multipart/related",
+         operation_class=PARTS)
     async def study_rendered(self, request: Request, me: User, project: str, study: str) -> Stream:
         return _rendered_parts(await self._items(me, project, study), request)
 
-    @get(_SERIES + "/rendered", summary="Every instance of a series rendered (first frame), multipart/related")
+    @get(_SERIES + "/rendered", summary="Every instance of a series rendered (first frame), multipart/related",
+         operation_class=PARTS)
     async def series_rendered(self, request: Request, me: User, project: str, study: str, series: str) -> Stream:
         return _rendered_parts(await self._items(me, project, study, series), request)
 
-    @get(_STUDY + "/thumbnail", summary="A small image standing for the study")
+    @get(_STUDY + "/thumbnail", summary="A small image standing for the study", operation_class=THUMB)
     async def study_thumbnail(self, request: Request, me: User, project: str, study: str) -> Response:
         items = await self._items(me, project, study)
         first_series = [i for i in items if i.series_uid == items[0].series_uid] if items else []
         return await _thumbnail(request, first_series)
 
-    @get(_SERIES + "/thumbnail", summary="A small image standing for the series (its middle image)")
+    @get(_SERIES + "/thumbnail", summary="A small image standing for the series (its middle image)",
+         operation_class=THUMB)
     async def series_thumbnail(self, request: Request, me: User, project: str, study: str, series: str) -> Response:
         return await _thumbnail(request, await self._items(me, project, study, series))
 
-    @get(_INSTANCE + "/thumbnail", summary="A small image of the instance")
+    @get(_INSTANCE + "/thumbnail", summary="A small image of the instance", operation_class=THUMB)
     async def instance_thumbnail(self, request: Request, me: User, project: str, study: str, series: str,
                                  instance: str) -> Response:
         return await _thumbnail(request, await self._items(me, project, study, series, instance))
 
-    @get(_INSTANCE + "/frames/{frames:str}/thumbnail", summary="A small image of one frame")
+    @get(_INSTANCE + "/frames/{frames:str}/thumbnail", summary="A small image of one frame", operation_class=THUMB)
     async def frame_thumbnail(self, request: Request, me: User, project: str, study: str, series: str,
                               instance: str, frames: str) -> Response:
         return await _thumbnail(request, await self._items(me, project, study, series, instance),
@@ -122,7 +129,16 @@ async def _find_for_wado(me: User, study: str, series: str, sop: str, project_na
 
 @get("/wado", dependencies={"me": Provide(dicomweb_user)}, tags=["dicomweb"],
      summary="WADO-URI: requestType=WADO&studyUID&seriesUID&objectUID[&contentType][&frameNumber][&transferSyntax]"
-             "[&rows][&columns][&windowCenter&windowWidth][&project]")
+             "[&rows][&columns][&windowCenter&windowWidth][&project]",
+     operation_class=doc.documented(
+         query={"requestType": "WADO", "studyUID": "StudyInstanceUID", "seriesUID": "SeriesInstanceUID",
+                "objectUID": "SOPInstanceUID", "contentType": "application/dicom, image/jpeg (default) or image/png",
+                "frameNumber": "1-based", "transferSyntax": "for application/dicom: as stored, or Explicit VR "
+                "Little Endian", "rows": "height in pixels", "columns": "width in pixels",
+                "windowCenter": "with windowWidth", "windowWidth": "with windowCenter",
+                "project": "the project (default: any you can read)"},
+         required=("requestType", "studyUID", "seriesUID", "objectUID"),
+         answers={200: {"application/dicom": doc.BINARY, **_IMAGE}}))
 async def wado_uri(request: Request, me: User) -> Response:
     q = request.query_params
     if q.get("requestType") != "WADO":

@@ -17,6 +17,7 @@ from portal.dicom import sanitize_filename
 from portal.errors import Invalid, LightboxError, PermissionDenied
 from portal.exchange import exporter as export_mod, importer, runs
 from portal.routes._auth import api_user, client_of, portal_user
+from portal.routes import _openapi as doc
 from portal.routes._body import json_object
 from portal.routes._render import flash, page, partial, redirect
 from portal.tables import Project, User
@@ -84,7 +85,10 @@ def _admin_path(me: User, value, what: str) -> str:
 
 @post("/api/v1/projects/{name:str}/export", dependencies=_api, tags=["projects"], status_code=202,
       summary="Export the project (a task): body {format?, deidentify?, remap_uids?, shift_dates?, clean_descriptors?, "
-              "to? (admins)}")
+              "to? (admins)}",
+      operation_class=doc.documented(body={doc.JSON: doc.obj(
+          format={"enum": ["", "json", "csv"]}, to={"type": ["string", "null"], "description": "administrators"},
+          **{k: doc.BOOL for k in DEID_OPTIONS})}, body_required=False))
 async def api_export(request: Request, me: User, name: str) -> dict:
     p = await permissions.project_for(me, name, PERMISSION)
     data = await json_object(request, '{"format": "csv"}') if await request.body() else {}
@@ -101,7 +105,11 @@ async def api_export(request: Request, me: User, name: str) -> dict:
 @post("/api/v1/projects/{name:str}/import", dependencies=_api, tags=["projects"], status_code=202,
       request_max_body_size=MAX_BODY,
       summary="Import into the project (a task): a multipart 'file', JSON {path} (admins), or no body for the "
-              "project's import path")
+              "project's import path",
+      operation_class=doc.documented(body={doc.MULTIPART: doc.obj(("file",), file=doc.BINARY),
+                                           doc.JSON: doc.obj(path={"type": ["string", "null"],
+                                                                   "description": "administrators"})},
+                                     body_required=False))
 async def api_import(request: Request, me: User, name: str) -> dict:
     p = await permissions.project_for(me, name, PERMISSION)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -138,7 +146,8 @@ async def _export_file(me: User, name: str, run_id: int) -> File:
 
 
 @get("/api/v1/projects/{name:str}/runs/{run_id:int}/file", dependencies=_api, tags=["projects"],
-     summary="The file a finished export wrote (its download_url), for the person who started it")
+     summary="The file a finished export wrote (its download_url), for the person who started it",
+     operation_class=doc.documented(answers={200: {"text/csv": doc.BINARY, doc.JSON: doc.ANY}}))
 async def api_run_file(me: User, name: str, run_id: int) -> File:
     return await _export_file(me, name, run_id)
 

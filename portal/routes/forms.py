@@ -17,6 +17,7 @@ from portal.errors import Invalid, LightboxError, NotFound
 from portal.forms import applicability, draft as drafts
 from portal.forms.schema import FIELD_TYPES, FORM_NAME
 from portal.forms.webform import entry_from_post, post_from_entry
+from portal.routes import _openapi as doc
 from portal.routes._body import json_or_form
 from portal.routes._auth import api_user, client_of, portal_user
 from portal.routes._render import flash, is_htmx, page, partial, redirect
@@ -299,7 +300,7 @@ def _submission_out(s: dict) -> dict:
 
 
 @get("/api/v1/patient/study/series/forms/list/", dependencies=_api, tags=["cad4tb-v1"],
-     summary="A series' report form submissions, newest first")
+     summary="A series' report form submissions, newest first", operation_class=doc.documented(query=doc.SERIES))
 async def api_submissions_list(request: Request, me: User) -> list[dict]:
     _, series = await api_series(me, dict(request.query_params), "api_list_forms")
     return [_submission_out(s) for s in await forms.submissions_of(series)]
@@ -311,7 +312,13 @@ async def _params(request: Request) -> dict:
 
 
 @post("/api/v1/patient/study/series/forms/add/", dependencies=_api, tags=["cad4tb-v1"], status_code=200,
-      summary="Add a report form submission (FormName, FormSubmission as JSON) to a series")
+      summary="Add a report form submission (FormName, FormSubmission as JSON) to a series",
+      operation_class=doc.documented(
+          # Each name may come as a query parameter or in the body; the body's win.
+          body=doc.json_or_form(doc.obj(**{name: doc.STR for name in doc.SERIES}, FormName=doc.STR, FormSubmission={
+              "description": "The answers {field name: value}: a JSON object, or (in a form) its JSON text"})),
+          body_required=False, query={**doc.SERIES, "FormName": "The report form's name",
+                                      "FormSubmission": "The answers as JSON text, when not in the body"}))
 async def api_submission_add(request: Request, me: User) -> dict:
     params = await _params(request)
     project, series = await api_series(me, params, "api_add_form_submission")

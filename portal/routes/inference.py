@@ -11,6 +11,7 @@ from portal.auth import permissions
 from portal.errors import Invalid, LightboxError, NotFound
 from portal.inference import alerting, jobs, models, results, retrain as retraining, routing, suggestions
 from portal.review.decisions import visible_series
+from portal.routes import _openapi as doc
 from portal.routes._auth import api_user, client_of, portal_user
 from portal.routes._body import row_count
 from portal.routes._render import flash, page, partial, redirect
@@ -189,8 +190,18 @@ async def _series_by_any_uid(me: User, uid: str, project: str | None) -> tuple[P
         raise NotFound(f"{uid} is not yet uploaded (or not in a project you can see).", "series_not_found")
 
 
+# The Qure-style answers (results.qure): `success` and a message, then the results once there are some.
+_QURE = doc.obj(("success", "message"), success=doc.BOOL, message=doc.STR)
+_JOB = {"oneOf": [{"type": "null"}, doc.obj(("id", "state"), id={"type": "integer"}, state=doc.STR, model=doc.ANY,
+                                            attempts={"type": "integer"}, error=doc.ANY, queued=doc.ANY,
+                                            started=doc.ANY, finished=doc.ANY)]}
+_SCALARS = doc.array(doc.obj(("name", "value"), name=doc.STR, algorithm=doc.STR, value=doc.ANY))
+
+
 @get("/api/v1/compute/{uid:str}", dependencies=_api, tags=["qure"],
-     summary="Queue AI computation of a series (SeriesInstanceUID)")
+     summary="Queue AI computation of a series (SeriesInstanceUID)",
+     operation_class=doc.documented(answers={200: {doc.JSON: {**_QURE, "properties": {
+         **_QURE["properties"], "job": _JOB}}}}))
 async def compute(me: User, uid: str, Project: str | None = None) -> dict:  # noqa: N803
     p, series = await visible_series(me, uid, Project)
     await permissions.project_for(me, p.name, "request_inference")
@@ -202,7 +213,14 @@ async def compute(me: User, uid: str, Project: str | None = None) -> dict:  # no
 
 
 @get("/api/v1/results/{uid:str}", dependencies=_api, tags=["qure"],
-     summary="AI results of a series (SeriesInstanceUID or SOPInstanceUID)")
+     summary="AI results of a series (SeriesInstanceUID or SOPInstanceUID)",
+     operation_class=doc.documented(answers={
+         200: {doc.JSON: {**_QURE, "properties": {
+             **_QURE["properties"], "triage_status": {"enum": ["Critical", "Routine"]}, "usecase": doc.STR,
+             "model": doc.obj(("name", "version"), name=doc.STR, version=doc.STR),
+             "result": doc.obj(report=doc.STR, scores=doc.obj(others=doc.ANY),
+                               files=doc.obj(others=doc.array(doc.STR)))}}},
+         404: {doc.JSON: _QURE}}))
 async def qure_results(request: Request, me: User, uid: str, Project: str | None = None) -> Response:  # noqa: N803
     try:
         p, series = await _series_by_any_uid(me, uid, Project)
@@ -217,7 +235,8 @@ async def qure_results(request: Request, me: User, uid: str, Project: str | None
     return Response(results.qure(uid, job, lambda a: f"{base}/api/v1/assets/{a['id']}", critical=critical))
 
 
-@get("/api/v1/assets/{asset_id:int}", dependencies=_api, tags=["qure"], summary="One AI result file")
+@get("/api/v1/assets/{asset_id:int}", dependencies=_api, tags=["qure"], summary="One AI result file",
+     operation_class=doc.documented(answers={200: {"*/*": doc.BINARY}}))
 async def asset_file(me: User, asset_id: int) -> File:
     asset = await Asset.objects().get(Asset.id == asset_id)
     series = await Series.objects().get(Series.id == asset.series) if asset else None
@@ -230,7 +249,10 @@ async def asset_file(me: User, asset_id: int) -> File:
 
 
 @get("/api/v1/series/results/", dependencies=_api, tags=["cad4tb-v1"],
-     summary="Algorithm results of a series: scalars as JSON, files as a zip with an XML of the scalars")
+     summary="Algorithm results of a series: scalars as JSON, files as a zip with an XML of the scalars",
+     operation_class=doc.documented(
+         query={**doc.SERIES, "Results": "Comma-separated result names (default: every scalar)"},
+         answers={200: {doc.JSON: _SCALARS, "application/zip": doc.BINARY}}))
 async def cad4tb_results(request: Request, me: User) -> Response:
     params = dict(request.query_params)
     _, series = await cad4tb_series(me, params, "api_series_results")

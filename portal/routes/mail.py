@@ -12,6 +12,7 @@ from portal.errors import Invalid, LightboxError
 from portal.mail import compose, recipients
 from portal.review import decisions, flags
 from portal.routes._auth import api_user, client_of, portal_user
+from portal.routes import _openapi as doc
 from portal.routes._body import json_or_form
 from portal.routes._render import partial
 from portal.tables import Project, Series, Study, User
@@ -101,7 +102,10 @@ _EMAIL_KEYS = {"series", "Project", "to", "cc", "subject", "body", "screenshot",
 
 
 @post("/api/v1/email", dependencies=_api, tags=["mail"], status_code=201, request_max_body_size=_FLAG_BODY,
-      summary="Flag a series for discussion by email (recipients: project members and configured addresses only)")
+      summary="Flag a series for discussion by email (recipients: project members and configured addresses only)",
+      operation_class=doc.documented(body=doc.json_or_form(doc.obj(
+          ("series",), closed=True, series=doc.STR, Project=doc.STR, to=doc.ANY, cc=doc.ANY, subject=doc.STR,
+          body=doc.STR, screenshot={"description": "a PNG as a data: URL"}, _csrf_token=doc.STR))))
 async def api_email(request: Request, me: User, Project: str | None = None) -> dict:  # noqa: N803
     body = await json_or_form(request)
     extra = set(body) - _EMAIL_KEYS

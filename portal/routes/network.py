@@ -14,6 +14,7 @@ from portal.auth.permissions import require_admin
 from portal.errors import LightboxError
 from portal.network import dicomweb_pull, nodes, send
 from portal.routes._auth import api_user, client_of, portal_user
+from portal.routes import _openapi as doc
 from portal.routes._body import json_object
 from portal.routes._render import page, partial, redirect, flash
 from portal.tables import Project, User
@@ -40,7 +41,10 @@ async def api_nodes(me: User) -> list[dict]:
 
 
 @post("/api/v1/nodes", dependencies=_api, tags=["nodes"], status_code=201,
-      summary='Register a node: {"name", "ae_title", "host", "port", "dicomweb_url"?} (administrators)')
+      summary='Register a node: {"name", "ae_title", "host", "port", "dicomweb_url"?} (administrators)',
+      operation_class=doc.documented(body={doc.JSON: doc.obj(
+          ("name", "ae_title", "host", "port"), name=doc.STR, ae_title=doc.STR, host=doc.STR,
+          port={"type": "integer", "minimum": 1, "maximum": 65535}, dicomweb_url=doc.STR, description=doc.STR)}))
 async def api_node_create(request: Request, me: User) -> dict:
     require_admin(me)
     data = await json_object(request, '{"name": "pacs", "ae_title": "PACS", "host": "10.0.0.5", "port": 104}')
@@ -125,7 +129,10 @@ async def node_delete(request: Request, me: User, name: str) -> Response:
 
 
 @post("/api/v1/projects/{name:str}/send", dependencies=_api, tags=["projects"], status_code=202,
-      summary='Send series to a node: {"node": NAME, "series": [UID, ...]} or {"node": NAME, "study": UID}')
+      summary='Send series to a node: {"node": NAME, "series": [UID, ...]} or {"node": NAME, "study": UID}',
+      operation_class=doc.documented(body={doc.JSON: {"oneOf": [
+          doc.obj(("node", "series"), node=doc.STR, series=doc.array(doc.STR)),
+          doc.obj(("node", "study"), node=doc.STR, study=doc.STR)]}}))
 async def api_send(request: Request, me: User, name: str) -> dict:
     project = await permissions.project_for(me, name, SEND_PERMISSION)
     data = await json_object(request, '{"node": "pacs", "series": ["1.2.3"]}')

@@ -13,7 +13,7 @@ from portal.archive import browse
 from portal.auth import permissions
 from portal.auth.permissions import ROLES, require_admin
 from portal.errors import LightboxError
-from portal.review import vocabulary
+from portal.review import decisions, vocabulary
 from portal.routes._auth import client_of, portal_user
 from portal.routes._render import flash, is_htmx, page, partial, redirect
 from portal.tables import User
@@ -49,7 +49,7 @@ async def project_page(request: Request, me: User, project: str) -> Template:
         return partial("projects/_studies.html", project=p, result=result, urlencode=urlencode)
     return await page(request, me, "projects/detail.html", project=p, result=result, urlencode=urlencode,
                       role=await permissions.role_of(me, p), perms=await permissions.permissions(me, p),
-                      statuses=browse.REVIEW_STATUSES)
+                      statuses=decisions.REVIEW_STATUSES)
 
 
 async def settings_page_context(me: User, name: str) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import TypedDict
 
 from litestar import Request, post
 from litestar.di import Provide
@@ -10,6 +11,7 @@ from litestar.response import Response
 
 from portal import archive as arch, audit, projects
 from portal.archive.ingest import upload_audit
+from portal.routes import _openapi as doc
 from portal.routes._auth import may_upload
 from portal.routes._auth import api_user, client_of
 from portal.routes._uploads import MAX_UPLOAD_BYTES, fields_of, ingest_parts, receive_parts, upload_dir
@@ -19,10 +21,35 @@ from portal.tables import Series, User
 NO_DICOM = "No DICOM files were uploaded!"
 
 
+class Failed(TypedDict):
+    filename: str
+    status: str
+    reason: str
+
+
+class SeriesCount(TypedDict):
+    SeriesInstanceUID: str
+    NumberOfSeriesRelatedInstances: int
+
+
+class Uploaded(TypedDict):
+    message: str
+    series_instance_uids: list[str]
+    detailed_info: list[SeriesCount]
+    failed: list[Failed]
+    counts: dict[str, int]
+
+
 @post(["/api/v1/studies", "/api/v1/upload"], dependencies={"me": Provide(api_user)}, tags=["qure"],
       status_code=200, request_max_body_size=MAX_UPLOAD_BYTES, guards=[may_upload],
-      summary="Upload DICOM files (multipart/related; type=application/dicom, or multipart/form-data)")
-async def upload_studies(request: Request, me: User) -> Response:
+      summary="Upload DICOM files (multipart/related; type=application/dicom, or multipart/form-data)",
+      operation_class=doc.documented(
+          body={doc.MULTIPART: doc.obj(Project=doc.STR, Archive=doc.STR, others=doc.BINARY),
+                doc.DICOM_PARTS: doc.BINARY},
+          body_description="DICOM files: parts of multipart/related (type=application/dicom), or files of a "
+                           "form (any field name), with Project and Archive as fields or query parameters",
+          query=doc.WHERE))
+async def upload_studies(request: Request, me: User) -> Response[Uploaded]:
     async with upload_dir() as tmp:
         parts = await receive_parts(request, tmp, allowed=("multipart/related", "multipart/form-data"))
         params = {**fields_of(parts), **dict(request.query_params)}

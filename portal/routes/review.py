@@ -15,6 +15,7 @@ from portal.errors import Conflict, Invalid, LightboxError, PermissionDenied
 from portal.inference import suggestions
 from portal.review import agreement, claims, decisions, progress, queue, vocabulary
 from portal.routes._auth import api_user, client_of, portal_user
+from portal.routes import _openapi as doc
 from portal.routes._body import json_object, row_count
 from portal.routes._render import flash, page, partial, redirect
 from portal.tables import Project, Series, User
@@ -199,7 +200,10 @@ _DECISION_KEYS = {"series", "decision", "note", "artifacts", "location"}
 
 
 @post("/api/v1/scan-decisions", dependencies=_api, tags=["review"], status_code=201,
-      summary="Record a QC decision on a series (append-only)")
+      summary="Record a QC decision on a series (append-only)",
+      operation_class=doc.documented(body={doc.JSON: doc.obj(
+          ("series", "decision"), closed=True, series=doc.STR, decision=doc.STR, note=doc.STR,
+          artifacts=doc.obj(closed=True, present=doc.array(doc.STR), absent=doc.array(doc.STR)), location=doc.ANY)}))
 async def api_decide(request: Request, me: User, Project: str | None = None) -> dict:  # noqa: N803
     body = await json_object(request, '{"series": "1.2.3", "decision": "U"}')
     extra = set(body) - _DECISION_KEYS
@@ -231,7 +235,8 @@ async def api_claim_get(me: User, series: str, Project: str | None = None) -> di
 
 
 @post("/api/v1/claims", dependencies=_api, tags=["review"], status_code=201,
-      summary="Claim a series for review (or renew your claim; seniors may take_over)")
+      summary="Claim a series for review (or renew your claim; seniors may take_over)",
+      operation_class=doc.documented(body={doc.JSON: doc.obj(("series",), series=doc.STR, take_over=doc.BOOL)}))
 async def api_claim_post(request: Request, me: User, Project: str | None = None) -> dict:  # noqa: N803
     body = await json_object(request, '{"series": "1.2.3", "take_over": false}')
     if not isinstance(body.get("series"), str) or not isinstance(body.get("take_over", False), bool):

@@ -38,7 +38,7 @@ async def _with_pool(coro):
     if isinstance(engine, PostgresEngine) and engine.pool is None:
         from portal import db
 
-        await db.start_pool(engine, max_size=POOL_SIZE)
+        await db.open_pool(engine, max_size=POOL_SIZE)
     return await coro
 
 
@@ -66,7 +66,7 @@ def _close(loop: asyncio.AbstractEventLoop) -> None:
     if loop.is_closed():
         return
     try:
-        loop.run_until_complete(db.close_loop_pool(_engine()))
+        loop.run_until_complete(db.close_pool(_engine(), this_loop=True))
     except Exception:  # a pool already gone (its database dropped): the loop is closed all the same
         pass
     loop.close()

@@ -229,6 +229,7 @@ BIG = "18446744073709551616"
     "/dicomweb/p/series?Modality=%5C", "/dicomweb/p/studies?StudyInstanceUID=%5C%5C",
     f"/dicomweb/p/instances?InstanceNumber={BIG}", f"/api/v1/forms/mri-qc?Project=p&Version={BIG}",
     "/api/v1/forms/mri-qc?Project=p&Version=abc",
+    "/api/v1/scan-decisions?series=1.2%00", "/api/v1/patient/get/?Project=p&PatientID=a%00b",  # NUL: PostgreSQL
 ])
 async def test_bad_parameters_are_4xx_with_a_reason(client, path):
     await make_project("p", {"ana": "manager"})
