@@ -17,6 +17,34 @@ MAX_FIELD_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 
 
+class Spool:
+    """Where the file parts of one request are written: files in a shared folder, each removed by `discard()`
+    unless it was moved into the store meanwhile (no folder made and removed per request)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.paths: list[Path] = []
+
+    def create(self, prefix: str, suffix: str):
+        """A new empty file: (open binary writer, its path)."""
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=self.folder)
+        path = Path(tmp)
+        self.paths.append(path)
+        return os.fdopen(fd, "wb"), path
+
+    def discard(self) -> None:
+        for path in self.paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:  # moved into the store
+                pass
+        self.paths.clear()
+
+
+def _spool(where: "Path | Spool") -> "Spool":
+    return where if isinstance(where, Spool) else Spool(Path(where))
+
+
 @dataclass
 class Part:
     headers: dict[str, str]
@@ -59,9 +87,11 @@ def _disposition(value: str) -> dict[str, str]:
     return params
 
 
-async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: Path, *,
+async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: "Path | Spool", *,
                           max_total: int, max_parts: int = 20000) -> list[Part]:
-    """Split a multipart body into parts: file parts land in `tmpdir`, small fields stay in memory."""
+    """Split a multipart body into parts: file parts land in `tmpdir` (a folder or a Spool), small fields stay
+    in memory."""
+    spool = _spool(tmpdir)
     if not boundary or len(boundary) > 200:
         raise Invalid("The multipart body has no usable boundary parameter.", "no_boundary")
     delim = b"\r\n--" + boundary.encode("latin-1")
@@ -115,9 +145,7 @@ async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: P
             part.content_type not in ("", "text/plain"))
         out = None
         if is_file:
-            fd, tmp = tempfile.mkstemp(prefix="part-", suffix=".bin", dir=tmpdir)
-            out = os.fdopen(fd, "wb")
-            part.path = Path(tmp)
+            out, part.path = spool.create("part-", ".bin")
             part.filename = sanitize_filename(part.filename or f"part-{len(parts) + 1}")
         value = bytearray()
 
@@ -147,7 +175,7 @@ async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: P
         parts.append(part)
 
 
-async def receive(request_stream: AsyncIterator[bytes], content_type: str, tmpdir: Path, *,
+async def receive(request_stream: AsyncIterator[bytes], content_type: str, tmpdir: "Path | Spool", *,
                   max_total: int, allowed: tuple[str, ...] = ("multipart/form-data", "multipart/related",
                                                                "application/dicom")) -> list[Part]:
     """Parts of an upload body: multipart (form-data or related) or a single application/dicom body."""
@@ -157,12 +185,12 @@ async def receive(request_stream: AsyncIterator[bytes], content_type: str, tmpdi
             f"Unsupported content type '{media or '(none)'}': send {', '.join(allowed)}.", "unsupported_media_type")
     if media.startswith("multipart/"):
         return await parse_multipart(request_stream, params.get("boundary", ""), tmpdir, max_total=max_total)
-    fd, tmp = tempfile.mkstemp(prefix="body-", suffix=".dcm", dir=tmpdir)
+    out, tmp = _spool(tmpdir).create("body-", ".dcm")
     size = 0
-    with os.fdopen(fd, "wb") as out:
+    with out:
         async for chunk in request_stream:
             size += len(chunk)
             if size > max_total:
                 raise TooLarge(f"The upload is larger than the limit of {max_total // 2**20} MB.", "too_large")
             out.write(chunk)
-    return [Part(headers={"content-type": media}, filename="body.dcm", content_type=media, path=Path(tmp), size=size)]
+    return [Part(headers={"content-type": media}, filename="body.dcm", content_type=media, path=tmp, size=size)]

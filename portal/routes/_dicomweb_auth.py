@@ -47,7 +47,7 @@ async def _basic_user(request: Request, value: str) -> User:
     with _lock:
         cached = _basic_cache.get(key)
     if cached and cached[1] > now:
-        user = await User.objects().get(User.id == cached[0])
+        user = await accounts.by_id_cached(cached[0])
         if user is not None and user.is_active:
             return user
     username, password = _basic_credentials(value)

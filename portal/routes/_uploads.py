@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,19 +17,26 @@ from portal.tables import Archive, Project
 MAX_UPLOAD_BYTES = 8 * 1024**3
 
 
+_made: set[Path] = set()
+
+
 @asynccontextmanager
 async def upload_dir():
-    """A scratch folder inside the data dir (same disk as storage, so large files never hit /tmp)."""
+    """Where a request's files are spooled: the data dir's scratch folder (same disk as storage, so a part is
+    renamed into the store, never copied; large files never hit /tmp). What was not moved into the store is
+    removed at the end; a crash's leftovers go at the next start (portal/cleanup.py)."""
     root = settings_mod.current().data_dir / "tmp"
-    root.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="upload-", dir=root))
+    if root not in _made:
+        root.mkdir(parents=True, exist_ok=True)
+        _made.add(root)
+    spool = uploads.Spool(root)
     try:
-        yield path
+        yield spool
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        spool.discard()
 
 
-async def receive_parts(request: Request, tmp: Path, allowed: tuple[str, ...] | None = None) -> list[uploads.Part]:
+async def receive_parts(request: Request, tmp: uploads.Spool, allowed: tuple[str, ...] | None = None) -> list[uploads.Part]:
     kw = {"allowed": allowed} if allowed else {}
     return await uploads.receive(request.stream(), request.headers.get("content-type", ""), tmp,
                                  max_total=MAX_UPLOAD_BYTES, **kw)
