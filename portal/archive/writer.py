@@ -276,7 +276,7 @@ def place_all(store: FileStore, jobs: list[Job]) -> None:
         dirs = one(jobs[0])
     else:
         dirs = set().union(*_placers.map(one, jobs))
-    if len(dirs) > 1:
+    if len(dirs) > 4:  # many: in parallel; a few (one file's new folders) here, without a hop per folder
         list(_placers.map(_sync_one, dirs))
     else:
         sync_dirs(dirs)
