@@ -11,9 +11,26 @@ from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
 from piccolo.engine.sqlite import SQLiteEngine, dict_factory as _dict_factory
 
+from piccolo.querystring import QueryString
+
+from portal import rowcache
 from portal.settings import Settings
 
 BUSY_TIMEOUT_S = 60
+_WRITES = ("INSERT INTO ", "UPDATE ", "DELETE FROM ")
+
+
+def _note_write(querystring: QueryString) -> None:
+    """Tell the row cache about a write to one of its tables (Piccolo's INSERT, UPDATE and DELETE: their
+    innermost template names the table)."""
+    qs = querystring
+    while qs.template.startswith("{}") and qs.args and isinstance(qs.args[0], QueryString):
+        qs = qs.args[0]
+    head = qs.template
+    for verb in _WRITES:
+        if head.startswith(verb):
+            rowcache.saw_write(head[len(verb):].split(None, 1)[0].strip('"'))
+            return
 
 
 class _PooledConnection:
@@ -69,6 +86,10 @@ class PooledSQLiteEngine(SQLiteEngine):
 
     async def get_connection(self):
         return _PooledConnection(self, await self._acquire())
+
+    async def run_querystring(self, querystring, in_pool: bool = False):
+        _note_write(querystring)
+        return await super().run_querystring(querystring, in_pool=in_pool)
 
     async def _run_in_new_connection(self, query, args=None, query_type="generic", table=None):
         connection = await self._acquire()
@@ -153,6 +174,7 @@ class PooledPostgresEngine(PostgresEngine):
         await self.open_pool()
 
     async def run_querystring(self, querystring, in_pool: bool = True):
+        _note_write(querystring)
         if in_pool and self.current_transaction.get() is None:
             await self.open_pool()
         return await super().run_querystring(querystring, in_pool=in_pool)
@@ -213,6 +235,7 @@ def use_engine(engine: Engine) -> None:
     from portal.tables import TABLES
 
     piccolo_conf.DB = engine
+    rowcache.changed()  # rows cached from another database mean nothing here
     for table in [*TABLES, Migration]:
         table._meta.db = engine
 

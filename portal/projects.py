@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from portal import audit, clock, forms, names
+from portal import audit, clock, forms, names, rowcache
 from portal.auth import accounts
 from portal.auth.permissions import ROLES
 from portal.errors import Conflict, Invalid, NotFound
@@ -122,7 +122,8 @@ async def archives(project: Project) -> list[Archive]:
 async def archive(project: Project, name: str | None) -> Archive:
     """The archive `name` of `project` (the default one when no name is given)."""
     name = (name or DEFAULT_ARCHIVE).strip()
-    found = await Archive.objects().get((Archive.project == project.id) & (Archive.name == name))
+    found = await rowcache.get(("archive", project.id, name), lambda: Archive.objects().get(
+        (Archive.project == project.id) & (Archive.name == name)))
     if found is None:
         raise NotFound(f"Project '{project.name}' has no archive named '{name}'.", "archive_not_found")
     return found

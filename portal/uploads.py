@@ -17,6 +17,34 @@ MAX_FIELD_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 
 
+class Spool:
+    """Where the file parts of one request are written: files in a shared folder, each removed by `discard()`
+    unless it was moved into the store meanwhile (no folder made and removed per request)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.paths: list[Path] = []
+
+    def create(self, prefix: str, suffix: str):
+        """A new empty file: (open binary writer, its path)."""
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=self.folder)
+        path = Path(tmp)
+        self.paths.append(path)
+        return os.fdopen(fd, "wb"), path
+
+    def discard(self) -> None:
+        for path in self.paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:  # moved into the store
+                pass
+        self.paths.clear()
+
+
+def _spool(where: "Path | Spool") -> "Spool":
+    return where if isinstance(where, Spool) else Spool(Path(where))
+
+
 @dataclass
 class Part:
     headers: dict[str, str]
@@ -24,13 +52,19 @@ class Part:
     filename: str = ""
     content_type: str = ""
     path: Path | None = None
+    data: bytes | None = None  # a file part kept in memory (see `memory` of `receive`)
     value: bytes = b""
     size: int = 0
     extra: dict = field(default_factory=dict)
 
     @property
     def is_file(self) -> bool:
-        return self.path is not None
+        return self.path is not None or self.data is not None
+
+    @property
+    def source(self) -> "Path | bytes":
+        """What ingest takes: the bytes when in memory, else the spooled file."""
+        return self.data if self.data is not None else self.path
 
 
 def media_type(content_type: str) -> tuple[str, dict[str, str]]:
@@ -59,9 +93,17 @@ def _disposition(value: str) -> dict[str, str]:
     return params
 
 
-async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: Path, *,
-                          max_total: int, max_parts: int = 20000) -> list[Part]:
-    """Split a multipart body into parts: file parts land in `tmpdir`, small fields stay in memory."""
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: "Path | Spool", *,
+                          max_total: int, max_parts: int = 20000, memory: int = 0) -> list[Part]:
+    """Split a multipart body into parts: file parts land in `tmpdir` (a folder or a Spool), small fields stay
+    in memory. With `memory`, file parts are kept in memory (`Part.data`) while the request's total stays
+    within that many bytes: they are parsed, hashed and written to the store from there, never spooled and
+    read back. Zips always go to disk (they are expanded from a file)."""
+    spool = _spool(tmpdir)
+    room = memory
     if not boundary or len(boundary) > 200:
         raise Invalid("The multipart body has no usable boundary parameter.", "no_boundary")
     delim = b"\r\n--" + boundary.encode("latin-1")
@@ -115,20 +157,25 @@ async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: P
             part.content_type not in ("", "text/plain"))
         out = None
         if is_file:
-            fd, tmp = tempfile.mkstemp(prefix="part-", suffix=".bin", dir=tmpdir)
-            out = os.fdopen(fd, "wb")
-            part.path = Path(tmp)
+            if room <= 0:
+                out, part.path = spool.create("part-", ".bin")
             part.filename = sanitize_filename(part.filename or f"part-{len(parts) + 1}")
         value = bytearray()
 
         def write(data) -> None:
+            nonlocal out
             part.size += len(data)
             if out is not None:
                 out.write(data)
-            else:
-                value.extend(data)
+                return
+            value.extend(data)
+            if not is_file:
                 if len(value) > MAX_FIELD_BYTES:
                     raise TooLarge(f"Form field '{part.name}' is too long.", "field_too_long")
+            elif len(value) > room or value[:4] == ZIP_MAGIC:  # past the memory allowed: to disk
+                out, part.path = spool.create("part-", ".bin")
+                out.write(value)
+                value.clear()
 
         try:
             while (i := buf.find(delim)) < 0:
@@ -143,26 +190,32 @@ async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: P
         finally:
             if out is not None:
                 out.close()
-        part.value = bytes(value)
+        if is_file and out is None:
+            part.data = bytes(value)
+            room -= len(part.data)
+        else:
+            part.value = bytes(value)
         parts.append(part)
 
 
-async def receive(request_stream: AsyncIterator[bytes], content_type: str, tmpdir: Path, *,
+async def receive(request_stream: AsyncIterator[bytes], content_type: str, tmpdir: "Path | Spool", *,
                   max_total: int, allowed: tuple[str, ...] = ("multipart/form-data", "multipart/related",
-                                                               "application/dicom")) -> list[Part]:
-    """Parts of an upload body: multipart (form-data or related) or a single application/dicom body."""
+                                                               "application/dicom"), memory: int = 0) -> list[Part]:
+    """Parts of an upload body: multipart (form-data or related) or a single application/dicom body.
+    `memory`: see parse_multipart."""
     media, params = media_type(content_type)
     if media not in allowed:
         raise UnsupportedMediaType(
             f"Unsupported content type '{media or '(none)'}': send {', '.join(allowed)}.", "unsupported_media_type")
     if media.startswith("multipart/"):
-        return await parse_multipart(request_stream, params.get("boundary", ""), tmpdir, max_total=max_total)
-    fd, tmp = tempfile.mkstemp(prefix="body-", suffix=".dcm", dir=tmpdir)
+        return await parse_multipart(request_stream, params.get("boundary", ""), tmpdir, max_total=max_total,
+                                     memory=memory)
+    out, tmp = _spool(tmpdir).create("body-", ".dcm")
     size = 0
-    with os.fdopen(fd, "wb") as out:
+    with out:
         async for chunk in request_stream:
             size += len(chunk)
             if size > max_total:
                 raise TooLarge(f"The upload is larger than the limit of {max_total // 2**20} MB.", "too_large")
             out.write(chunk)
-    return [Part(headers={"content-type": media}, filename="body.dcm", content_type=media, path=Path(tmp), size=size)]
+    return [Part(headers={"content-type": media}, filename="body.dcm", content_type=media, path=tmp, size=size)]

@@ -102,35 +102,46 @@ async def ingest_file(path: str | Path, project: Project, archive: Archive | Non
     return result
 
 
-async def ingest_files(files: list[tuple[Path, str]], project: Project, archive: Archive | None = None, *,
-                       move: bool = False, audit: dict | None = None, accept=None,
+async def ingest_files(files: list[tuple[Path | bytes, str]], project: Project, archive: Archive | None = None,
+                       *, move: bool = False, audit: dict | None = None, accept=None,
                        return_exceptions: bool = False) -> list:
-    """Ingest many (path, filename) at once, answered in order; they share the writer's batches.
+    """Ingest many (path or bytes, filename) at once, answered in order; they share the writer's batches.
 
     `audit` (see upload_audit) is committed with them. `accept(parsed)` may refuse an instance by returning
     the reason (rejected, suberror "refused"). With `return_exceptions`, an instance that could not be
     stored (disk, database) is answered by its exception instead of raising it."""
     if archive is None:
         archive = await projects.archive(project, None)
+    conf = projects.settings_of(project)
+    store = storage()
     results: list = []
     pending: list = []
 
-    async def store_chunk(reads: list, chunk: list, audit: dict | None) -> list:
+    def read_and_place(chunk: list) -> tuple:
+        """One thread hop per chunk: parse and hash each file, apply the project's policy, place the files."""
+        reads = [prepare(data=src) if isinstance(src, bytes | bytearray) else prepare(src) for src, _ in chunk]
         refused = {}
         for j, (r, (_, name)) in enumerate(zip(reads, chunk)):
             if accept is not None and isinstance(r, ReadFile) and (why := accept(r.parsed)):
                 refused[j] = _result(REJECTED, r.parsed, r.parsed.patient_id, name, why, "refused")
-        out = await ingest_prepared([(r, p, name) for j, (r, (p, name)) in enumerate(zip(reads, chunk))
-                                     if j not in refused], project, archive, move=move, audit=audit,
-                                    return_exceptions=True)
+        items = [(r, None if isinstance(src, bytes | bytearray) else Path(src), name)
+                 for j, (r, (src, name)) in enumerate(zip(reads, chunk)) if j not in refused]
+        planned = _plan(items, project, archive, conf, move)
+        if planned[1]:
+            writer.place_all(store, [job for _, job in planned[1]])
+        return refused, items, planned
+
+    async def store_chunk(prepared: tuple, n: int, audit: dict | None) -> list:
+        refused, items, (results, jobs) = prepared
+        out = await _commit(items, results, jobs, project, archive, audit=audit, return_exceptions=True)
         it = iter(out)
-        return [refused[j] if j in refused else next(it) for j in range(len(chunk))]
+        return [refused[j] if j in refused else next(it) for j in range(n)]
 
     for start in range(0, max(len(files), 1), PREPARE_CHUNK):
         chunk = files[start:start + PREPARE_CHUNK]
-        reads = await asyncio.to_thread(lambda chunk=chunk: [prepare(p) for p, _ in chunk])
+        prepared = await asyncio.to_thread(read_and_place, chunk)
         last = start + PREPARE_CHUNK >= len(files)
-        pending.append(asyncio.ensure_future(store_chunk(reads, chunk, audit if last else None)))
+        pending.append(asyncio.ensure_future(store_chunk(prepared, len(chunk), audit if last else None)))
         while len(pending) > 2:  # parse the next chunk while the last ones are written; bounded memory
             results.extend(await pending.pop(0))
     for fut in pending:
@@ -142,13 +153,8 @@ async def ingest_files(files: list[tuple[Path, str]], project: Project, archive:
     return results
 
 
-async def ingest_prepared(items: list[tuple[ReadFile | DicomRejected, Path | None, str]], project: Project,
-                          archive: Archive | None = None, *, move: bool = False, audit: dict | None = None,
-                          after_commit: list | None = None, return_exceptions: bool = False) -> list:
-    """Store what `prepare` read: [(read, file on disk or None, filename)] → results in the same order."""
-    if archive is None:
-        archive = await projects.archive(project, None)
-    conf = projects.settings_of(project)
+def _plan(items: list, project: Project, archive: Archive, conf: dict, move: bool) -> tuple[list, list]:
+    """The project's policy on what `prepare` read: (results so far, [(index, Job)] of what is to be stored)."""
     results: list = [None] * len(items)
     jobs: list[tuple[int, writer.Job]] = []
     for i, (read, src, filename) in enumerate(items):
@@ -165,8 +171,26 @@ async def ingest_prepared(items: list[tuple[ReadFile | DicomRejected, Path | Non
             patient_id = _assigned_patient_id(read.parsed.study_instance_uid)
         jobs.append((i, writer.Job(project, archive, read, patient_id, src=src, move=move and src is not None,
                                    allow_overwrite=bool(conf["allow_overwrite"]))))
+    return results, jobs
+
+
+async def ingest_prepared(items: list[tuple[ReadFile | DicomRejected, Path | None, str]], project: Project,
+                          archive: Archive | None = None, *, move: bool = False, audit: dict | None = None,
+                          after_commit: list | None = None, return_exceptions: bool = False) -> list:
+    """Store what `prepare` read: [(read, file on disk or None, filename)] → results in the same order."""
+    if archive is None:
+        archive = await projects.archive(project, None)
+    results, jobs = _plan(items, project, archive, projects.settings_of(project), move)
     if jobs:  # files first (durable), then the rows through the writer
         await asyncio.to_thread(writer.place_all, storage(), [job for _, job in jobs])
+    return await _commit(items, results, jobs, project, archive, audit=audit, after_commit=after_commit,
+                         return_exceptions=return_exceptions)
+
+
+async def _commit(items: list, results: list, jobs: list, project: Project, archive: Archive, *,
+                  audit: dict | None = None, after_commit: list | None = None,
+                  return_exceptions: bool = False) -> list:
+    """The rows of placed `jobs` through the writer (or inside the caller's transaction with `after_commit`)."""
     if audit is not None:
         if jobs:
             jobs[-1][1].audit = audit

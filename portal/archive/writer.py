@@ -14,6 +14,7 @@ batch transaction fails it is retried instance by instance, so one bad instance 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import weakref
@@ -156,9 +157,9 @@ async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list
     # What is stored already: one query for the whole batch.
     keys = list({j.key for j in jobs})
     existing = {}
-    if keys:
-        for row in await Instance.select(Instance.id, Instance.key, Instance.md5, Instance.file_key).where(
-                Instance.key.is_in(keys)):
+    if keys:  # raw: the ORM's query building cost more than the query
+        for row in await Instance.raw('SELECT "id", "key", "md5", "file_key" FROM lb_instance WHERE "key" IN ('
+                                      + ", ".join(["{}"] * len(keys)) + ")", *keys):
             existing[row["key"]] = row
     seen: set[str] = set()
     todo: list[Job] = []
@@ -187,10 +188,7 @@ async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list
     results: dict[int, tuple] = {}
     try:
         if placed or audits:
-            async with db.write_transaction():
-                results = await _write_rows(placed)
-                if audits:
-                    await _write_audits(audits)
+            results = await _transact(_batch(placed, audits))
         audits = []
     except Exception as exc:
         if len(placed) <= 1 and not audits:
@@ -203,15 +201,13 @@ async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list
             results = {}
             for job in placed:
                 try:
-                    async with db.write_transaction():
-                        results.update(await _write_rows([job]))
+                    results.update(await _transact(_write_rows([job])))
                 except Exception as exc:
                     await _delete_orphan(store, job.file_key)
                     _fail(job, exc)
     if audits:
         try:
-            async with db.write_transaction():
-                await _write_audits(audits)
+            await _transact(_write_audits(audits))
         except Exception:
             log.exception("could not record %d upload audit event(s)", len(audits))
     for job in placed:
@@ -280,7 +276,7 @@ def place_all(store: FileStore, jobs: list[Job]) -> None:
         dirs = one(jobs[0])
     else:
         dirs = set().union(*_placers.map(one, jobs))
-    if len(dirs) > 1:
+    if len(dirs) > 4:  # many: in parallel; a few (one file's new folders) here, without a hop per folder
         list(_placers.map(_sync_one, dirs))
     else:
         sync_dirs(dirs)
@@ -304,42 +300,91 @@ async def _same_dataset(store: FileStore, job: Job, existing: dict) -> bool:
         return False
 
 
-def _tx():
-    """The connection of the caller's transaction, and whether it is PostgreSQL's (asyncpg)."""
+# The statements of a transaction are written as generators: each statement is yielded as (sql, args, many)
+# and its rows are sent back. One generator serves both databases: on SQLite the whole transaction runs in
+# one hop to the connection's thread (a hop per statement cost more than the statements), on PostgreSQL
+# each statement is awaited on the transaction's connection.
+
+
+def _fetch(sql: str, args: list):
+    """One statement (straight through the driver: the ORM cost about half the writer's CPU); its rows."""
+    return (yield (sql, args, False))
+
+
+def _many(sql: str, rows: list[list]):
+    """One statement for each of `rows` (executemany)."""
+    if rows:
+        yield (sql, rows, True)
+
+
+async def _transact(statements):
+    """Run the generator `statements` in a write transaction (the caller's, when one is open); its result."""
     engine = Instance._meta.db
+    pg = isinstance(engine, PostgresEngine)
     tx = engine.current_transaction.get()
-    if tx is None:
-        raise RuntimeError("the writer's statements run inside a transaction")
-    return tx.connection, isinstance(engine, PostgresEngine)
+    if tx is not None:
+        return await _drive(statements, tx.connection, pg)
+    if pg:
+        async with db.write_transaction():
+            return await _drive(statements, engine.current_transaction.get().connection, True)
+    connection = await engine._acquire()
+    try:
+        return await connection._execute(_drive_sqlite, connection._conn, statements)
+    finally:
+        await engine._release(connection)
 
 
+def _drive_sqlite(conn, statements):
+    """In the SQLite connection's thread: BEGIN IMMEDIATE (the write lock at once, see db.write_transaction),
+    every statement, COMMIT; ROLLBACK on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = None
+        while True:
+            try:
+                sql, args, many = statements.send(rows)
+            except StopIteration as stop:
+                conn.execute("COMMIT")
+                return stop.value
+            if many:
+                conn.executemany(sql, args)
+                rows = None
+            else:
+                rows = conn.execute(sql, args).fetchall()
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+async def _drive(statements, connection, pg: bool):
+    rows = None
+    while True:
+        try:
+            sql, args, many = statements.send(rows)
+        except StopIteration as stop:
+            return stop.value
+        if pg:
+            if many:
+                await connection.executemany(_pg(sql), args)
+                rows = None
+            else:
+                rows = [dict(r) for r in await connection.fetch(_pg(sql), *args)]
+        elif many:
+            await connection.executemany(sql, args)
+            rows = None
+        else:
+            rows = list(await connection.execute_fetchall(sql, args))
+
+
+@functools.lru_cache(maxsize=512)
 def _pg(sql: str) -> str:
     """`?` placeholders as asyncpg's $1, $2, … (the statements here hold no literal `?`)."""
     n = iter(range(1, 1 << 30))
     return re.sub(r"\?", lambda _: f"${next(n)}", sql)
 
 
-async def _fetch(sql: str, args: list) -> list[dict]:
-    """One statement in the caller's transaction, straight through the driver: the ORM cost about half the
-    writer's CPU. SQLite: one thread hop (execute and fetch together)."""
-    connection, pg = _tx()
-    if pg:
-        return [dict(r) for r in await connection.fetch(_pg(sql), *args)]
-    return list(await connection.execute_fetchall(sql, args))
-
-
-async def _many(sql: str, rows: list[list]) -> None:
-    """One statement for each of `rows` (executemany), in the caller's transaction."""
-    if not rows:
-        return
-    connection, pg = _tx()
-    if pg:
-        await connection.executemany(_pg(sql), rows)
-    else:
-        await connection.executemany(sql, rows)
-
-
-async def _insert(table: str, columns: tuple[str, ...], rows: list[list], returning: str = "") -> list[dict]:
+def _insert(table: str, columns: tuple[str, ...], rows: list[list], returning: str = ""):
     """One multi-row INSERT … ON CONFLICT (key) DO NOTHING [RETURNING …]: rows another ingest inserted first
     are left as they are (and not returned)."""
     if not rows:
@@ -347,7 +392,7 @@ async def _insert(table: str, columns: tuple[str, ...], rows: list[list], return
     values = ", ".join(["(" + ", ".join("?" * len(columns)) + ")"] * len(rows))
     sql = (f'INSERT INTO {table} ({_q(columns)}) VALUES {values} ON CONFLICT ("key") DO NOTHING'
            + (f" RETURNING {returning}" if returning else ""))
-    return await _fetch(sql, [v for row in rows for v in row])
+    return (yield from _fetch(sql, [v for row in rows for v in row]))
 
 
 def _q(columns) -> str:
@@ -359,15 +404,23 @@ def _in(values) -> str:
     return "(" + ", ".join("?" * len(values)) + ")"
 
 
-async def _by_key(table: str, columns: tuple[str, ...], keys: list[str]) -> dict[str, dict]:
+def _by_key(table: str, columns: tuple[str, ...], keys: list[str]):
     """{key: row} of the rows of `table` with these keys."""
     if not keys:
         return {}
-    return {r["key"]: r for r in await _fetch(f'SELECT {_q(columns)} FROM {table} WHERE "key" IN {_in(keys)}',
-                                              keys)}
+    rows = yield from _fetch(f'SELECT {_q(columns)} FROM {table} WHERE "key" IN {_in(keys)}', keys)
+    return {r["key"]: r for r in rows}
 
 
-async def _write_rows(jobs: list[Job]) -> dict[int, tuple]:
+def _batch(jobs: list[Job], audits: list[dict]):
+    """The statements of one batch: its instances' rows, then its requests' audit rows."""
+    results = yield from _write_rows(jobs)
+    if audits:
+        yield from _write_audits(audits)
+    return results
+
+
+def _write_rows(jobs: list[Job]):
     """The rows of `jobs` (in the caller's transaction): {id(job): (what happened, series id or raced row)}.
 
     A statement per table per batch (multi-row INSERT … ON CONFLICT DO NOTHING, then a look-up by key), with
@@ -377,21 +430,21 @@ async def _write_rows(jobs: list[Job]) -> dict[int, tuple]:
     now = clock.now()
     out: dict[int, tuple] = {}
     series_keys = list({f"{j.project.id}:{j.read.parsed.series_instance_uid}" for j in jobs})
-    known = await _by_key("lb_series", ("id", "key", "study", "ai_status"), series_keys)
+    known = yield from _by_key("lb_series", ("id", "key", "study", "ai_status"), series_keys)
     fresh: dict[str, Job] = {}  # series key -> the batch's first instance of a new series
     for job in jobs:
         skey = f"{job.project.id}:{job.read.parsed.series_instance_uid}"
         if skey not in known and skey not in fresh:
             fresh[skey] = job
     if fresh:
-        known.update(await _new_series(fresh, now))
+        known.update((yield from _new_series(fresh, now)))
     replaced = [j for j in jobs if j.replace is not None]
     if replaced:
-        await _many('UPDATE lb_instance SET "file_key" = ?, "size" = ?, "md5" = ?, "transfer_syntax_uid" = ? WHERE "id" = ?',
+        yield from _many('UPDATE lb_instance SET "file_key" = ?, "size" = ?, "md5" = ?, "transfer_syntax_uid" = ? WHERE "id" = ?',
                     [[j.file_key, j.read.size, j.read.md5, j.read.parsed.transfer_syntax_uid, j.replace["id"]]
                      for j in replaced])
         ids = [j.replace["id"] for j in replaced]
-        await _fetch(f'DELETE FROM lb_instance_metadata WHERE "instance" IN {_in(ids)}', ids)
+        yield from _fetch(f'DELETE FROM lb_instance_metadata WHERE "instance" IN {_in(ids)}', ids)
         for job in replaced:
             out[id(job)] = ("replaced", None)
     new = [j for j in jobs if j.replace is None]
@@ -404,9 +457,9 @@ async def _write_rows(jobs: list[Job]) -> dict[int, tuple]:
         rows.append([job.key, job.project.id, s["id"], p.sop_instance_uid, p.sop_class_uid, p.instance_number,
                      p.transfer_syntax_uid, p.rows or 0, p.columns or 0, p.number_of_frames, job.file_key,
                      job.read.size, job.read.md5, now])
-    inserted = {r["key"] for r in await _insert("lb_instance", _INSTANCE_COLUMNS, rows, returning='"key"')}
+    inserted = {r["key"] for r in (yield from _insert("lb_instance", _INSTANCE_COLUMNS, rows, returning='"key"'))}
     lost = list({j.key for j in new if j.key not in inserted})
-    raced_rows = await _by_key("lb_instance", ("id", "key", "md5", "file_key"), lost)
+    raced_rows = yield from _by_key("lb_instance", ("id", "key", "md5", "file_key"), lost)
     touched: dict[int, int] = {}  # series id -> study id
     rescore: set[int] = set()
     hooked: set[str] = set()
@@ -428,12 +481,12 @@ async def _write_rows(jobs: list[Job]) -> dict[int, tuple]:
     if touched:
         # Quiet-period inference and "recently changed" sorting read these.
         ids = list(touched)
-        await _fetch(f'UPDATE lb_series SET "last_instance_at" = ? WHERE "id" IN {_in(ids)}', [now, *ids])
+        yield from _fetch(f'UPDATE lb_series SET "last_instance_at" = ? WHERE "id" IN {_in(ids)}', [now, *ids])
         if rescore:
             ids = list(rescore)
-            await _fetch(f'UPDATE lb_series SET "ai_status" = \'\' WHERE "id" IN {_in(ids)}', ids)
+            yield from _fetch(f'UPDATE lb_series SET "ai_status" = \'\' WHERE "id" IN {_in(ids)}', ids)
         ids = list(set(touched.values()))
-        await _fetch(f'UPDATE lb_study SET "updated_at" = ? WHERE "id" IN {_in(ids)}', [now, *ids])
+        yield from _fetch(f'UPDATE lb_study SET "updated_at" = ? WHERE "id" IN {_in(ids)}', [now, *ids])
     return out
 
 
@@ -442,7 +495,7 @@ _INSTANCE_COLUMNS = ("key", "project", "series", "sop_instance_uid", "sop_class_
 _AUDIT_COLUMNS = ("user", "username", "action", "object", "detail", "client", "created_at")
 
 
-async def _write_audits(audits: list[dict]) -> None:
+def _write_audits(audits: list[dict]):
     now = clock.now()
     defaults = {"user": None, "username": "", "object": "", "detail": {}, "client": ""}
     rows = []
@@ -452,10 +505,10 @@ async def _write_audits(audits: list[dict]) -> None:
         rows.append([a["user"], a["username"], a["action"], a["object"],
                      detail if isinstance(detail, str) else dump_json(detail), a["client"], now])
     values = ", ".join(["(" + ", ".join("?" * len(_AUDIT_COLUMNS)) + ")"] * len(rows))
-    await _fetch(f"INSERT INTO lb_audit_event ({_q(_AUDIT_COLUMNS)}) VALUES {values}", [v for row in rows for v in row])
+    yield from _fetch(f"INSERT INTO lb_audit_event ({_q(_AUDIT_COLUMNS)}) VALUES {values}", [v for row in rows for v in row])
 
 
-async def _new_series(fresh: dict[str, Job], now) -> dict[str, dict]:
+def _new_series(fresh: dict[str, Job], now):
     """Patient, study and series rows for the first instance of each new series, a statement per table
     (upserts: others may race us; a row that exists already is kept as it is). {series key: its row}."""
     patients: dict[str, list] = {}
@@ -466,9 +519,9 @@ async def _new_series(fresh: dict[str, Job], now) -> dict[str, dict]:
         patients.setdefault(patient_key, [
             patient_key, project.id, archive.id, job.patient_id, p.patient_name[:324], p.patient_birth_date[:8],
             p.patient_sex[:16], now])
-    await _insert("lb_patient", ("key", "project", "archive", "patient_id", "patient_name", "birth_date", "sex",
+    yield from _insert("lb_patient", ("key", "project", "archive", "patient_id", "patient_name", "birth_date", "sex",
                                  "created_at"), list(patients.values()))
-    patient_ids = {k: r["id"] for k, r in (await _by_key("lb_patient", ("id", "key"), list(patients))).items()}
+    patient_ids = {k: r["id"] for k, r in (yield from _by_key("lb_patient", ("id", "key"), list(patients))).items()}
     for skey, job in fresh.items():
         p, project = job.read.parsed, job.project
         study_key = f"{project.id}:{p.study_instance_uid}"
@@ -476,10 +529,10 @@ async def _new_series(fresh: dict[str, Job], now) -> dict[str, dict]:
             study_key, project.id, patient_ids[f"{job.archive.id}:{job.patient_id}"], p.study_instance_uid,
             p.study_date[:8], p.study_time[:16], p.study_description[:256], p.referring_physician_name[:324],
             p.institution_name[:256], p.accession_number[:64], p.study_id[:64], "", now, now])
-    await _insert("lb_study", ("key", "project", "patient", "study_instance_uid", "study_date", "study_time",
+    yield from _insert("lb_study", ("key", "project", "patient", "study_instance_uid", "study_date", "study_time",
                                "description", "referring_physician", "institution", "accession_number", "study_id",
                                "modalities", "created_at", "updated_at"), list(studies.values()))
-    study_rows = await _by_key("lb_study", ("id", "key", "modalities"), list(studies))
+    study_rows = yield from _by_key("lb_study", ("id", "key", "modalities"), list(studies))
     series = []
     for skey, job in fresh.items():
         p, project = job.read.parsed, job.project
@@ -488,11 +541,11 @@ async def _new_series(fresh: dict[str, Job], now) -> dict[str, dict]:
             p.series_number, p.series_date[:8], p.series_time[:16], p.modality[:16], p.body_part_examined[:64],
             p.series_description[:256], p.manufacturer[:128], p.manufacturer_model_name[:128], p.sop_class_uid,
             "unreviewed", "", None, "", now, now])
-    await _insert("lb_series", ("key", "project", "study", "series_instance_uid", "series_number", "series_date",
+    yield from _insert("lb_series", ("key", "project", "study", "series_instance_uid", "series_number", "series_date",
                                 "series_time", "modality", "body_part", "description", "manufacturer", "model_name",
                                 "sop_class_uid", "review_status", "ai_summary", "ai_score", "ai_status",
                                 "last_instance_at", "created_at"), series)
-    series_ids = await _by_key("lb_series", ("id", "key"), list(fresh))
+    series_ids = yield from _by_key("lb_series", ("id", "key"), list(fresh))
     # Each study's modalities, grown series by series in order as before (so a truncated list reads the same).
     modalities = {r["id"]: r["modalities"] for r in study_rows.values()}
     changed: dict[int, str] = {}
@@ -504,7 +557,7 @@ async def _new_series(fresh: dict[str, Job], now) -> dict[str, dict]:
         have = set(filter(None, modalities[sid].split("\\")))
         if p.modality not in have:
             modalities[sid] = changed[sid] = "\\".join(sorted(have | {p.modality}))[:100]
-    await _many('UPDATE lb_study SET "modalities" = ? WHERE "id" = ?', [[m, sid] for sid, m in changed.items()])
+    yield from _many('UPDATE lb_study SET "modalities" = ? WHERE "id" = ?', [[m, sid] for sid, m in changed.items()])
     return {skey: {"id": series_ids[skey]["id"],
                    "study": study_rows[f"{job.project.id}:{job.read.parsed.study_instance_uid}"]["id"],
                    "ai_status": ""} for skey, job in fresh.items()}

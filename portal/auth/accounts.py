@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 
-from portal import audit, clock, names
+from portal import audit, clock, names, rowcache
 from portal.auth import sessions, throttle
 from portal.auth.passwords import hash_password, password_problem, verify_password
 from portal.errors import Conflict, Invalid, NotFound, Throttled, Unauthenticated
@@ -13,6 +13,15 @@ from portal.tables import Membership, User
 
 async def get(username: str) -> User | None:
     return await User.objects().get(User.username == username)
+
+
+async def get_cached(username: str) -> User | None:
+    """`get` through the row cache (portal/rowcache.py): what every header-authenticated request looks up."""
+    return await rowcache.get(("user", username), lambda: get(username))
+
+
+async def by_id_cached(user_id: int) -> User | None:
+    return await rowcache.get(("user_id", user_id), lambda: User.objects().get(User.id == user_id))
 
 
 async def get_or_404(username: str) -> User:
@@ -97,7 +106,7 @@ async def authenticate(username: str, password: str, *, client: str = "", via: s
                         f"{'s' if seconds != 1 else ''}.", "login_throttled", retry_after=seconds)
     if pause > 0:
         await asyncio.sleep(pause)  # a noisy address is slowed, but its correct credentials still get in
-    user = await get(username)
+    user = await get_cached(username)
     ok = user is not None and verify_password(user.password_hash, password)
     if not ok or not user.is_active:
         throttle.failed(username, client)

@@ -6,6 +6,7 @@ Admins may do everything everywhere.
 
 from __future__ import annotations
 
+from portal import rowcache
 from portal.errors import NotFound, PermissionDenied
 from portal.tables import Membership, Project, User
 
@@ -36,9 +37,12 @@ ALL_PERMISSIONS = frozenset().union(*ROLE_PERMISSIONS.values())
 
 
 async def role_of(user: User, project: Project) -> str | None:
-    row = await Membership.select(Membership.role).where(
-        (Membership.user == user.id) & (Membership.project == project.id)).first()
-    return row["role"] if row else None
+    async def load():
+        row = await Membership.select(Membership.role).where(
+            (Membership.user == user.id) & (Membership.project == project.id)).first()
+        return row["role"] if row else None
+
+    return await rowcache.get(("role", user.id, project.id), load)
 
 
 async def permissions(user: User, project: Project) -> frozenset[str]:
@@ -60,7 +64,8 @@ async def project_for(user: User, name: str, permission: str = "view_project") -
     A project the user cannot see raises NotFound, exactly as a missing one does, so its
     existence does not leak; one they can see but not act on raises PermissionDenied.
     """
-    project = await Project.objects().get(Project.name == name) if name else None
+    project = await rowcache.get(("project", name), lambda: Project.objects().get(Project.name == name)) \
+        if name else None
     granted = await permissions(user, project) if project is not None else frozenset()
     if project is None or "view_project" not in granted:
         raise NotFound(f"No project named '{name}' that you can see.", "project_not_found")

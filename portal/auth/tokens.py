@@ -5,9 +5,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from portal import audit, clock
+import datetime as dt
+
+from portal import audit, clock, rowcache
 from portal.errors import NotFound
 from portal.tables import ApiToken, User
+
+
+LAST_USED_EVERY = dt.timedelta(minutes=1)  # how fresh a token's "last used" is kept
 
 
 def _digest(key: str) -> str:
@@ -28,13 +33,19 @@ async def user_for(key: str) -> User | None:
     """The active user owning an unrevoked token with this key."""
     if not key or len(key) > 200:
         return None
-    token = await ApiToken.objects().get(ApiToken.key_hash == _digest(key))
+    digest = _digest(key)
+    token = await rowcache.get(("token", digest), lambda: ApiToken.objects().get(ApiToken.key_hash == digest))
     if token is None or token.revoked_at is not None:
         return None
-    user = await User.objects().get(User.id == token.user)
+    from portal.auth import accounts
+
+    user = await accounts.by_id_cached(token.user)
     if user is None or not user.is_active:
         return None
-    await ApiToken.update({ApiToken.last_used_at: clock.now()}).where(ApiToken.id == token.id)
+    now = clock.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_EVERY:
+        # Once a minute, not once a request: a write per call would take SQLite's write lock for every STOW.
+        await ApiToken.update({ApiToken.last_used_at: now}).where(ApiToken.id == token.id)
     return user
 
 

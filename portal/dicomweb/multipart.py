@@ -55,18 +55,57 @@ def body(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
     yield _end(boundary)
 
 
-async def abody(parts: list[Part], boundary: str) -> AsyncIterator[bytes]:
-    """`body` for the event loop: each file read in one thread hop (chunked only when large)."""
-    for part in parts:
-        yield _head(part, boundary)
-        if part.path is not None:
-            f = await asyncio.to_thread(open, part.path, "rb")
-            try:
-                while chunk := await asyncio.to_thread(f.read, 8 * CHUNK):
-                    yield chunk
-            finally:
-                f.close()
-        else:
-            yield part.data
-        yield b"\r\n"
-    yield _end(boundary)
+READ_AHEAD = 4 * CHUNK  # bytes made ready per thread hop by `abody`
+
+
+class _Reader:
+    """The parts of a body, made (a generator may transcode) and read in steps of about READ_AHEAD bytes: a
+    small file in one read, a large one in chunks."""
+
+    def __init__(self, parts: Iterable[Part], boundary: str):
+        self.parts, self.boundary = iter(parts), boundary
+        self.file = None
+        self.done = False
+
+    def step(self) -> list[bytes]:
+        out: list[bytes] = []
+        size = 0
+        while size < READ_AHEAD and not self.done:
+            if self.file is not None:
+                chunk = self.file.read(READ_AHEAD)
+                if chunk:
+                    out.append(chunk)
+                    size += len(chunk)
+                    continue
+                self.close()
+                out.append(b"\r\n")
+                continue
+            part = next(self.parts, None)
+            if part is None:
+                out.append(_end(self.boundary))
+                self.done = True
+                break
+            out.append(_head(part, self.boundary))
+            if part.path is not None:
+                self.file = open(part.path, "rb")
+            else:
+                out += [part.data, b"\r\n"]
+                size += len(part.data)
+        return out
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+async def abody(parts: Iterable[Part], boundary: str) -> AsyncIterator[bytes]:
+    """`body` for the event loop: parts made and files read in thread hops of a few MB each (three hops per
+    file were more than the reads), never on the loop."""
+    reader = _Reader(parts, boundary)
+    try:
+        while chunks := await asyncio.to_thread(reader.step):
+            for chunk in chunks:
+                yield chunk
+    finally:
+        reader.close()

@@ -43,7 +43,7 @@ async def _basic_user(request: Request, value: str) -> User:
     key = hashlib.sha256(value.strip().encode()).hexdigest()
     user_id = _verified.get(key)
     if user_id is not None:
-        user = await User.objects().get(User.id == user_id)
+        user = await accounts.by_id_cached(user_id)
         if user is not None and user.is_active:
             return user
     username, password = _basic_credentials(value)

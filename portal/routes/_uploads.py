@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,24 +15,34 @@ from portal.tables import Archive, Project
 
 # The largest request body an upload route accepts; bigger ones get 413 before anything is stored.
 MAX_UPLOAD_BYTES = 8 * 1024**3
+# File parts of one request kept in memory up to this total (parsed, hashed and stored from memory, never
+# spooled to disk and read back); the rest of a bigger upload is spooled.
+UPLOAD_MEMORY_BYTES = 32 * 1024**2
+
+
+_made: set[Path] = set()
 
 
 @asynccontextmanager
 async def upload_dir():
-    """A scratch folder inside the data dir (same disk as storage, so large files never hit /tmp)."""
+    """Where a request's files are spooled: the data dir's scratch folder (same disk as storage, so a part is
+    renamed into the store, never copied; large files never hit /tmp). What was not moved into the store is
+    removed at the end; a crash's leftovers go at the next start (portal/cleanup.py)."""
     root = settings_mod.current().data_dir / "tmp"
-    root.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="upload-", dir=root))
+    if root not in _made:
+        root.mkdir(parents=True, exist_ok=True)
+        _made.add(root)
+    spool = uploads.Spool(root)
     try:
-        yield path
+        yield spool
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        spool.discard()
 
 
-async def receive_parts(request: Request, tmp: Path, allowed: tuple[str, ...] | None = None) -> list[uploads.Part]:
+async def receive_parts(request: Request, tmp: uploads.Spool, allowed: tuple[str, ...] | None = None) -> list[uploads.Part]:
     kw = {"allowed": allowed} if allowed else {}
     return await uploads.receive(request.stream(), request.headers.get("content-type", ""), tmp,
-                                 max_total=MAX_UPLOAD_BYTES, **kw)
+                                 max_total=MAX_UPLOAD_BYTES, memory=UPLOAD_MEMORY_BYTES, **kw)
 
 
 def fields_of(parts: list[uploads.Part]) -> dict[str, str]:
@@ -46,12 +54,15 @@ async def ingest_parts(parts: list[uploads.Part], project: Project, archive: Arc
     """Ingest every file part (spooled files are moved into place); `audit(count)` gives the request's audit
     row, committed with its instances."""
     files = [p for p in parts if p.is_file]
-    if any(is_zip(p.path) for p in files):  # zips expand to an unknown count: one by one, audit after
+    if any(p.data is None and is_zip(p.path) for p in files):  # zips expand to an unknown count: one by one
         results: list[IngestResult] = []
         for part in files:
-            results.extend(await ingest_path(part.path, project, archive, filename=part.filename, move=True))
+            if part.data is not None:
+                results.extend(await ingest_files([(part.data, part.filename)], project, archive))
+            else:
+                results.extend(await ingest_path(part.path, project, archive, filename=part.filename, move=True))
         if audit is not None:
             await record_audit(project, audit(len(results)))
         return results
-    return await ingest_files([(p.path, p.filename) for p in files], project, archive, move=True,
+    return await ingest_files([(p.source, p.filename) for p in files], project, archive, move=True,
                               audit=audit(len(files)) if audit is not None else None)

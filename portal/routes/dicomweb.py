@@ -71,7 +71,7 @@ async def _store(request: Request, me: User, name: str, study: str | None) -> Re
     answer_type = _json_type(request)  # a 406 must come before anything is stored
     async with upload_dir() as tmp:
         parts = await receive_parts(request, tmp, allowed=("multipart/related",))
-        files = [(p.path, p.filename) for p in parts if p.is_file]
+        files = [(p.source, p.filename) for p in parts if p.is_file]
         result = await stow.store(files, project, _links(request, project), study, audit=upload_audit(
             me, f"project:{project.name}", {"via": "stow-rs", "files": len(files)}, client_of(request)))
     return _json(request, result.as_dicom_json(), status=result.status, media_type=answer_type)

@@ -98,10 +98,10 @@ async def test_a_failing_row_fails_alone(app, tmp_path, monkeypatch):
     real = writer._write_rows
     bad_uid = pydicom.dcmread(series[1]).SOPInstanceUID
 
-    async def failing(jobs):
+    def failing(jobs):  # the writer's statements are a generator the driver runs
         if any(j.read.parsed.sop_instance_uid == bad_uid for j in jobs):
             raise RuntimeError("database said no")
-        return await real(jobs)
+        return (yield from real(jobs))
 
     monkeypatch.setattr(writer, "_write_rows", failing)
     results = await ingest.ingest_files([(f, f.name) for f in series], p, return_exceptions=True)
@@ -217,7 +217,7 @@ async def test_raced_rows_and_a_second_series_of_a_study(app, tmp_path):
     read = ingest.prepare(f)
     job = writer.Job(p, archive, read, read.parsed.patient_id, file_key="elsewhere")  # as if the look missed it
     async with db.write_transaction():
-        out = await writer._write_rows([job])
+        out = await writer._transact(writer._write_rows([job]))
     assert out[id(job)] == ("raced", stored)
     assert await Instance.count() == 1
     study_uid = pydicom.dcmread(f).StudyInstanceUID
