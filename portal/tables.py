@@ -131,6 +131,13 @@ class Study(Table, tablename="lb_study"):
     modalities = Varchar(length=100, default="")
     created_at = Timestamptz()
     updated_at = Timestamptz()
+    # The study's summary of its series, kept current by triggers on lb_series (migration 2026-12-03T11:31):
+    # the studies table filters and sorts by these, indexed, instead of aggregating series.
+    n_series = Integer(default=0)
+    n_unreviewed = Integer(default=0)
+    n_senior = Integer(default=0)  # series needing senior review
+    review_status = Varchar(length=32, default="complete")  # unreviewed if any is, else needs_senior_review if any
+    ai_min = Real(null=True, default=None)  # the worst (lowest) AI score of its series
 
 
 class Series(Table, tablename="lb_series"):
