@@ -161,6 +161,18 @@ class Series(Table, tablename="lb_series"):
     ai_status = Varchar(length=32, default="", index=True)  # "" | queued | running | done | failed | not_applicable
     last_instance_at = Timestamptz()
     created_at = Timestamptz()
+    n_readers = Integer(default=0)  # how many people decided it (kept by triggers: agreement reads only these)
+
+
+class Tally(Table, tablename="lb_tally"):
+    """A project's counter kept current by triggers (migration 2026-12-03T11:31): the dashboard and the AI
+    page read these instead of counting series and decisions. `name` says what is counted, `key` of what."""
+
+    id: Serial
+    project = ForeignKey(Project, on_delete=OnDelete.cascade)
+    name = Varchar(length=32, default="")  # status | decision | label | reviewer | reviewer_series | day
+    key = Text(default="")
+    n = Integer(default=0)
 
 
 class Instance(Table, tablename="lb_instance"):

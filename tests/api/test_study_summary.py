@@ -4,6 +4,7 @@ existing rows; the studies table filters, sorts and counts (capped) by it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 
 import pydicom
@@ -12,9 +13,9 @@ import pytest
 from portal import projects
 from portal.archive import browse, queries
 from portal.dicom import samples
-from portal.inference import jobs
-from portal.review import decisions
-from portal.tables import Series, Study, User
+from portal.inference import jobs, retrain
+from portal.review import agreement, decisions, progress
+from portal.tables import Decision, Series, Study, User
 from tests.helpers import creds, login, make_project
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -144,3 +145,78 @@ async def test_studies_table_filters_sorts_and_caps_by_the_summary(client, tmp_p
     await login(client, "rev")
     r = await client.get("/projects/sum")
     assert r.status_code == 200 and "2+ studies" in r.text and 'rel="next"' in r.text
+
+
+async def _recounted(project) -> dict:
+    """The dashboard's and the AI page's figures counted from the rows themselves, as they were before tallies."""
+    from collections import Counter
+
+    series = await Series.select(Series.id, Series.review_status).where(Series.project == project.id)
+    rows = await Decision.select().where(Decision.project == project.id).order_by(Decision.created_at).order_by(
+        Decision.id)
+    latest = {d["series"]: d for d in rows}
+    labels: Counter = Counter()
+    for d in latest.values():
+        for name in retrain.labels_of(d["code"], d["artifacts"]):
+            labels[name] += 1
+    reviewers = Counter((d["role"], d["username"]) for d in rows)
+    distinct = Counter(k for k in {(d["role"], d["username"], d["series"]) for d in rows} for k in [k[:2]])
+    days = Counter((d["created_at"].astimezone(dt.timezone.utc).date().isoformat(), d["code"]) for d in rows)
+    return {"status": dict(Counter(s["review_status"] for s in series)),
+            "decision": dict(Counter(d["code"] for d in latest.values())), "labels": dict(labels),
+            "reviewers": sorted((u, r, n, distinct[(r, u)]) for (r, u), n in reviewers.items()),
+            "days": {k: v for k, v in days.items()}}
+
+
+async def _tallied(project) -> dict:
+    summary = await progress.summary(project)
+    days = {}
+    for d in await agreement.per_day(project):
+        for code, n in d["codes"].items():
+            days[(d["day"], code)] = n
+    return {"status": summary["by_status"], "decision": summary["by_decision"],
+            "labels": await retrain.label_counts(project),
+            "reviewers": sorted((r["username"], r["role"], r["n"], r["series"]) for r in summary["reviewers"]),
+            "days": days}
+
+
+async def test_dashboard_and_ai_page_tallies_follow_every_write(client, tmp_path, project):
+    s1, s2 = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    a, b = await _upload(client, tmp_path, s1, 2, "TAL-1")
+    (c,) = await _upload(client, tmp_path, s2, 1, "TAL-2")
+    users = {u: await User.objects().get(User.username == u) for u in ("rev", "senior", "boss")}
+    series = {u: await Series.objects().get(Series.series_instance_uid == u) for u in (a, b, c)}
+    assert await _tallied(project) == await _recounted(project)
+
+    await decisions.record(project, series[a], users["rev"], "Q?", artifacts={"ghosting_motion": 1})
+    await decisions.record(project, series[a], users["rev"], "U")  # the reviewer changes their mind
+    await decisions.record(project, series[a], users["senior"], "UN", artifacts={"ghosting_motion": 1})
+    await decisions.record(project, series[b], users["senior"], "U")
+    undone = await decisions.record(project, series[c], users["rev"], "Q?")
+    assert await _tallied(project) == await _recounted(project)
+    await decisions.undo(project, series[c], users["rev"], undone["id"])  # back to no decision on c
+    tallied = await _tallied(project)
+    assert tallied == await _recounted(project)
+    assert tallied["decision"] == {"UN": 1, "U": 1} and tallied["status"] == {"complete": 2, "unreviewed": 1}
+    # rev and senior both decided a: one pair, disagreeing (U against UN)
+    pairs = await agreement.reviewer_agreement(project)
+    assert [(p["a"], p["b"], p["n"], p["agree"]) for p in pairs] == [("rev", "senior", 1, 0)]
+
+    await queries.delete_series(series[a])  # its decisions go with it
+    assert await _tallied(project) == await _recounted(project)
+    assert await agreement.reviewer_agreement(project) == []
+    await queries.delete_study(await Study.objects().get(Study.study_instance_uid == s2))
+    tallied = await _tallied(project)
+    assert tallied == await _recounted(project) and tallied["status"] == {"complete": 1}
+
+    # The back-fill gives the same figures as the triggers did.
+    await Study.raw("DELETE FROM lb_tally")
+    migration = importlib.import_module("migrations.portal.portal_2026_12_03t11_31_00_000000")
+    await (await migration.forwards()).run()
+    assert await _tallied(project) == tallied
+
+    # A project's delete takes its counters with it (its series' triggers do not write them again).
+    from portal.tables import Project, Tally
+
+    await Project.delete().where(Project.id == project.id)
+    assert await Tally.count().where(Tally.project == project.id) == 0
