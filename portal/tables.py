@@ -161,7 +161,11 @@ class Series(Table, tablename="lb_series"):
     ai_status = Varchar(length=32, default="", index=True)  # "" | queued | running | done | failed | not_applicable
     last_instance_at = Timestamptz()
     created_at = Timestamptz()
-    n_readers = Integer(default=0)  # how many people decided it (kept by triggers: agreement reads only these)
+    # Kept by triggers from its decisions: how many people decided it (agreement reads only those decided by
+    # more than one), and its latest decision's code and "code|artifacts" (the dashboard's and AI page's tallies).
+    n_readers = Integer(default=0)
+    decision_code = Varchar(length=16, null=True, default=None)
+    decision_label = Text(null=True, default=None)
 
 
 class Tally(Table, tablename="lb_tally"):

@@ -1,5 +1,5 @@
 """Summaries kept at write time (issue 12): per study (series count, review tallies and status, worst AI
-score), per series (how many people decided it), per project (lb_tally: counters for the dashboard and the
+score), per series (how many people decided it, its latest decision), per project (lb_tally: counters for the dashboard and the
 AI page).
 
 Kept current by triggers (the next migration), so pages read indexed columns and a few counters.
@@ -13,7 +13,7 @@ from piccolo.columns.indexes import IndexMethod
 
 ID = "2026-12-03T11:30:00:000000"
 VERSION = "1.38.0"
-DESCRIPTION = "lb_study summary columns, lb_series.n_readers, lb_tally"
+DESCRIPTION = "lb_study summary columns, lb_series n_readers and latest decision, lb_tally"
 
 
 class Project(Table, tablename="lb_project", schema=None):
@@ -40,6 +40,12 @@ async def forwards():
     manager.add_column(table_class_name="Series", tablename="lb_series", column_name="n_readers",
                        db_column_name="n_readers", column_class_name="Integer", column_class=Integer,
                        params=_params(default=0), schema=None)
+    manager.add_column(table_class_name="Series", tablename="lb_series", column_name="decision_code",
+                       db_column_name="decision_code", column_class_name="Varchar", column_class=Varchar,
+                       params=_params(default=None, null=True, length=16), schema=None)
+    manager.add_column(table_class_name="Series", tablename="lb_series", column_name="decision_label",
+                       db_column_name="decision_label", column_class_name="Text", column_class=Text,
+                       params=_params(default=None, null=True), schema=None)
     manager.add_table(class_name="Tally", tablename="lb_tally", schema=None, columns=None)
     manager.add_column(table_class_name="Tally", tablename="lb_tally", column_name="project", db_column_name="project",
                        column_class_name="ForeignKey", column_class=ForeignKey,

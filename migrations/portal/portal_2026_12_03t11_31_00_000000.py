@@ -7,12 +7,18 @@ delete, import), so triggers are the one place that keeps the summaries true, wh
 - lb_study (n_series, n_unreviewed, n_senior, review_status, ai_min): recounted from the touched study's own
   series (a handful of index rows). On PostgreSQL the study row is locked first, so the recount's snapshot
   sees a concurrent writer's series.
-- lb_series.n_readers: how many people decided the series, recounted from its decisions.
-- lb_tally (project, name, key, n): series by review status; series by their latest decision's code
-  ("decision") and by its code and artifacts ("label", the AI page's training labels); decisions and
-  distinct series per reviewer; decisions per UTC day and code. Latest means by (created_at, id), as the
-  review history orders them. A tally row is only written while its project exists (a project's delete
-  cascades to its series and decisions, whose triggers must not write rows for it again).
+- lb_series (n_readers, decision_code, decision_label): how many people decided the series and its latest
+  decision (by created_at, id, as the review history orders them), recomputed from its decisions.
+- lb_tally (project, name, key, n): series by review status, by their latest decision's code ("decision")
+  and by its code and artifacts ("label", the AI page's training labels), counted from the series rows'
+  changes; decisions and distinct series per reviewer; decisions per UTC day and code. A tally row is only
+  written while its project exists (a project's delete cascades to its series and decisions, whose
+  triggers must not write rows for it again).
+
+Everything is either recomputed from the rows (idempotent) or counted one per row, so it holds however the
+database fires row triggers: SQLite after each row, PostgreSQL at the end of a statement that may change
+many (a cascade deletes all of a series' decisions at once). The one count that is neither, distinct
+series per reviewer, uses statement triggers with transition tables on PostgreSQL.
 
 The statements are shared; each database wraps them in its own trigger syntax.
 """
@@ -34,8 +40,13 @@ RECOUNT = """UPDATE lb_study SET (n_series, n_unreviewed, n_senior, ai_min, revi
                 THEN 'needs_senior_review' ELSE 'complete' END
     FROM lb_series se WHERE se.study = lb_study.id)"""
 
-READERS = """UPDATE lb_series SET n_readers = (
-    SELECT COUNT(DISTINCT d.username) FROM lb_decision d WHERE d.series = lb_series.id)"""
+# A series' decision summary from its own decisions (the latest by created_at, id).
+_LATEST = ("(SELECT d.{col} FROM lb_decision d WHERE d.project = lb_series.project AND d.series = lb_series.id "
+           "ORDER BY d.created_at DESC, d.id DESC LIMIT 1)")
+_LABEL = "code || '|' || CAST(d.artifacts AS TEXT)"
+READERS = ("UPDATE lb_series SET (n_readers, decision_code, decision_label) = ("
+           "(SELECT COUNT(DISTINCT d.username) FROM lb_decision d WHERE d.series = lb_series.id), "
+           + _LATEST.format(col="code") + ", " + _LATEST.format(col=_LABEL) + ")")
 
 
 def bump(name: str, key: str, delta: str, row: str, where: str = "") -> str:
@@ -45,65 +56,61 @@ def bump(name: str, key: str, delta: str, row: str, where: str = "") -> str:
             f"ON CONFLICT (project, name, key) DO UPDATE SET n = lb_tally.n + excluded.n")
 
 
-def latest(row: str, *, other_than: str = "") -> str:
-    """The latest decision of `row`'s series (by created_at, id), optionally leaving one decision out."""
-    skip = f" AND d.id <> {other_than}.id" if other_than else ""
-    return (f"(SELECT d.id FROM lb_decision d WHERE d.project = {row}.project AND d.series = {row}.series{skip} "
-            f"ORDER BY d.created_at DESC, d.id DESC LIMIT 1)")
+REVIEWER = "{r}.role || '|' || {r}.username"
+# No other decision of this reviewer on this series (row triggers, where each row is seen alone: SQLite).
+ONLY_ONE = ("NOT EXISTS (SELECT 1 FROM lb_decision o WHERE o.project = {r}.project AND o.username = {r}.username "
+            "AND o.role = {r}.role AND o.series = {r}.series AND o.id <> {r}.id)")
 
 
-def decision_statements(day: str) -> dict[str, list[str]]:
-    """The statements of the decision triggers; `day` turns a row's created_at into its UTC date."""
-    label = "d.code || '|' || CAST(d.artifacts AS TEXT)"
-    reviewer = "{r}.role || '|' || {r}.username"
-
-    def latest_tallies(row: str, delta: str, which: str) -> list[str]:
-        # The decision tallies of the series' decision `which` (an id expression), counted `delta`.
-        return [f"INSERT INTO lb_tally (project, name, key, n) SELECT d.project, '{name}', {key}, {delta} "
-                f"FROM lb_decision d WHERE d.id = {which} "
-                f"AND EXISTS (SELECT 1 FROM lb_project WHERE id = d.project) "
-                f"ON CONFLICT (project, name, key) DO UPDATE SET n = lb_tally.n + excluded.n"
-                for name, key in (("decision", "d.code"), ("label", label))]
-
-    first_of_reviewer = ("NOT EXISTS (SELECT 1 FROM lb_decision o WHERE o.project = {r}.project AND "
-                         "o.username = {r}.username AND o.role = {r}.role AND o.series = {r}.series AND o.id <> {r}.id)")
-    return {
-        "insert": [
-            # NEW is the series' latest (it almost always is): the one before it stops counting, NEW counts.
-            *latest_tallies("NEW", "-1", f"CASE WHEN {latest('NEW')} = NEW.id THEN {latest('NEW', other_than='NEW')} END"),
-            *latest_tallies("NEW", "1", f"CASE WHEN {latest('NEW')} = NEW.id THEN NEW.id END"),
-            bump("reviewer", reviewer.format(r="NEW"), "1", "NEW"),
-            bump("reviewer_series", reviewer.format(r="NEW"), "1", "NEW", first_of_reviewer.format(r="NEW")),
-            bump("day", f"{day.format(r='NEW')} || '|' || NEW.code", "1", "NEW"),
-            f"{READERS} WHERE id = NEW.series",
-        ],
-        "delete": [
-            # OLD was the latest when no remaining decision comes after it: it stops counting, the new latest counts.
-            bump("decision", "OLD.code", "-1", "OLD", f"NOT EXISTS {_after('OLD')}"),
-            bump("label", "OLD.code || '|' || CAST(OLD.artifacts AS TEXT)", "-1", "OLD", f"NOT EXISTS {_after('OLD')}"),
-            *latest_tallies("OLD", "1", f"CASE WHEN NOT EXISTS {_after('OLD')} THEN {latest('OLD')} END"),
-            bump("reviewer", reviewer.format(r="OLD"), "-1", "OLD"),
-            bump("reviewer_series", reviewer.format(r="OLD"), "-1", "OLD", first_of_reviewer.format(r="OLD")),
-            bump("day", f"{day.format(r='OLD')} || '|' || OLD.code", "-1", "OLD"),
-            f"{READERS} WHERE id = OLD.series",
-        ],
-    }
+def decision_statements(day: str, *, per_series: bool) -> dict[str, list[str]]:
+    """The row statements of the decision triggers; `day` turns a row's created_at into its UTC date;
+    `per_series`: also count distinct series per reviewer here (SQLite's row-at-a-time triggers)."""
+    out = {}
+    for op, row, delta in (("insert", "NEW", "1"), ("delete", "OLD", "-1")):
+        out[op] = [bump("reviewer", REVIEWER.format(r=row), delta, row),
+                   bump("day", f"{day.format(r=row)} || '|' || {row}.code", delta, row),
+                   *([bump("reviewer_series", REVIEWER.format(r=row), delta, row, ONLY_ONE.format(r=row))]
+                     if per_series else []),
+                   f"{READERS} WHERE id = {row}.series"]
+    return out
 
 
-def _after(row: str) -> str:
-    return (f"(SELECT 1 FROM lb_decision a WHERE a.project = {row}.project AND a.series = {row}.series "
-            f"AND (a.created_at > {row}.created_at OR (a.created_at = {row}.created_at AND a.id > {row}.id)))")
-
-
-SERIES_STATUS = {
-    "insert": [bump("status", "NEW.review_status", "1", "NEW")],
-    "delete": [bump("status", "OLD.review_status", "-1", "OLD")],
-    "update": [bump("status", "OLD.review_status", "-1", "OLD", "OLD.review_status <> NEW.review_status"),
-               bump("status", "NEW.review_status", "1", "NEW", "OLD.review_status <> NEW.review_status")],
+# PostgreSQL: distinct series per reviewer, from the statement's inserted or deleted rows at once.
+PG_REVIEWER_SERIES = {
+    "insert": """INSERT INTO lb_tally (project, name, key, n)
+        SELECT k.project, 'reviewer_series', k.role || '|' || k.username, COUNT(*) FROM (
+            SELECT DISTINCT project, role, username, series FROM changed) k
+        WHERE EXISTS (SELECT 1 FROM lb_project WHERE id = k.project) AND NOT EXISTS (
+            SELECT 1 FROM lb_decision o WHERE o.project = k.project AND o.username = k.username AND o.role = k.role
+            AND o.series = k.series AND o.id NOT IN (SELECT c.id FROM changed c WHERE c.series = k.series))
+        GROUP BY k.project, k.role, k.username
+        ON CONFLICT (project, name, key) DO UPDATE SET n = lb_tally.n + excluded.n""",
+    "delete": """INSERT INTO lb_tally (project, name, key, n)
+        SELECT k.project, 'reviewer_series', k.role || '|' || k.username, -COUNT(*) FROM (
+            SELECT DISTINCT project, role, username, series FROM changed) k
+        WHERE EXISTS (SELECT 1 FROM lb_project WHERE id = k.project) AND NOT EXISTS (
+            SELECT 1 FROM lb_decision o WHERE o.project = k.project AND o.username = k.username AND o.role = k.role
+            AND o.series = k.series)
+        GROUP BY k.project, k.role, k.username
+        ON CONFLICT (project, name, key) DO UPDATE SET n = lb_tally.n + excluded.n""",
 }
 
-CHANGED = ("review_status IS NOT NEW.review_status OR OLD.ai_score IS NOT NEW.ai_score "
-           "OR OLD.study IS NOT NEW.study")
+
+def _series_tallies(op: str) -> list[str]:
+    """Series by status, by latest decision code and by label: one per series row, moved when it changes."""
+    out = []
+    for name, col in (("status", "review_status"), ("decision", "decision_code"), ("label", "decision_label")):
+        if op in ("delete", "update"):
+            changed = f" AND OLD.{col} IS DISTINCT FROM NEW.{col}" if op == "update" else ""
+            out.append(bump(name, f"OLD.{col}", "-1", "OLD", f"OLD.{col} IS NOT NULL{changed}"))
+        if op in ("insert", "update"):
+            changed = f" AND OLD.{col} IS DISTINCT FROM NEW.{col}" if op == "update" else ""
+            out.append(bump(name, f"NEW.{col}", "1", "NEW", f"NEW.{col} IS NOT NULL{changed}"))
+    return out
+
+
+WATCHED = ("review_status", "ai_score", "study", "decision_code", "decision_label")
+CHANGED = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in WATCHED)
 SQLITE_DAY = "substr({r}.created_at, 1, 10)"  # stored as UTC ISO text
 POSTGRES_DAY = "to_char({r}.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
 
@@ -113,24 +120,25 @@ def _body(statements: list[str]) -> str:
 
 
 def sqlite_ddl() -> list[str]:
-    d = decision_statements(SQLITE_DAY)
-    return [
+    d = decision_statements(SQLITE_DAY, per_series=True)
+    ddl = [
         f"CREATE TRIGGER IF NOT EXISTS lb_series_summary_insert AFTER INSERT ON lb_series BEGIN "
-        f"{RECOUNT} WHERE id = NEW.study; {_body(SERIES_STATUS['insert'])} END",
-        f"CREATE TRIGGER IF NOT EXISTS lb_series_summary_update AFTER UPDATE OF review_status, ai_score, study "
-        f"ON lb_series WHEN OLD.{CHANGED} BEGIN {RECOUNT} WHERE id IN (OLD.study, NEW.study); "
-        f"{_body(SERIES_STATUS['update'])} END",
+        f"{RECOUNT} WHERE id = NEW.study; {_body(_series_tallies('insert'))} END",
+        f"CREATE TRIGGER IF NOT EXISTS lb_series_summary_update AFTER UPDATE OF {', '.join(WATCHED)} "
+        f"ON lb_series WHEN {CHANGED} BEGIN {RECOUNT} WHERE id IN (OLD.study, NEW.study); "
+        f"{_body(_series_tallies('update'))} END",
         f"CREATE TRIGGER IF NOT EXISTS lb_series_summary_delete AFTER DELETE ON lb_series BEGIN "
-        f"{RECOUNT} WHERE id = OLD.study; {_body(SERIES_STATUS['delete'])} END",
+        f"{RECOUNT} WHERE id = OLD.study; {_body(_series_tallies('delete'))} END",
         f"CREATE TRIGGER IF NOT EXISTS lb_decision_summary_insert AFTER INSERT ON lb_decision BEGIN "
         f"{_body(d['insert'])} END",
         f"CREATE TRIGGER IF NOT EXISTS lb_decision_summary_delete AFTER DELETE ON lb_decision BEGIN "
         f"{_body(d['delete'])} END",
     ]
+    return [sql.replace("IS DISTINCT FROM", "IS NOT") for sql in ddl]  # SQLite's IS NOT is null-safe
 
 
 def postgres_ddl() -> list[str]:
-    d = decision_statements(POSTGRES_DAY)
+    d = decision_statements(POSTGRES_DAY, per_series=False)
     return [
         f"""CREATE OR REPLACE FUNCTION lb_study_recount(target INTEGER) RETURNS void AS $$
             BEGIN
@@ -143,9 +151,9 @@ def postgres_ddl() -> list[str]:
                 IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.study IS DISTINCT FROM OLD.study) THEN
                     PERFORM lb_study_recount(NEW.study);
                 END IF;
-                IF TG_OP = 'INSERT' THEN {_body(SERIES_STATUS['insert'])}
-                ELSIF TG_OP = 'UPDATE' THEN {_body(SERIES_STATUS['update'])}
-                ELSE {_body(SERIES_STATUS['delete'])}
+                IF TG_OP = 'INSERT' THEN {_body(_series_tallies('insert'))}
+                ELSIF TG_OP = 'UPDATE' THEN {_body(_series_tallies('update'))}
+                ELSE {_body(_series_tallies('delete'))}
                 END IF;
                 RETURN NULL;
             END $$ LANGUAGE plpgsql""",
@@ -156,35 +164,40 @@ def postgres_ddl() -> list[str]:
                 END IF;
                 RETURN NULL;
             END $$ LANGUAGE plpgsql""",
+        f"""CREATE OR REPLACE FUNCTION lb_decision_reviewer_series() RETURNS trigger AS $$
+            BEGIN
+                IF TG_OP = 'INSERT' THEN {PG_REVIEWER_SERIES['insert']};
+                ELSE {PG_REVIEWER_SERIES['delete']};
+                END IF;
+                RETURN NULL;
+            END $$ LANGUAGE plpgsql""",
         "DROP TRIGGER IF EXISTS lb_series_summary_write ON lb_series",
         "CREATE TRIGGER lb_series_summary_write AFTER INSERT OR DELETE ON lb_series "
         "FOR EACH ROW EXECUTE FUNCTION lb_series_summary()",
         "DROP TRIGGER IF EXISTS lb_series_summary_update ON lb_series",
-        "CREATE TRIGGER lb_series_summary_update AFTER UPDATE OF review_status, ai_score, study ON lb_series "
-        "FOR EACH ROW WHEN (OLD." + CHANGED.replace("IS NOT", "IS DISTINCT FROM") + ") "
-        "EXECUTE FUNCTION lb_series_summary()",
+        f"CREATE TRIGGER lb_series_summary_update AFTER UPDATE OF {', '.join(WATCHED)} ON lb_series "
+        f"FOR EACH ROW WHEN ({CHANGED}) EXECUTE FUNCTION lb_series_summary()",
         "DROP TRIGGER IF EXISTS lb_decision_summary_write ON lb_decision",
         "CREATE TRIGGER lb_decision_summary_write AFTER INSERT OR DELETE ON lb_decision "
         "FOR EACH ROW EXECUTE FUNCTION lb_decision_summary()",
+        "DROP TRIGGER IF EXISTS lb_decision_reviewer_series_insert ON lb_decision",
+        "CREATE TRIGGER lb_decision_reviewer_series_insert AFTER INSERT ON lb_decision "
+        "REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION lb_decision_reviewer_series()",
+        "DROP TRIGGER IF EXISTS lb_decision_reviewer_series_delete ON lb_decision",
+        "CREATE TRIGGER lb_decision_reviewer_series_delete AFTER DELETE ON lb_decision "
+        "REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION lb_decision_reviewer_series()",
     ]
 
 
 def back_fill(day: str) -> list[str]:
     """Every summary recomputed from the rows as they stand (also repairs one that drifted)."""
-    latest_of_series = """SELECT d.* FROM lb_decision d WHERE d.id = (
-        SELECT e.id FROM lb_decision e WHERE e.project = d.project AND e.series = d.series
-        ORDER BY e.created_at DESC, e.id DESC LIMIT 1)"""
     return [
         RECOUNT,
         READERS,
         "DELETE FROM lb_tally",
-        "INSERT INTO lb_tally (project, name, key, n) SELECT project, 'status', review_status, COUNT(*) "
-        "FROM lb_series GROUP BY project, review_status",
-        f"INSERT INTO lb_tally (project, name, key, n) SELECT project, 'decision', code, COUNT(*) "
-        f"FROM ({latest_of_series}) l GROUP BY project, code",
-        f"INSERT INTO lb_tally (project, name, key, n) SELECT project, 'label', "
-        f"code || '|' || CAST(artifacts AS TEXT), COUNT(*) FROM ({latest_of_series}) l "
-        f"GROUP BY project, code || '|' || CAST(artifacts AS TEXT)",
+        *[f"INSERT INTO lb_tally (project, name, key, n) SELECT project, '{name}', {col}, COUNT(*) "
+          f"FROM lb_series WHERE {col} IS NOT NULL GROUP BY project, {col}"
+          for name, col in (("status", "review_status"), ("decision", "decision_code"), ("label", "decision_label"))],
         "INSERT INTO lb_tally (project, name, key, n) SELECT project, 'reviewer', role || '|' || username, COUNT(*) "
         "FROM lb_decision GROUP BY project, role || '|' || username",
         "INSERT INTO lb_tally (project, name, key, n) SELECT project, 'reviewer_series', role || '|' || username, "
@@ -230,6 +243,9 @@ async def forwards():
             for sql in ("DROP TRIGGER IF EXISTS lb_series_summary_write ON lb_series",
                         "DROP TRIGGER IF EXISTS lb_series_summary_update ON lb_series",
                         "DROP TRIGGER IF EXISTS lb_decision_summary_write ON lb_decision",
+                        "DROP TRIGGER IF EXISTS lb_decision_reviewer_series_insert ON lb_decision",
+                        "DROP TRIGGER IF EXISTS lb_decision_reviewer_series_delete ON lb_decision",
+                        "DROP FUNCTION IF EXISTS lb_decision_reviewer_series()",
                         "DROP FUNCTION IF EXISTS lb_series_summary()", "DROP FUNCTION IF EXISTS lb_decision_summary()",
                         "DROP FUNCTION IF EXISTS lb_study_recount(INTEGER)"):
                 await Series.raw(sql)
