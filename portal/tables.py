@@ -496,4 +496,4 @@ TABLES: list[type[Table]] = [User, ApiToken, Project, Archive, Membership, Audit
                              Patient, Study, Series, Instance, InstanceMetadata, Decision, FormDefinition, ProjectForm,
                              FormSubmission, InferenceJob, Result, Asset, AiAlert, RetrainRun,
                              EmailOutbox, Flag, Notification, SiteSetting, SyncRun, Node, SendJob,
-                             ReviewClaim, UserSession, FormOwner]
+                             ReviewClaim, UserSession, FormOwner, Tally]

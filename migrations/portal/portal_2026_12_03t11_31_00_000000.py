@@ -212,10 +212,9 @@ INDEXES = {
     "lb_tally_project_name_key": "lb_tally (project, name, key)",
     # the studies table filtered by review status, in its default order (date) and its keyset
     "lb_study_project_status_date_id": "lb_study (project, review_status, study_date, id)",
-    # sorted by series count; sorted and filtered by the worst AI score (unscored last, as the page shows)
+    # sorted by series count; sorted and filtered (critical, low) by the worst AI score (unscored last: 2)
     "lb_study_project_series_id": "lb_study (project, n_series, id)",
     "lb_study_project_ai_id": "lb_study (project, (COALESCE(ai_min, 2)), id)",
-    "lb_study_project_ai_min": "lb_study (project, ai_min)",
     # agreement reads the decisions of the series decided by more than one person
     "lb_series_project_readers": "lb_series (project, n_readers)",
 }

@@ -15,7 +15,7 @@ SORTS = {  # URL value → SQL ORDER BY expression (never user text in SQL)
     "ai": "COALESCE(s.ai_min, 2)",  # worst AI score of the study's series; unscored sort last (an indexed expression)
 }
 # AI filter → condition on the study's worst series score (the built-in model's quality, 0-1).
-AI_FILTERS = {"critical": "s.ai_min < 0.3", "low": "s.ai_min < 0.5", "scored": "s.ai_min IS NOT NULL",
+AI_FILTERS = {"critical": "COALESCE(s.ai_min, 2) < 0.3", "low": "COALESCE(s.ai_min, 2) < 0.5",  # the sort's index "scored": "s.ai_min IS NOT NULL",
               "unscored": "s.ai_min IS NULL"}
 REVIEW_STATUSES = ("unreviewed", "needs_senior_review", "complete")
 
