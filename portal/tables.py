@@ -131,6 +131,13 @@ class Study(Table, tablename="lb_study"):
     modalities = Varchar(length=100, default="")
     created_at = Timestamptz()
     updated_at = Timestamptz()
+    # The study's summary of its series, kept current by triggers on lb_series (migration 2026-12-03T11:31):
+    # the studies table filters and sorts by these, indexed, instead of aggregating series.
+    n_series = Integer(default=0)
+    n_unreviewed = Integer(default=0)
+    n_senior = Integer(default=0)  # series needing senior review
+    review_status = Varchar(length=32, default="complete")  # unreviewed if any is, else needs_senior_review if any
+    ai_min = Real(null=True, default=None)  # the worst (lowest) AI score of its series
 
 
 class Series(Table, tablename="lb_series"):
@@ -154,6 +161,22 @@ class Series(Table, tablename="lb_series"):
     ai_status = Varchar(length=32, default="", index=True)  # "" | queued | running | done | failed | not_applicable
     last_instance_at = Timestamptz()
     created_at = Timestamptz()
+    # Kept by triggers from its decisions: how many people decided it (agreement reads only those decided by
+    # more than one), and its latest decision's code and "code|artifacts" (the dashboard's and AI page's tallies).
+    n_readers = Integer(default=0)
+    decision_code = Varchar(length=16, null=True, default=None)
+    decision_label = Text(null=True, default=None)
+
+
+class Tally(Table, tablename="lb_tally"):
+    """A project's counter kept current by triggers (migration 2026-12-03T11:31): the dashboard and the AI
+    page read these instead of counting series and decisions. `name` says what is counted, `key` of what."""
+
+    id: Serial
+    project = ForeignKey(Project, on_delete=OnDelete.cascade)
+    name = Varchar(length=32, default="")  # status | decision | label | reviewer | reviewer_series | day
+    key = Text(default="")
+    n = Integer(default=0)
 
 
 class Instance(Table, tablename="lb_instance"):
@@ -473,4 +496,4 @@ TABLES: list[type[Table]] = [User, ApiToken, Project, Archive, Membership, Audit
                              Patient, Study, Series, Instance, InstanceMetadata, Decision, FormDefinition, ProjectForm,
                              FormSubmission, InferenceJob, Result, Asset, AiAlert, RetrainRun,
                              EmailOutbox, Flag, Notification, SiteSetting, SyncRun, Node, SendJob,
-                             ReviewClaim, UserSession, FormOwner]
+                             ReviewClaim, UserSession, FormOwner, Tally]

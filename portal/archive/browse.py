@@ -5,18 +5,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from portal.review.decisions import COMPLETE, NEEDS_SENIOR, REVIEW_STATUSES, UNREVIEWED  # the one list of statuses
+from portal.review.decisions import REVIEW_STATUSES  # the one list of statuses
 from portal.tables import Project, Study
 
 PER_PAGE = 25
+COUNT_CAP = 10_000  # beyond this many matches the page says "10,000+": an exact count would read them all
 SORTS = {  # URL value → SQL ORDER BY expression (never user text in SQL)
     "date": "s.study_date", "patient": "p.patient_id", "name": "p.patient_name",
-    "description": "s.description", "series": "COALESCE(c.n_series, 0)", "updated": "s.updated_at",
-    "ai": "COALESCE(c.ai_min, 2)",  # worst AI score of the study's series; unscored sort last
+    "description": "s.description", "series": "s.n_series", "updated": "s.updated_at",
+    "ai": "COALESCE(s.ai_min, 2)",  # worst AI score of the study's series; unscored sort last (an indexed expression)
 }
 # AI filter → condition on the study's worst series score (the built-in model's quality, 0-1).
-AI_FILTERS = {"critical": "c.ai_min < 0.3", "low": "c.ai_min < 0.5", "scored": "c.ai_min IS NOT NULL",
-              "unscored": "c.ai_min IS NULL"}
+# critical/low are written as the sort's expression so they use its index.
+AI_FILTERS = {"critical": "COALESCE(s.ai_min, 2) < 0.3", "low": "COALESCE(s.ai_min, 2) < 0.5",
+              "scored": "s.ai_min IS NOT NULL", "unscored": "s.ai_min IS NULL"}
 
 
 @dataclass
@@ -59,41 +61,26 @@ class StudyQuery:
 @dataclass
 class StudyPage:
     rows: list[dict]
-    total: int
+    total: int  # exact up to COUNT_CAP; `capped` when more match
     query: StudyQuery
     modalities: list[str] = field(default_factory=list)
+    capped: bool = False
 
     @property
     def pages(self) -> int:
         return max(1, -(-self.total // PER_PAGE))
 
-
-def _review_status(unreviewed: int, needs_senior: int) -> str:
-    if unreviewed:
-        return UNREVIEWED
-    return NEEDS_SENIOR if needs_senior else COMPLETE
-
-
-# Sorts and filters that need each study's series aggregate before the page is known.
-_NEEDS_COUNTS_SORT = {"series", "ai"}
-
-
-def _series_counts(restrict: str) -> str:
-    """Per-study series counts, review tallies and worst AI score, over the series `restrict` selects."""
-    return f"""SELECT study, COUNT(*) AS n_series,
-                      SUM(CASE WHEN review_status = '{UNREVIEWED}' THEN 1 ELSE 0 END) AS n_unreviewed,
-                      SUM(CASE WHEN review_status = '{NEEDS_SENIOR}' THEN 1 ELSE 0 END) AS n_senior,
-                      MIN(ai_score) AS ai_min
-               FROM lb_series WHERE {restrict} GROUP BY study"""
+    @property
+    def has_next(self) -> bool:
+        return self.query.page < self.pages or (self.capped and len(self.rows) == PER_PAGE)
 
 
 async def search_studies(project: Project, query: StudyQuery) -> StudyPage:
     """One page of the studies table.
 
-    The work is the page's: the series aggregates are computed for the page's study ids only. A status or
-    AI filter, or a sort by series count or AI score, needs them for every study of the project first, so
-    those aggregate the project's series (on the covering index lb_series (project, study, ...)), never the
-    database's.
+    Every filter and sort is on lb_study's own columns (its series summary is kept current by triggers,
+    see Study in portal/tables.py), each matched by a composite index, so the work is the page's. The
+    count stops at COUNT_CAP matches.
     """
     where, args = ["s.project = {}"], [project.id]
     if query.q:
@@ -110,60 +97,50 @@ async def search_studies(project: Project, query: StudyQuery) -> StudyPage:
     if query.date_to:
         where.append("s.study_date <= {}")
         args.append(query.date_to)
-    needs_counts = bool(query.status or query.ai) or query.sort in _NEEDS_COUNTS_SORT
-    counted, counted_args = _matching(project, where, args, query, patient=bool(query.q), counts=needs_counts)
-    total = (await Study.raw(f"SELECT COUNT(*) AS n {counted}", *counted_args))[0]["n"]
-    base, args = _matching(project, where, args, query, patient=bool(query.q) or query.sort in ("patient", "name"),
-                           counts=needs_counts)
+    if query.status:
+        where.append("s.review_status = {}")
+        args.append(query.status)
+    if query.ai:
+        where.append(AI_FILTERS[query.ai])
+    counted, counted_args = _matching(project, where, args, patient=bool(query.q))
+    total = (await Study.raw(f"SELECT COUNT(*) AS n FROM (SELECT 1 {counted} LIMIT {COUNT_CAP + 1}) m",
+                             *counted_args))[0]["n"]
+    base, args = _matching(project, where, args, patient=bool(query.q) or query.sort in ("patient", "name"))
     direction = "DESC" if query.desc else "ASC"
     ids = [r["id"] for r in await Study.raw(
         f"SELECT s.id {base} ORDER BY {SORTS[query.sort]} {direction}, s.id {direction} "
         f"LIMIT {PER_PAGE} OFFSET {(query.page - 1) * PER_PAGE}", *args)]
     rows = await _page_rows(ids)
     modalities = await _modalities(project)
-    return StudyPage(rows=rows, total=total, query=query, modalities=modalities)
+    return StudyPage(rows=rows, total=min(total, COUNT_CAP), query=query, modalities=modalities,
+                     capped=total > COUNT_CAP)
 
 
-def _matching(project: Project, where: list[str], args: list, query: StudyQuery, *, patient: bool,
-              counts: bool) -> tuple[str, list]:
-    """FROM ... WHERE ... of the matching studies, joining the patient and the series aggregates only when
-    the filters or the sort need them (the count does without a patient sort's join)."""
+def _matching(project: Project, where: list[str], args: list, *, patient: bool) -> tuple[str, list]:
+    """FROM ... WHERE ... of the matching studies, joining the patient only when the search or the sort
+    needs it (the count does without a patient sort's join)."""
     base, head = "FROM lb_study s", []
     if patient:
         # p.project repeats what s.project says; stated, it lets a patient sort walk lb_patient's index.
         base += " JOIN lb_patient p ON p.id = s.patient AND p.project = {}"
         head.append(project.id)
-    if counts:
-        base += f" LEFT JOIN ({_series_counts('project = {}')}) c ON c.study = s.id"
-        head.append(project.id)
-    base += f" WHERE {' AND '.join(where)}"
-    if query.status == UNREVIEWED:
-        base += " AND COALESCE(c.n_unreviewed, 0) > 0"
-    elif query.status == NEEDS_SENIOR:
-        base += " AND COALESCE(c.n_unreviewed, 0) = 0 AND COALESCE(c.n_senior, 0) > 0"
-    elif query.status == COMPLETE:
-        base += " AND COALESCE(c.n_unreviewed, 0) = 0 AND COALESCE(c.n_senior, 0) = 0"
-    if query.ai:
-        base += f" AND {AI_FILTERS[query.ai]}"
-    return base, head + args
+    return base + f" WHERE {' AND '.join(where)}", head + args
 
 
 async def _page_rows(ids: list[int]) -> list[dict]:
-    """The page's studies in the order of `ids`, with their patient and series aggregates."""
+    """The page's studies in the order of `ids`, with their patient and series summary."""
     if not ids:
         return []
     marks = ", ".join("{}" for _ in ids)
     rows = await Study.raw(
         f"""SELECT s.id, s.study_instance_uid, s.study_date, s.study_time, s.description, s.accession_number,
-                   s.modalities, p.patient_id, p.patient_name, COALESCE(c.n_series, 0) AS n_series,
-                   COALESCE(c.n_unreviewed, 0) AS n_unreviewed, COALESCE(c.n_senior, 0) AS n_senior, c.ai_min
+                   s.modalities, p.patient_id, p.patient_name, s.n_series, s.n_unreviewed, s.n_senior,
+                   s.review_status, s.ai_min
             FROM lb_study s JOIN lb_patient p ON p.id = s.patient
-            LEFT JOIN ({_series_counts(f"study IN ({marks})")}) c ON c.study = s.id
-            WHERE s.id IN ({marks})""", *ids, *ids)
+            WHERE s.id IN ({marks})""", *ids)
     by_id = {r["id"]: r for r in rows}
     out = [by_id[i] for i in ids if i in by_id]
     for r in out:
-        r["review_status"] = _review_status(r["n_unreviewed"], r["n_senior"])
         r["modalities"] = r["modalities"].replace("\\", ", ")
     return out
 

@@ -270,6 +270,13 @@ async def interrupted(is_dead) -> list[int]:
     return again
 
 
+async def fail_running(run_id: int, reason: str) -> None:
+    """A running run whose process died under it (its child process, say): failed, with the reason."""
+    await SyncRun.update({SyncRun.state: FAILED, SyncRun.finished_at: clock.now(), SyncRun.phase: "",
+                          SyncRun.message: reason[:500]}).where((SyncRun.id == run_id) & (SyncRun.state == RUNNING))
+    LIVE.pop(run_id, None)
+
+
 def _message(kind: str, s: dict) -> str:
     if kind == "export":
         return (f"Exported {s['frames']} frame(s) in {s['scans']} scan(s), {s['decisions']} decision(s) and "

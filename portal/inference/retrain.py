@@ -72,19 +72,16 @@ async def examples(project: Project) -> list[dict]:
 async def label_counts(project: Project) -> dict[str, int]:
     """How many series carry a label per output (for the AI page), without touching files.
 
-    The database picks each series' latest decision and counts the distinct (code, artifacts) pairs, so the
-    page reads a handful of rows however many decisions the project holds.
+    The project's "label" tallies count the series by their latest decision's code and artifacts (kept by
+    triggers at every decision), so the page reads a handful of rows however many decisions there are.
     """
-    rows = await Decision.raw(
-        """SELECT code, artifacts, COUNT(*) AS n FROM (
-               SELECT code, CAST(artifacts AS TEXT) AS artifacts,
-                      ROW_NUMBER() OVER (PARTITION BY series ORDER BY created_at DESC, id DESC) AS k
-               FROM lb_decision WHERE project = {}) latest
-           WHERE k = 1 GROUP BY code, artifacts""", project.id)
+    from portal.review.progress import tallies
+
     counts: dict[str, int] = {}
-    for r in rows:
-        for name in labels_of(r["code"], r["artifacts"]):
-            counts[name] = counts.get(name, 0) + r["n"]
+    for key, n in (await tallies(project, "label")).items():
+        code, artifacts = key.split("|", 1)
+        for name in labels_of(code, artifacts):
+            counts[name] = counts.get(name, 0) + n
     return counts
 
 

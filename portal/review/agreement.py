@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from itertools import combinations
 
 from portal import clock
+from portal.review import progress
 from portal.tables import Decision, Project
 
 
@@ -25,9 +26,13 @@ def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
 
 
 async def reviewer_agreement(project: Project) -> list[dict]:
-    """Each pair of reviewers with series decided by both: their latest codes' kappa, most shared first."""
-    rows = await Decision.select(Decision.series, Decision.username, Decision.code).where(
-        Decision.project == project.id).order_by(Decision.id)
+    """Each pair of reviewers with series decided by both: their latest codes' kappa, most shared first.
+
+    Only series decided by more than one person can agree or not (lb_series.n_readers, kept by triggers), so
+    only their decisions are read."""
+    rows = await Decision.raw(
+        """SELECT d.series, d.username, d.code FROM lb_series se JOIN lb_decision d ON d.series = se.id
+           WHERE se.project = {} AND se.n_readers > 1 ORDER BY d.id""", project.id)
     latest: dict[str, dict[int, str]] = defaultdict(dict)
     for r in rows:
         latest[r["username"]][r["series"]] = r["code"]
@@ -42,17 +47,16 @@ async def reviewer_agreement(project: Project) -> list[dict]:
 
 
 async def per_day(project: Project, days: int = 30) -> list[dict]:
-    """Decisions per UTC day over the last `days` days: [{day, total, codes: {code: n}}], oldest first."""
+    """Decisions per UTC day over the last `days` days: [{day, total, codes: {code: n}}], oldest first (from
+    the project's per-day tallies)."""
     today = clock.now().date()
     start = today - dt.timedelta(days=days - 1)
-    since = dt.datetime.combine(start, dt.time(), tzinfo=dt.timezone.utc)
-    rows = await Decision.select(Decision.code, Decision.created_at).where(
-        (Decision.project == project.id) & (Decision.created_at >= since))
-    counts: dict[dt.date, Counter] = defaultdict(Counter)
-    for r in rows:
-        created = r["created_at"]
-        created = created if created.tzinfo else created.replace(tzinfo=dt.timezone.utc)
-        counts[created.astimezone(dt.timezone.utc).date()][r["code"]] += 1
-    return [{"day": (start + dt.timedelta(days=i)).isoformat(),
-             "total": sum(counts[start + dt.timedelta(days=i)].values()),
-             "codes": dict(counts[start + dt.timedelta(days=i)])} for i in range(days)]
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for key, n in (await progress.tallies(project, "day", start.isoformat())).items():
+        day, code = key.split("|", 1)
+        counts[day][code] += n
+    out = []
+    for i in range(days):
+        day = (start + dt.timedelta(days=i)).isoformat()
+        out.append({"day": day, "total": sum(counts[day].values()), "codes": dict(counts[day])})
+    return out

@@ -1,21 +1,28 @@
-"""Review progress of a project: series by status, by latest decision, and decisions per reviewer."""
+"""Review progress of a project: series by status, by latest decision, and decisions per reviewer.
+
+Read from the project's tallies (lb_tally, kept current by triggers at every write), so the dashboard costs
+a few index rows however many series and decisions the project holds.
+"""
 
 from __future__ import annotations
 
-from portal.tables import Decision, Project, Series
+from portal.tables import Project, Tally
+
+
+async def tallies(project: Project, name: str, from_key: str = "") -> dict[str, int]:
+    """The project's counters called `name` ({key: n}, zero counts left out); keys from `from_key` on."""
+    rows = await Tally.raw("SELECT key, n FROM lb_tally WHERE project = {} AND name = {} AND key >= {} AND n <> 0",
+                           project.id, name, from_key)
+    return {r["key"]: r["n"] for r in rows}
 
 
 async def summary(project: Project) -> dict:
-    by_status = {r["review_status"]: r["n"] for r in await Series.raw(
-        "SELECT review_status, COUNT(*) AS n FROM lb_series WHERE project = {} GROUP BY review_status", project.id)}
-    latest = await Decision.raw(
-        """SELECT d.code, COUNT(*) AS n FROM lb_decision d
-           JOIN (SELECT series, MAX(id) AS id FROM lb_decision WHERE project = {} GROUP BY series) last
-             ON last.id = d.id
-           GROUP BY d.code""", project.id)
-    reviewers = await Decision.raw(
-        """SELECT username, role, COUNT(*) AS n, COUNT(DISTINCT series) AS series FROM lb_decision
-           WHERE project = {} GROUP BY username, role ORDER BY n DESC""", project.id)
-    total = sum(by_status.values())
-    return {"total": total, "by_status": by_status, "by_decision": {r["code"]: r["n"] for r in latest},
-            "reviewers": reviewers}
+    by_status = await tallies(project, "status")
+    decisions, series = await tallies(project, "reviewer"), await tallies(project, "reviewer_series")
+    reviewers = []
+    for key, n in decisions.items():
+        role, username = key.split("|", 1)
+        reviewers.append({"username": username, "role": role, "n": n, "series": series.get(key, 0)})
+    reviewers.sort(key=lambda r: (-r["n"], r["username"], r["role"]))
+    return {"total": sum(by_status.values()), "by_status": by_status,
+            "by_decision": await tallies(project, "decision"), "reviewers": reviewers}

@@ -11,7 +11,7 @@ from huey import crontab
 from portal import projects
 from portal.archive import ingest
 from portal.inference import jobs, retrain as retraining
-from portal.tasks import model_process, runner
+from portal.tasks import model_process, offload, runner
 from portal.tasks.queue import huey
 
 log = logging.getLogger("lightbox.inference")
@@ -55,23 +55,27 @@ def recover_stuck_jobs() -> None:
 
 
 def run_retrain(run_id: int, echo=None) -> dict | None:
-    """Fine-tune on the run's labels (torch in this thread); the outcome recorded either way. `echo`
-    also gets the progress messages (the CLI prints them)."""
+    """Fine-tune on the run's labels (torch: in a child process under `lightbox serve`, else in this
+    thread); the outcome recorded either way. `echo` also gets the progress messages (the CLI prints them)."""
     ctx = runner.run(retraining.start(run_id))
     if ctx is None:
         return None
     try:
-        from portal.ai.finetune import finetune
-
-        comparison = finetune(ctx["examples"], ctx["base_dir"], ctx["out_dir"], version=ctx["version"],
-                              project=ctx["project"],
-                              progress=lambda msg: (echo and echo(msg), runner.run(retraining.note_progress(run_id, msg))))
+        comparison = offload.call("portal.tasks.inference:finetune_run", run_id, ctx, echo)
     except Exception as exc:  # NotEnoughLabels, a broken model...: the reason is shown on the AI page
-        log.warning("retraining run %s failed: %s", run_id, exc)
-        runner.run(retraining.fail(run_id, str(exc) if type(exc).__name__ == "NotEnoughLabels"
-                                   else f"{type(exc).__name__}: {exc}"))
+        kind, detail = (exc.kind, exc.detail) if isinstance(exc, offload.OffloadFailed) else (type(exc).__name__, str(exc))
+        log.warning("retraining run %s failed: %s: %s", run_id, kind, detail)
+        runner.run(retraining.fail(run_id, detail if kind == "NotEnoughLabels" else f"{kind}: {detail}"))
         return None
     return runner.run(retraining.finish(run_id, comparison))
+
+
+def finetune_run(run_id: int, ctx: dict, echo=None) -> dict:
+    """The fine-tuning itself, in whichever process does it; its progress messages go to the run's row."""
+    from portal.ai.finetune import finetune
+
+    return finetune(ctx["examples"], ctx["base_dir"], ctx["out_dir"], version=ctx["version"], project=ctx["project"],
+                    progress=lambda msg: (echo and echo(msg), runner.run(retraining.note_progress(run_id, msg))))
 
 
 @huey.task()

@@ -81,6 +81,7 @@ def stop_embedded(consumer: Consumer | None) -> None:
     if consumer is not None:
         # Graceful: in-flight tasks finish before the process exits.
         consumer.stop(graceful=True)
-        from portal.tasks import model_process
+        from portal.tasks import model_process, offload
 
         model_process.isolate(False)  # and the model's child process ends
+        offload.shutdown()  # and the one of exports, imports and retraining

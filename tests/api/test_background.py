@@ -204,3 +204,57 @@ async def test_an_export_of_more_ai_jobs_than_a_query_takes_arguments(app, tmp_p
     document = await snapshot(p)
     scans = [s for e in document["projects"]["bg"]["experiments"].values() for s in e["scans"].values()]
     assert len(scans) == 1 and len(scans[0]["ai_results"]) == n
+
+
+async def test_embedded_exports_and_imports_run_in_a_child_process(client, consumer, tmp_path):
+    """Under `lightbox serve` (model work isolated), an export's CPU work runs in a child process, not on the
+    web process's threads (they share its GIL); the run ends done all the same, and progress the child keeps
+    in memory (an SQLite import's) comes back to the portal's process."""
+    from pathlib import Path
+
+    from portal import projects
+    from portal.exchange import runs
+    from portal.tasks import model_process, offload
+    from tests.helpers import creds
+
+    p = await make_project("off", {"mgr": "manager"})
+    for f in samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "s", 2):
+        await ingest.ingest_file(f, p)
+    await projects.update_settings(p, {"export_path": str(tmp_path / "out" / "off.json")})
+    model_process.isolate()
+    try:
+        assert await asyncio.to_thread(offload.call, "os:getpid") != os.getpid()
+        r = await client.post("/api/v1/projects/off/export", headers=creds("mgr"), json={"format": "json"})
+        assert r.status_code == 202, r.text
+        url = r.json()["status_url"]
+        for _ in range(600):
+            run = (await client.get(url, headers=creds("mgr"))).json()
+            if not run["active"]:
+                break
+            await asyncio.sleep(0.1)
+        assert run["state"] == "done" and Path(run["path"]).is_file() and run["summary"]["frames"] == 2, run
+        assert run["summary"] and (await SyncRun.objects().get(SyncRun.id == run["id"])).worker == runner.worker_id()
+
+        await asyncio.to_thread(offload.call, "portal.exchange.runs:LIVE.__setitem__", 987654, ("importing", 3, 9))
+        for _ in range(100):
+            if runs.LIVE.get(987654):
+                break
+            await asyncio.sleep(0.05)
+        assert runs.LIVE.get(987654) == ("importing", 3, 9)
+        await asyncio.to_thread(offload.call, "portal.exchange.runs:LIVE.pop", 987654)
+        for _ in range(100):
+            if 987654 not in runs.LIVE:
+                break
+            await asyncio.sleep(0.05)
+        assert 987654 not in runs.LIVE
+
+        # What the child raised comes back with its type and message.
+        try:
+            await asyncio.to_thread(offload.call, "json:loads", "{")
+        except offload.OffloadFailed as exc:
+            assert exc.kind == "JSONDecodeError"
+        else:
+            raise AssertionError("a failure in the child was not reported")
+    finally:
+        model_process.isolate(False)
+        offload.shutdown()
