@@ -43,6 +43,7 @@ import numpy as np
 from portal.ai import artifacts as impl_a, artifacts_alt as impl_b
 from portal.ai.artifacts import ARTIFACTS
 from portal.ai.content import no_content_reason
+from portal.ai.native_input import native_input
 from portal.ai.train_quality import (
     OUTPUT_DESCRIPTIONS, SOURCES, VISIBLE, auc, load_source_frames, quality_target, resize_to,
 )
@@ -59,7 +60,7 @@ MATRIX_RANGE = (64, 2048)  # evaluation
 TRAIN_MATRIX_RANGE = (64, 1024)  # training: cheaper on 2 CPU cores; the 769-2048 bucket then tests extrapolation
 BUCKETS = ((64, 152), (153, 384), (385, 768), (769, 2048))
 CLEAN_FALSE_ALERT_TARGET = 0.01  # on validation: leaves room for the ≤ 2% goal on unseen sources
-SERIES_FRAMES = (4, 8)
+SERIES_FRAMES = (4, 8, 16)
 
 
 # --- data at the native matrix ---------------------------------------------------------------------
@@ -101,11 +102,10 @@ def native_view(frames: list[np.ndarray], rng: np.random.Generator, *, long_side
 
 def corrupt(clean: np.ndarray, rng: np.random.Generator, impl: str, *, only: str | None = None,
             severity: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """0-2 artifacts of implementation `impl` at the view's own matrix, then the model's preprocessing.
-    Returns (input 256x256, labels (6,), severities (6,)); a label only where the change is visible after
-    preprocessing."""
-    from portal.ai.quality_model import preprocess
-
+    """0-2 artifacts of implementation `impl` at the view's own matrix, then the model's input (`native_input`:
+    the whole frame at 256x256 and a native-resolution window; 1.0/1.1 read channel 0 only). Returns (input
+    (2, 256, 256), labels (6,), severities (6,)); a label only where the change is visible *at the native matrix*
+    (mean absolute change of the normalised image), where a reader sees it when zooming in."""
     functions = IMPLEMENTATIONS[impl]
     if only is not None:
         chosen = {ARTIFACTS.index(only)}
@@ -115,18 +115,16 @@ def corrupt(clean: np.ndarray, rng: np.random.Generator, impl: str, *, only: str
     labels = np.zeros(len(ARTIFACTS), np.float32)
     severities = np.zeros(len(ARTIFACTS), np.float32)
     image = clean
-    before = preprocess(clean, SIZE)
     for name in ORDER:
         index = ARTIFACTS.index(name)
         if index not in chosen:
             continue
         sev = float(severity if severity is not None else rng.uniform(*SEVERITY_RANGE))
         out = functions[name](image, sev, int(rng.integers(2**31)))
-        after = preprocess(out, SIZE)
-        if float(np.abs(after - before).mean()) >= VISIBLE[name]:
+        if float(np.abs(out - image)[::2, ::2].mean()) >= VISIBLE[name]:
             labels[index], severities[index] = 1.0, sev
-        image, before = out, after
-    return preprocess(image, SIZE), labels, severities
+        image = out
+    return native_input(image, SIZE), labels, severities
 
 
 _FRAMES: dict[str, list[np.ndarray]] = {}
@@ -186,8 +184,7 @@ def make_series_set(split: str, count: int, seed: int, impl: str, tag: int, fram
         for _ in range(frames_per_series):
             view = native_view(frames[name], rng, long_side=long_)
             if artifact is None:
-                from portal.ai.quality_model import preprocess
-                series.append(preprocess(view, SIZE))
+                series.append(native_input(view, SIZE))
             else:
                 series.append(corrupt(view, rng, impl, only=artifact, severity=sev)[0])
         xs.append(np.stack(series).astype(np.float16)); bad.append(artifact is not None); matrix.append(long_)
@@ -247,10 +244,13 @@ def critical_figures(quality: np.ndarray, data: dict, threshold: float) -> dict:
     return out
 
 
-def choose_threshold(quality: np.ndarray, data: dict) -> float:
+def choose_threshold(quality: np.ndarray, data: dict, extra_clean: np.ndarray | None = None) -> float:
     """The highest cut (two decimals) at which at most CLEAN_FALSE_ALERT_TARGET of the clean validation
-    samples fall below."""
-    clean_q = np.sort(quality[data["labels"].max(axis=1) == 0])
+    samples (and `extra_clean`: out-of-fold scores of clean training views) fall below."""
+    clean_q = quality[data["labels"].max(axis=1) == 0]
+    if extra_clean is not None:
+        clean_q = np.concatenate([clean_q, extra_clean])
+    clean_q = np.sort(clean_q)
     k = int(np.floor(CLEAN_FALSE_ALERT_TARGET * len(clean_q)))
     cut = float(clean_q[k]) if len(clean_q) else 0.3
     return max(0.01, np.floor(cut * 100) / 100)
@@ -284,7 +284,7 @@ def series_choice(model_fn, val_series: dict, test_series: dict, threshold: floa
     rows = []
     for data, split in ((val_series, "val"), (test_series, "test")):
         n_series, n_frames = data["x"].shape[:2]
-        q = model_fn(data["x"].reshape(n_series * n_frames, SIZE, SIZE))[:, 0].reshape(n_series, n_frames)
+        q = model_fn(data["x"].reshape(n_series * n_frames, *data["x"].shape[2:]))[:, 0].reshape(n_series, n_frames)
         for frames in SERIES_FRAMES:
             sub = q[:, :frames]
             for how, agg in (("mean", sub.mean(1)), ("median", np.median(sub, 1)), ("worst", sub.min(1))):
@@ -317,20 +317,59 @@ def blank_check(seed: int) -> dict:
 
 # --- training -----------------------------------------------------------------------------------------
 
-def _predict(torch, model, x: np.ndarray, batch: int = 64) -> np.ndarray:
+def _predict(torch, model, x: np.ndarray, batch: int = 64, channels: int = 2) -> np.ndarray:
+    """Scores of `model` on inputs (N, 2, 256, 256); a 1-channel model (1.0, 1.1) gets channel 0 (the whole
+    frame at 256x256, exactly its own preprocessing)."""
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            out.append(model(torch.from_numpy(x[i:i + batch].astype(np.float32))[:, None]).numpy())
+            xb = torch.from_numpy(x[i:i + batch, :channels].astype(np.float32))
+            out.append(model(xb).numpy())
     return np.concatenate(out) if out else np.zeros((0, 1 + len(ARTIFACTS)), np.float32)
 
 
+def _features(torch, model, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([model.features_raw(torch.from_numpy(x[i:i + batch].astype(np.float32))).numpy()
+                               for i in range(0, len(x), batch)])
+
+
+def _fit_mlp(torch, F, model, f, y, args) -> list:
+    """AdamW with a one-cycle schedule on the BCE of the presence and "severe" logits; seeded."""
+    torch.manual_seed(args.seed)
+    opt = torch.optim.AdamW(model.mlp.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    steps = max(len(f) // args.batch_size, 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=steps,
+                                                pct_start=0.1)
+    gen = torch.Generator().manual_seed(args.seed)
+    history = []
+    for epoch in range(args.epochs):
+        model.train()
+        order = torch.randperm(len(f), generator=gen)
+        total = 0.0
+        for step in range(steps):
+            idx = order[step * args.batch_size:(step + 1) * args.batch_size]
+            xb = f[idx]
+            if args.feature_noise:  # noise on the standardised statistics: no reliance on one source's exact values
+                xb = xb + args.feature_noise * torch.randn(xb.shape, generator=gen)
+            loss = F.binary_cross_entropy_with_logits(model.from_features(xb), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss)
+        history.append({"epoch": epoch + 1, "loss": round(total / steps, 4)})
+    return history
+
+
 def train(args, log) -> tuple:
+    """Training on implementation A only: the statistics of `FeatureNet` once per sample, then its MLP (six
+    presence heads and the dedicated "severe" head) by AdamW on BCE."""
     import torch
     import torch.nn.functional as F
 
-    from portal.ai import quality_model as qm
+    from portal.ai.feature_net import FeatureNet
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -341,74 +380,106 @@ def train(args, log) -> tuple:
     t_data = time.perf_counter() - t0
     log(f"train data: {len(data['x'])} samples in {t_data:.0f} s; label rates "
         + ", ".join(f"{n} {r:.2f}" for n, r in zip(ARTIFACTS, data["labels"].mean(0))))
-    model = qm.build_model(width=args.width)
-    x = torch.from_numpy(data["x"])
-    y = torch.from_numpy(np.concatenate([quality_target(data["severities"])[:, None], data["labels"],
-                                         data["severities"]], axis=1))
-    n_art = len(ARTIFACTS)
-    steps = len(x) // args.batch_size
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=steps,
-                                                pct_start=0.15)
-    gen = torch.Generator().manual_seed(args.seed)
-    history, t1 = [], time.perf_counter()
-    for epoch in range(args.epochs):
-        model.train()
-        order = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for step in range(steps):
-            idx = order[step * args.batch_size:(step + 1) * args.batch_size]
-            xb, yb = x[idx].float()[:, None], y[idx]
-            raw = model.logits(xb)
-            labels, severity = yb[:, 1:1 + n_art], yb[:, 1 + n_art:]
-            quality = model.scores(raw)[:, 0].clamp(1e-5, 1 - 1e-5)
-            sev_loss = F.binary_cross_entropy_with_logits(raw[:, n_art:], severity, reduction="none")
-            loss = (F.binary_cross_entropy_with_logits(raw[:, :n_art], labels)
-                    + (sev_loss * labels).sum() / labels.sum().clamp(min=1.0)
-                    + F.binary_cross_entropy(quality, yb[:, 0]))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss)
-        history.append({"epoch": epoch + 1, "loss": round(total / max(steps, 1), 4),
-                        "seconds": round(time.perf_counter() - t1, 1)})
-        log(f"epoch {epoch + 1}/{args.epochs}: loss {history[-1]['loss']} ({history[-1]['seconds']:.0f} s)")
+    model = FeatureNet(hidden=args.width, dropout=args.dropout)
+    t1 = time.perf_counter()
+    feats = torch.from_numpy(_features(torch, model, data["x"]))
+    t_feat = time.perf_counter() - t1
+    log(f"features: {feats.shape[1]} per sample in {t_feat:.0f} s")
+    model.mean.copy_(feats.mean(0))
+    model.std.copy_(feats.std(0).clamp(min=1e-4))
+    f = (feats - model.mean) / model.std
+    severe = (data["severities"] >= SEVERE).any(axis=1).astype(np.float32)
+    y = torch.from_numpy(np.concatenate([data["labels"], severe[:, None]], axis=1))
+    history = _fit_mlp(torch, F, model, f, y, args)
+    t2 = time.perf_counter()
+    # Out-of-fold "severe" scores of the clean training samples, one training source held out at a time: how the
+    # head scores sources it never saw, so that the critical threshold is not chosen on two validation sources only.
+    oof = []
+    sources = data["source"]
+    clean = data["labels"].max(axis=1) == 0
+    for k in np.unique(sources):
+        fold = FeatureNet(hidden=args.width, dropout=args.dropout, n_features=f.shape[1])
+        held = sources == k
+        _fit_mlp(torch, F, fold, f[torch.from_numpy(~held)], y[torch.from_numpy(~held)], args)
+        fold.eval()
+        with torch.no_grad():
+            q = fold.scores(fold.from_features(f[torch.from_numpy(held & clean)]))[:, 0].numpy()
+        oof.extend(q.tolist())
+    log(f"out-of-fold: {len(oof)} clean training views scored by folds that never saw their source "
+        f"({time.perf_counter() - t2:.0f} s)")
+    log(f"trained {args.epochs} epochs: loss {history[-1]['loss']}")
     model.eval()
     info = {"seed": args.seed, "train_samples": args.train_samples, "epochs": args.epochs, "width": args.width,
-            "batch_size": args.batch_size, "lr": args.lr, "threads": args.threads, "device": "cpu",
-            "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "data_seconds": round(t_data, 1), "train_seconds": round(time.perf_counter() - t1, 1),
-            "history": history, "implementation": "A (portal/ai/artifacts.py)"}
-    return model, info
+            "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
+            "dropout": args.dropout, "feature_noise": args.feature_noise, "threads": args.threads,
+            "device": "cpu", "torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "features": int(feats.shape[1]),
+            "data_seconds": round(t_data, 1), "feature_seconds": round(t_feat, 1),
+            "train_seconds": round(time.perf_counter() - t2, 1), "history": history[-1:],
+            "implementation": "A (portal/ai/artifacts.py)"}
+    return model, info, np.array(oof, np.float32)
 
 
-def evaluate_model(torch, model, args, log, threshold: float | None = None) -> dict:
-    """The whole evaluation of a model (a torch module taking (N, 1, 256, 256)). The critical threshold is
-    `threshold` (a shipped model's own) or, for a new model, chosen on the validation sources."""
-    fn = lambda arr: _predict(torch, model, arr)  # noqa: E731
+def evaluate_models(torch, models: dict, args, log) -> dict:
+    """The whole evaluation of one or more models on the *same* samples: `models` maps a label to (torch module,
+    input channels, critical threshold or None). None: the threshold is chosen on the validation sources (a new
+    model); a number: a shipped model's own. Returns {label: result}."""
     t0 = time.perf_counter()
+    memo: dict = {}  # one model run per model and sample set (the "re-chosen" entry shares the shipped model's)
+
+    def run(arr, m, c):
+        key = (id(m), c)
+        if key not in memo:
+            memo[key] = _predict(torch, m, arr, channels=c)
+        return memo[key]
+
+    fns = {k: (lambda arr, m=m, c=c: run(arr, m, c)) for k, (m, c, *_) in models.items()}
     val = make_set("val", args.val_samples, args.seed, "A", 1, workers=args.workers)
-    val_probs = fn(val["x"])
-    if threshold is None:
-        threshold = choose_threshold(val_probs[:, 0], val)
-    log(f"critical threshold: quality < {threshold:.2f}")
-    result = {"threshold": threshold, "val": evaluate_set(val_probs, val, threshold, args.seed)}
+    results = {}
+    for k, (_, _, threshold, *extra) in models.items():
+        probs = fns[k](val["x"])
+        if threshold is None:
+            threshold = choose_threshold(probs[:, 0], val, extra[0] if extra else None)
+        log(f"{k}: critical threshold quality < {threshold:.2f}")
+        results[k] = {"threshold": threshold, "val": evaluate_set(probs, val, threshold, args.seed)}
+    del val
+    memo.clear()
     for impl, tag in (("B", 3), ("A", 2)):
         test = make_set("test", args.test_samples, args.seed, impl, tag, workers=args.workers)
-        result[f"test_{impl}"] = evaluate_set(fn(test["x"]), test, threshold, args.seed)
-        log(f"test {impl}: macro AUC {result[f'test_{impl}']['macro_auc']:.3f}, critical FA "
-            f"{result[f'test_{impl}']['critical']['false_alert_rate']:.3f}, severe detection "
-            f"{result[f'test_{impl}']['critical']['severe_detection']:.3f}")
+        for k, r in results.items():
+            r[f"test_{impl}"] = ev = evaluate_set(fns[k](test["x"]), test, r["threshold"], args.seed)
+            log(f"{k} test {impl}: macro AUC {ev['macro_auc']:.3f}, critical FA {ev['critical']['false_alert_rate']:.3f}, "
+                f"severe detection {ev['critical']['severe_detection']:.3f}")
+        del test
+        memo.clear()
     val_s = make_series_set("val", args.series, args.seed, "A", 4, max(SERIES_FRAMES))
     test_s = make_series_set("test", args.series, args.seed, "B", 5, max(SERIES_FRAMES))
-    result["series"] = series_choice(fn, val_s, test_s, threshold)
-    result["blank"] = blank_check(args.seed)
-    result["eval_seconds"] = round(time.perf_counter() - t0, 1)
-    return result
+    blank = blank_check(args.seed)
+    for k, r in results.items():
+        r["series"] = series_choice(lambda arr, k=k: _predict(torch, models[k][0], arr, channels=models[k][1]),
+                                    val_s, test_s, r["threshold"])
+        r["blank"] = blank
+        r["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    return results
+
+
+def evaluate_model(torch, model, args, log, threshold: float | None = None, channels: int = 2) -> dict:
+    return evaluate_models(torch, {"model": (model, channels, threshold)}, args, log)["model"]
 
 
 # --- outputs ------------------------------------------------------------------------------------------
+
+def _headline(r: dict) -> dict:
+    """The figures the goals are about, of one evaluation (held-out implementation B, test sources)."""
+    b = r["test_B"]
+    return {"threshold": r["threshold"], "macro_auc_B": b["macro_auc"], "macro_auc_A": r["test_A"]["macro_auc"],
+            "outputs_B": {k: v["auc"] for k, v in b["outputs"].items()},
+            "quality_any_artifact_B": b["quality_any_artifact"]["auc"],
+            "false_alert_rate_B": b["critical"]["false_alert_rate"], "severe_detection_B": b["critical"]["severe_detection"],
+            "false_alert_rate_A": r["test_A"]["critical"]["false_alert_rate"],
+            "severe_detection_A": r["test_A"]["critical"]["severe_detection"],
+            "series": r["series"]["chosen"]}
+
 
 def build_manifest(model_file: Path, ev: dict, info: dict | None, version: str) -> dict:
     series = ev["series"]["chosen"]
@@ -419,9 +490,10 @@ def build_manifest(model_file: Path, ev: dict, info: dict | None, version: str) 
     return {
         "name": "lightbox-quality", "version": version, "kind": "torchscript", "file": model_file.name,
         "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest(),
-        "description": "Image quality 0-1 and the probability of six acquisition artifacts, from one frame; "
-                       "trained on artifacts simulated at the image's native matrix.",
-        "input": {"size": SIZE, "channels": 1, "normalisation": "percentile-1-99"},
+        "description": "Image quality 0-1 (1 - the probability of a severe artifact) and the probability of six "
+                       "acquisition artifacts, from one frame seen whole and at its native resolution; trained on "
+                       "artifacts simulated at the image's native matrix.",
+        "input": {"size": SIZE, "channels": 2, "normalisation": "native-crop"},
         "outputs": outputs,
         "critical": {"output": "quality", "below": ev["threshold"],
                      "meaning": "likely unusable: repeat the scan while the patient is there"},
@@ -543,19 +615,30 @@ def parse_args(argv=None):
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--version", default=VERSION)
-    ap.add_argument("--train-samples", type=int, default=2000)
+    ap.add_argument("--train-samples", type=int, default=3000)
     ap.add_argument("--val-samples", type=int, default=400)
     ap.add_argument("--test-samples", type=int, default=600)
-    ap.add_argument("--series", type=int, default=40, help="simulated series per split")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--series", type=int, default=30, help="simulated series per split")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--width", type=int, default=64, help="hidden units of the MLP")
+    ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--dropout", type=float, default=0.3)
+    ap.add_argument("--feature-noise", type=float, default=1.0, help="sd of noise on the standardised statistics")
+    ap.add_argument("--compare", type=Path, default=Path(__file__).parent / "models" / "lightbox-quality" / "1.1.0",
+                    help="an installed version evaluated on the same samples (its EVALUATION-native.md is rewritten)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2, help="processes building samples (the result does not depend on it)")
     ap.add_argument("--evaluate-only", action="store_true",
                     help="evaluate the model already in --out (e.g. 1.1.0) and write evaluation-native.json/.md")
     return ap.parse_args(argv)
+
+
+def _load_shipped(torch, folder: Path) -> tuple:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    model = torch.jit.load(str(folder / manifest["file"]), map_location="cpu").eval()
+    return manifest, model, int(manifest["input"]["channels"]), (manifest.get("critical") or {}).get("below")
 
 
 def main(argv=None) -> int:
@@ -566,19 +649,29 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     log = lambda m: print(m, flush=True)  # noqa: E731
     if args.evaluate_only:
-        manifest = json.loads((args.out / "manifest.json").read_text())
-        model = torch.jit.load(str(args.out / manifest["file"]), map_location="cpu").eval()
-        shipped = (manifest.get("critical") or {}).get("below")
-        ev = {"seed": args.seed, **evaluate_model(torch, model, args, log, threshold=shipped)}
+        manifest, model, channels, shipped = _load_shipped(torch, args.out)
+        ev = {"seed": args.seed, **evaluate_model(torch, model, args, log, threshold=shipped, channels=channels)}
         (args.out / "evaluation-native.json").write_text(json.dumps(ev, indent=2) + "\n")
         (args.out / "EVALUATION-native.md").write_text(markdown(ev, manifest, None))
         return 0
     from portal.ai.quality_model import to_torchscript
 
-    model, info = train(args, log)
+    model, info, oof = train(args, log)
+    models = {"new": (model, 2, None, oof)}
+    if args.compare:
+        c_manifest, c_model, c_channels, c_shipped = _load_shipped(torch, args.compare)
+        models["shipped"] = (c_model, c_channels, c_shipped)
+        models["shipped-rechosen"] = (c_model, c_channels, None)
+    results = evaluate_models(torch, models, args, log)
     args.out.mkdir(parents=True, exist_ok=True)
     model_file = args.out / "model.pt"
-    ev = {"seed": args.seed, **evaluate_model(torch, model, args, log)}
+    ev = {"seed": args.seed, **results["new"]}
+    if args.compare:
+        ev["compare"] = {"name": c_manifest["name"], "version": c_manifest["version"],
+                         "shipped": _headline(results["shipped"]), "rechosen": _headline(results["shipped-rechosen"])}
+        c_ev = {"seed": args.seed, **results["shipped"]}
+        (args.compare / "evaluation-native.json").write_text(json.dumps(c_ev, indent=2) + "\n")
+        (args.compare / "EVALUATION-native.md").write_text(markdown(c_ev, c_manifest, None))
     to_torchscript(model).save(str(model_file))
     write(args.out, ev, build_manifest(model_file, ev, info, args.version), info)
     log(f"wrote {args.out}")
