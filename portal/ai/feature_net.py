@@ -74,16 +74,17 @@ class FeatureNet(nn.Module):
 
     def _noise(self, img: torch.Tensor) -> torch.Tensor:
         """(B, H, W) → quantiles of |Laplacian residual| (log), and of the darkest pixels' residual."""
-        res = F.conv2d(img[:, None], self.laplacian).abs().flatten(1) * (math.sqrt(math.pi / 2) / 6.0)
+        # every 2nd pixel each way: quantiles of 16k values are as good and 4x cheaper
+        res = F.conv2d(img[:, None], self.laplacian).abs()[:, 0, ::2, ::2].flatten(1) * (math.sqrt(math.pi / 2) / 6.0)
         q = torch.quantile(res, torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], device=img.device), dim=1).T
-        flat = img[:, 1:-1, 1:-1].flatten(1)
+        flat = img[:, 1:-1:2, 1:-1:2].flatten(1)
         dark = flat <= torch.quantile(flat, 0.2, dim=1, keepdim=True)
         dark_res = (res * dark).sum(1) / dark.sum(1).clamp(min=1)
         return torch.log(torch.cat([q, dark_res[:, None]], dim=1) + 1e-4)
 
     def _gradients(self, img: torch.Tensor) -> torch.Tensor:
-        gx = (img[:, :, 1:] - img[:, :, :-1]).abs().flatten(1)
-        gy = (img[:, 1:, :] - img[:, :-1, :]).abs().flatten(1)
+        gx = (img[:, ::2, 1:] - img[:, ::2, :-1]).abs()[:, :, ::2].flatten(1)
+        gy = (img[:, 1:, ::2] - img[:, :-1, ::2]).abs()[:, ::2].flatten(1)
         qs = torch.tensor([0.5, 0.9, 0.99], device=img.device)
         a, b = torch.quantile(gx, qs, dim=1).T, torch.quantile(gy, qs, dim=1).T
         return torch.log(torch.cat([torch.maximum(a, b), torch.minimum(a, b)], dim=1) + 1e-4)
@@ -173,7 +174,7 @@ class FeatureNet(nn.Module):
                              img[:, :, :band].mean(dim=(1, 2)), img[:, :, -band:].mean(dim=(1, 2))], 1) / mean[:, None]
         sides = torch.sort(sides, dim=1).values
         dark = (img < 0.05).float().mean(dim=(1, 2))
-        qs = torch.quantile(img.flatten(1), torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], device=img.device), dim=1).T
+        qs = torch.quantile(img[:, ::2, ::2].flatten(1), torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], device=img.device), dim=1).T
         return torch.cat([ratio[:, None], (sd / (mu + 1e-3))[:, None], t_range[:, None], resid[:, None],
                           lin[:, None], sides, dark[:, None], qs, fg.mean(dim=(1, 2))[:, None]], 1)
 

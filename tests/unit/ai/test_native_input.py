@@ -107,3 +107,41 @@ def test_scripted_network_matches_and_gives_probabilities(net):
     assert a.shape == (2, 7)
     torch.testing.assert_close(a, b)
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+
+
+def test_a_native_crop_model_scores_a_series_through_the_registry(tmp_path, net):
+    """A manifest asking for "native-crop" (2 channels) is accepted, fed (N, 2, 256, 256) and heat-mapped (by
+    occlusion: the statistics have no feature maps), without any training: an untrained FeatureNet."""
+    import hashlib
+    import io
+    import json
+
+    from PIL import Image
+
+    from portal.ai.infer import score_series
+    from portal.ai.quality_model import to_torchscript
+    from portal.ai.registry import clear_cache, load_model
+    from portal.dicom.samples import make_series, sample_path
+
+    folder = tmp_path / "lightbox-quality" / "9.0.0"
+    folder.mkdir(parents=True)
+    to_torchscript(net).save(str(folder / "model.pt"))
+    outputs = [{"name": "quality", "type": "float", "threshold": 0.5, "direction": "below"}]
+    outputs += [{"name": n, "type": "probability"} for n in impl_a.ARTIFACTS]
+    (folder / "manifest.json").write_text(json.dumps({
+        "name": "lightbox-quality", "version": "9.0.0", "kind": "torchscript", "file": "model.pt",
+        "sha256": hashlib.sha256((folder / "model.pt").read_bytes()).hexdigest(),
+        "input": {"size": 256, "channels": 2, "normalisation": "native-crop"}, "outputs": outputs,
+        "critical": {"output": "quality", "below": 0.3, "meaning": "likely unusable"},
+        "series": {"max_frames": 4, "aggregate": "median"}}))
+    try:
+        runner = load_model(folder)
+        assert runner.preprocess(np.ones((300, 200)) * np.arange(200)).shape == (2, 256, 256)
+        paths = make_series(sample_path("CT_small.dcm"), tmp_path / "ct", 3)
+        result = score_series(paths, folder)
+        assert result["model"] == {"name": "lightbox-quality", "version": "9.0.0"}
+        assert result["frames_scored"] == 3 and result["aggregate"] == "median"
+        assert all(0.0 <= v <= 1.0 for v in result["scores"].values())
+        assert Image.open(io.BytesIO(result["heatmap_png"])).size == (128, 128)
+    finally:
+        clear_cache()

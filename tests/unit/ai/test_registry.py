@@ -101,6 +101,7 @@ def test_invalid_manifest_names_the_problem(model_copy, changes, says):
     ({"kind": "onnx"}, "runs only torchscript"),
     ({"input": {"size": 256, "channels": 3, "normalisation": "percentile-1-99"}}, "input channels"),
     ({"input": {"size": 256, "channels": 1, "normalisation": "imagenet"}}, "normalisation 'imagenet'"),
+    ({"input": {"size": 256, "channels": 1, "normalisation": "native-crop"}}, "input channels"),  # native-crop is 2
 ])
 def test_unsupported_model(model_copy, changes, says):
     _edit(model_copy, **changes)
