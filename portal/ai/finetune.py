@@ -63,11 +63,12 @@ def _outputs_with_both_classes(examples: Sequence[dict], names: Sequence[str]) -
 
 
 def evaluate(module, frames: list[list[np.ndarray]], examples: Sequence[dict], names: Sequence[str],
-             outputs: Sequence[str]) -> dict[str, Any]:
+             outputs: Sequence[str], channels: int = 1) -> dict[str, Any]:
     """AUC per output over series (mean of each series' frame scores) and their mean ("macro")."""
     from portal.ai import quality_model as qm
 
-    scores = [np.mean([list(s.values()) for s in qm.predict(module, f, names=names)], axis=0) for f in frames]
+    scores = [np.mean([list(s.values()) for s in qm.predict(module, f, names=names, channels=channels)], axis=0)
+              for f in frames]
     out = {}
     for name in outputs:
         j = list(names).index(name)
@@ -109,7 +110,7 @@ def finetune(examples: Sequence[dict], base_dir: str | Path, out_dir: str | Path
     frames: list[list[np.ndarray]] = []
     for e in examples:
         chosen, _, _ = representative_frames(e["paths"], FRAMES_PER_SERIES)
-        frames.append([qm.load_frame(f["path"], f["frame"], base.input_size) for f in chosen])
+        frames.append([qm.load_frame(f["path"], f["frame"], base.input_size, base.normalisation) for f in chosen])
     keep = [i for i, f in enumerate(frames) if f]
     train_idx = [i for i in train_idx if i in keep]
     held_idx = [i for i in held_idx if i in keep]
@@ -123,7 +124,8 @@ def finetune(examples: Sequence[dict], base_dir: str | Path, out_dir: str | Path
     model.to(target)
     model.eval()
     say("scoring the held-out series with the current model")
-    before = evaluate(model, [frames[i] for i in held_idx], [examples[i] for i in held_idx], names, outputs)
+    channels = base.input_channels
+    before = evaluate(model, [frames[i] for i in held_idx], [examples[i] for i in held_idx], names, outputs, channels)
 
     # Training samples: every frame of a training series, with its series' labels (a mask marks
     # the outputs labelled). BatchNorm statistics and dropout stay frozen (eval mode): a few
@@ -136,7 +138,9 @@ def finetune(examples: Sequence[dict], base_dir: str | Path, out_dir: str | Path
             xs.append(f)
             ys.append(y)
             ms.append(m)
-    x_all = torch.from_numpy(np.stack(xs))[:, None]
+    x_all = torch.from_numpy(np.stack(xs))
+    if x_all.ndim == 3:  # one-channel inputs (N, H, W); native-crop ones are (N, 2, H, W) already
+        x_all = x_all[:, None]
     y_all, m_all = torch.from_numpy(np.stack(ys)), torch.from_numpy(np.stack(ms))
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     for epoch in range(epochs):
@@ -156,7 +160,7 @@ def finetune(examples: Sequence[dict], base_dir: str | Path, out_dir: str | Path
         say(f"epoch {epoch + 1}/{epochs}: loss {total / len(xs):.4f}")
     model.eval()
     say("scoring the held-out series with the fine-tuned model")
-    after = evaluate(model, [frames[i] for i in held_idx], [examples[i] for i in held_idx], names, outputs)
+    after = evaluate(model, [frames[i] for i in held_idx], [examples[i] for i in held_idx], names, outputs, channels)
     better = after["macro"] is not None and (before["macro"] is None or after["macro"] > before["macro"])
     comparison = {
         "model": base.name, "project": project, "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

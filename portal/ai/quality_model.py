@@ -72,17 +72,21 @@ def resize(values: np.ndarray, size: int = SIZE) -> np.ndarray:
     return np.asarray(pic.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
-def preprocess(values: np.ndarray, size: int = SIZE) -> np.ndarray:
-    """A 2D frame (any size, any units) → the model's size x size input in [0, 1]."""
+def preprocess(values: np.ndarray, size: int = SIZE, normalisation: str = "percentile-1-99") -> np.ndarray:
+    """A 2D frame (any size, any units) → the model's input in [0, 1]: size x size ("percentile-1-99"), or
+    (2, size, size) for "native-crop" (`portal.ai.native_input`: the whole frame and a native-resolution window)."""
     arr = np.asarray(values, dtype=np.float32)
     if arr.ndim != 2:
         raise ValueError(f"Expected one 2D frame, got shape {arr.shape}.")
+    if normalisation == "native-crop":
+        from portal.ai.native_input import native_input
+        return native_input(arr, size)
     return normalise(resize(arr, size))
 
 
-def load_frame(path: str | Path, frame: int = 0, size: int = SIZE) -> np.ndarray:
+def load_frame(path: str | Path, frame: int = 0, size: int = SIZE, normalisation: str = "percentile-1-99") -> np.ndarray:
     """Frame `frame` (0-based) of a DICOM file as the model's input."""
-    return preprocess(frame_values(path, frame), size)
+    return preprocess(frame_values(path, frame), size, normalisation)
 
 
 # --- the network -------------------------------------------------------------------------------
@@ -219,34 +223,36 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def as_batch(images: np.ndarray | Sequence[np.ndarray] | torch.Tensor) -> torch.Tensor:
-    """One image (H, W), a stack (N, H, W) or (N, 1, H, W), or a list of (H, W) → float (N, 1, H, W)."""
+def as_batch(images: np.ndarray | Sequence[np.ndarray] | torch.Tensor, channels: int = 1) -> torch.Tensor:
+    """One image (H, W), a stack (N, H, W) or (N, 1, H, W), or a list of (H, W) → float (N, 1, H, W); with
+    `channels` C > 1: one (C, H, W), a stack (N, C, H, W) or a list of (C, H, W) → (N, C, H, W)."""
     if isinstance(images, torch.Tensor):
         t = images.float()
     else:
         if isinstance(images, list | tuple):
             images = np.stack([np.asarray(i, dtype=np.float32) for i in images]) if len(images) else np.zeros((0, SIZE, SIZE), np.float32)
         t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    if t.ndim == 2:
+    if channels == 1 and t.ndim == 2:
         t = t[None, None]
     elif t.ndim == 3:
-        t = t[:, None]
-    if t.ndim != 4 or t.shape[1] != 1:
-        raise ValueError(f"Expected images shaped (H, W), (N, H, W) or (N, 1, H, W); got {tuple(t.shape)}.")
+        t = t[:, None] if channels == 1 else t[None]
+    if t.ndim != 4 or t.shape[1] != channels:
+        shapes = "(H, W), (N, H, W) or (N, 1, H, W)" if channels == 1 else f"({channels}, H, W) or (N, {channels}, H, W)"
+        raise ValueError(f"Expected images shaped {shapes}; got {tuple(t.shape)}.")
     if t.shape[-2:] != (SIZE, SIZE):
         raise ValueError(f"The model takes {SIZE}x{SIZE} inputs; got {tuple(t.shape[-2:])}: use preprocess() first.")
     return t
 
 
 def predict(model: nn.Module, images, *, names: Sequence[str] | None = None,
-            batch_size: int = 16) -> list[dict[str, float]]:
+            batch_size: int = 16, channels: int = 1) -> list[dict[str, float]]:
     """Scores for each image, in order: `[{"quality": 0.93, "noise": 0.02, ...}, ...]`.
 
     `images` are preprocessed 256x256 inputs (see `as_batch`). Runs in batches of `batch_size`
     on the model's device.
     """
     names = list(names or getattr(model, "output_names", OUTPUTS))
-    batch = as_batch(images)
+    batch = as_batch(images, channels)
     device = model_device(model)
     out: list[dict[str, float]] = []
     with torch.no_grad():  # not inference_mode: TorchScript modules may then refuse the inputs
@@ -284,12 +290,16 @@ def heatmap(model: nn.Module, x, target: str | None = None) -> np.ndarray:
 
 
 def occlusion_heatmap(model: nn.Module, x, index: int = 0, *, lower_is_worse: bool = True,
-                      patch: int = 32, stride: int = 16) -> np.ndarray:
+                      patch: int = 32, stride: int = 16, channels: int = 1) -> np.ndarray:
     """Occlusion sensitivity for models without `features`/`head`: how much greying out each
-    patch improves output `index` (the evidence of a problem there). 256x256 float32 in [0, 1]."""
-    t = as_batch(x)[:1].to(model_device(model))
+    patch improves output `index` (the evidence of a problem there). 256x256 float32 in [0, 1].
+    Only channel 0 (the whole frame) is occluded: the others are not laid out like the frame. A
+    multi-channel model (native-crop, whose statistics cost more) gets 64-pixel patches."""
+    t = as_batch(x, channels)[:1].to(model_device(model))
+    if channels > 1:
+        patch, stride = 64, 32
     size = t.shape[-1]
-    fill = float(t.mean())
+    fill = float(t[:, :1].mean())
     boxes = [(r, c) for r in range(0, size - patch + 1, stride) for c in range(0, size - patch + 1, stride)]
     with torch.no_grad():
         base = float(model(t)[0, index])
@@ -298,7 +308,7 @@ def occlusion_heatmap(model: nn.Module, x, index: int = 0, *, lower_is_worse: bo
             chunk = boxes[start:start + 32]
             batch = t.repeat(len(chunk), 1, 1, 1)
             for k, (r, c) in enumerate(chunk):
-                batch[k, :, r:r + patch, c:c + patch] = fill
+                batch[k, :1, r:r + patch, c:c + patch] = fill
             values.extend(model(batch)[:, index].float().cpu().tolist())
     heat = np.zeros((size, size), np.float64)
     count = np.zeros((size, size), np.float64)

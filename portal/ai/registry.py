@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 KINDS = ("torchscript",)
-NORMALISATIONS = ("percentile-1-99",)
+NORMALISATIONS = ("percentile-1-99", "native-crop")  # native-crop: portal/ai/native_input.py, 2 channels
+CHANNELS = {"percentile-1-99": 1, "native-crop": 2}
 OUTPUT_TYPES = ("float", "probability")
 DIRECTIONS = ("above", "below")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -87,6 +88,14 @@ class Manifest:
     @property
     def input_size(self) -> int:
         return int(self.input["size"])
+
+    @property
+    def input_channels(self) -> int:
+        return int(self.input["channels"])
+
+    @property
+    def normalisation(self) -> str:
+        return str(self.input["normalisation"])
 
     @property
     def output_names(self) -> list[str]:
@@ -184,12 +193,13 @@ def _validate(data: dict, file: Path) -> Manifest:
             raise _invalid(file, f"'input' lacks {key!r}")
     if not isinstance(spec["size"], int) or isinstance(spec["size"], bool) or not 8 <= spec["size"] <= 4096:
         raise _invalid(file, f"'input.size' must be a whole number of pixels from 8 to 4096 (got {spec['size']!r})")
-    if spec["channels"] != 1:
-        raise ModelUnavailable(f"The model {name} {version} wants {spec['channels']!r} input channels; Lightbox "
-                               "feeds models one greyscale channel.", "unsupported_model")
     if spec["normalisation"] not in NORMALISATIONS:
         raise ModelUnavailable(f"The model {name} {version} asks for normalisation {spec['normalisation']!r}; "
                                f"Lightbox knows {', '.join(NORMALISATIONS)}.", "unsupported_model")
+    if spec["channels"] != CHANNELS[spec["normalisation"]]:
+        raise ModelUnavailable(f"The model {name} {version} wants {spec['channels']!r} input channels; Lightbox "
+                               f"feeds {CHANNELS[spec['normalisation']]} with normalisation {spec['normalisation']!r}.",
+                               "unsupported_model")
 
     raw_outputs = data["outputs"]
     if not isinstance(raw_outputs, list) or not raw_outputs:
@@ -308,17 +318,19 @@ class ModelRunner:
         return self.manifest.output_names
 
     def preprocess(self, values):
-        """A 2D frame in any units → the model's input (size x size, normalised)."""
+        """A 2D frame in any units → the model's input: (size, size) for percentile-1-99, (2, size, size) for
+        native-crop (the whole frame and a window at native resolution)."""
         from portal.ai import quality_model as qm
-        return qm.preprocess(values, self.manifest.input_size)
+        return qm.preprocess(values, self.manifest.input_size, self.manifest.normalisation)
 
     def load_frame(self, path: str | Path, frame: int = 0):
         from portal.ai import quality_model as qm
-        return qm.load_frame(path, frame, self.manifest.input_size)
+        return qm.load_frame(path, frame, self.manifest.input_size, self.manifest.normalisation)
 
     def __call__(self, images, *, batch_size: int = 16) -> list[dict[str, float]]:
         from portal.ai import quality_model as qm
-        return qm.predict(self.module, images, names=self.output_names, batch_size=batch_size)
+        return qm.predict(self.module, images, names=self.output_names, batch_size=batch_size,
+                          channels=self.manifest.input_channels)
 
     def heatmap(self, image, target: str | None = None):
         """Grad-CAM when the model exports `features` and `head`, else occlusion; (size, size) in [0, 1]."""
@@ -327,7 +339,8 @@ class ModelRunner:
         if hasattr(self.module, "features") and hasattr(self.module, "head"):
             return qm.heatmap(self.module, image, target)
         return qm.occlusion_heatmap(self.module, image, self.output_names.index(target),
-                                    lower_is_worse=self.manifest.output(target).direction == "below")
+                                    lower_is_worse=self.manifest.output(target).direction == "below",
+                                    channels=self.manifest.input_channels)
 
 
 _CACHE: dict[tuple, ModelRunner] = {}
@@ -362,9 +375,9 @@ def load_model(manifest_dir: str | Path, *, device: str | None = None) -> ModelR
     size = manifest.input_size
     try:
         with torch.no_grad():
-            out = module(torch.zeros(1, 1, size, size, device=target))
+            out = module(torch.zeros(1, manifest.input_channels, size, size, device=target))
     except Exception as exc:
-        raise ModelUnavailable(f"The model {label} fails on a 1x1x{size}x{size} input "
+        raise ModelUnavailable(f"The model {label} fails on a 1x{manifest.input_channels}x{size}x{size} input "
                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); its manifest does not "
                                "match the model.", "model_file_corrupt") from exc
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, len(manifest.outputs)):

@@ -96,7 +96,13 @@ def evaluation_summary(manifest: dict) -> dict | None:
         critical, source = independent["critical"], "an independent measurement"
     else:
         critical, source = None, ""
+    cmp = (ev.get("compare") or {}).get("shipped") or {}
+    compared = (f"Against {ev['compare']['version']} on the same samples: macro AUC {cmp['macro_auc_B']:.3f}; its critical "
+                f"alert (quality < {cmp['threshold']}) fires on {100 * cmp['false_alert_rate_B']:.1f}% of clean images and "
+                f"catches {100 * cmp['severe_detection_B']:.0f}% of severe artifacts."
+                if cmp.get("macro_auc_B") is not None and cmp.get("false_alert_rate_B") is not None else None)
     notes = [n for n in (
+        compared,
         f"Independent measurement ({independent['source']}): macro AUC {independent['macro_auc']:.2f}, quality vs "
         f"any artifact {independent['quality_auc_any_artifact']:.2f}." if independent.get("macro_auc") else None,
         native.get("note")) if n]

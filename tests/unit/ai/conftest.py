@@ -28,7 +28,7 @@ def _builtin_model_present() -> bool:
 
 def pytest_collection_modifyitems(items):
     """Tests that load the committed weights wait for them (`python -m portal.ai.train_quality --out
-    portal/ai/models/lightbox-quality/1.1.0` writes them); the synthetic-artifact tests always run."""
+    portal/ai/models/lightbox-quality/1.1.0` and `portal.ai.train_native` write them); the synthetic-artifact tests always run."""
     if _builtin_model_present():
         return
     skip = pytest.mark.skip(reason="the built-in model's weights are not committed yet (run portal.ai.train_quality)")

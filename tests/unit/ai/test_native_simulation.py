@@ -130,4 +130,4 @@ def test_native_views_cover_the_matrix_range_with_aspect_and_stay_in_range():
     assert min(longs) >= 64 and max(longs) <= 2048 and max(longs) > 4 * min(longs)
     assert any(s[0] != s[1] for s in shapes) and any(s[0] == s[1] for s in shapes)
     x, labels, sev = tn.corrupt(tn.native_view([frame], rng, long_side=1500), rng, "B", only="noise", severity=0.9)
-    assert x.shape == (256, 256) and labels[0] == 1.0 and sev[0] == pytest.approx(0.9)
+    assert x.shape == (2, 256, 256) and labels[0] == 1.0 and sev[0] == pytest.approx(0.9)

@@ -1,4 +1,5 @@
-"""The built-in quality model: preprocessing, prediction, heatmaps, and that it sees strong artifacts."""
+"""The built-in quality models: preprocessing, prediction, heatmaps, and that they see strong artifacts (1.1.0, the
+1-channel CNN, still installed; 1.2.0, the native-crop model in use)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import pytest
 
 from portal.ai import artifacts
 from portal.ai import quality_model as qm
-from portal.ai.registry import builtin_model_dir, load_model
+from portal.ai.registry import builtin_model_dir, builtin_models_root, load_model
 from portal.dicom.samples import sample_path
 
 
 @pytest.fixture(scope="module")
 def runner():
-    return load_model(builtin_model_dir(), device="cpu")
+    return load_model(builtin_models_root() / "lightbox-quality" / "1.1.0", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def native_runner():
+    runner = load_model(builtin_model_dir(), device="cpu")
+    assert runner.version == "1.2.0"
+    return runner
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +113,21 @@ def test_device_choice(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             qm.pick_device("cuda")
+
+
+@pytest.mark.parametrize("name", ["MR2_UNCI.dcm", "693_UNCI.dcm"])
+def test_native_model_sees_noise_and_a_spike_at_the_native_matrix(native_runner, name):
+    """1.2.0: artifacts added at the frame's own matrix (where 1.1.0 missed noise), then its own preprocessing."""
+    clean = qm.normalise(qm.frame_values(sample_path(name)))
+    noisy = artifacts.noise(clean, 0.8, 1)
+    spiked = artifacts.spike(clean, 1.0, 1)
+    s_clean, s_noisy, s_spiked = native_runner([native_runner.preprocess(v) for v in (clean, noisy, spiked)])
+    assert s_noisy["noise"] > 0.5 > s_clean["noise"]
+    assert s_spiked["spike"] > 0.5 > s_clean["spike"]
+    assert s_clean["quality"] > s_noisy["quality"] and s_clean["quality"] > s_spiked["quality"]
+
+
+def test_native_model_heatmap_by_occlusion(native_runner):
+    x = native_runner.preprocess(qm.frame_values(sample_path("CT_small.dcm")))
+    heat = native_runner.heatmap(x, "quality")
+    assert heat.shape == (256, 256) and heat.dtype == np.float32 and 0.0 <= heat.min() and heat.max() <= 1.0

@@ -33,14 +33,17 @@ def _edit(model_dir: Path, **changes) -> None:
 
 def test_builtin_manifest_is_complete():
     m = load_manifest(builtin_model_dir())
-    assert (m.name, m.version, m.kind, m.file) == ("lightbox-quality", "1.1.0", "torchscript", "model.pt")
-    assert dict(m.input) == {"size": 256, "channels": 1, "normalisation": "percentile-1-99"}
+    assert (m.name, m.version, m.kind, m.file) == ("lightbox-quality", "1.2.0", "torchscript", "model.pt")
+    assert dict(m.input) == {"size": 256, "channels": 2, "normalisation": "native-crop"}
     assert m.output_names == ["quality", "noise", "motion", "spike", "bias_field", "wraparound", "gibbs"]
-    assert m.output("quality").direction == "below" and m.output("quality").threshold == 0.5
-    assert all(o.type == "probability" and 0 < o.threshold < 1 for o in m.outputs[1:])  # calibrated per output
-    assert m.critical == {"output": "quality", "below": 0.3,
+    assert m.output("quality").direction == "below" and 0 < m.output("quality").threshold < 1
+    assert all(o.type == "probability" and 0 < o.threshold < 1 for o in m.outputs[1:])
+    # the critical threshold is the one chosen by the held-out evaluation, not a habit
+    ev = json.loads((builtin_model_dir() / "evaluation.json").read_text())
+    assert m.critical == {"output": "quality", "below": ev["threshold"],
                           "meaning": "likely unusable: repeat the scan while the patient is there"}
-    assert m.trained["script"] == "portal/ai/train_quality.py" and isinstance(m.trained["seed"], int)
+    assert m.raw["series"] == {"max_frames": ev["series"]["chosen"]["frames"], "aggregate": ev["series"]["chosen"]["aggregate"]}
+    assert m.trained["script"] == "portal/ai/train_native.py" and isinstance(m.trained["seed"], int)
     assert m.model_path.stat().st_size < 10 * 1024 * 1024
     assert (builtin_model_dir() / "EVALUATION.md").is_file() and (builtin_model_dir() / "evaluation.json").is_file()
     # the manifest file itself can be given, too
@@ -49,14 +52,15 @@ def test_builtin_manifest_is_complete():
 
 def test_critical_and_flags_follow_the_manifest():
     m = load_manifest(builtin_model_dir())
-    assert m.is_critical({"quality": 0.29}) and not m.is_critical({"quality": 0.31})
+    cut = m.critical["below"]
+    assert m.is_critical({"quality": cut - 0.01}) and not m.is_critical({"quality": cut + 0.01})
     assert m.flagged({"quality": 0.4, "noise": 0.7, "motion": 0.2}) == ["quality", "noise"]
 
 
 def test_load_model_runs_and_is_cached():
     runner = load_model(builtin_model_dir(), device="cpu")
     assert runner is load_model(builtin_model_dir(), device="cpu")
-    [scores] = runner(np.zeros((256, 256), np.float32))
+    [scores] = runner(np.zeros((runner.manifest.input_channels, 256, 256), np.float32))
     assert list(scores) == runner.output_names
 
 
@@ -101,6 +105,7 @@ def test_invalid_manifest_names_the_problem(model_copy, changes, says):
     ({"kind": "onnx"}, "runs only torchscript"),
     ({"input": {"size": 256, "channels": 3, "normalisation": "percentile-1-99"}}, "input channels"),
     ({"input": {"size": 256, "channels": 1, "normalisation": "imagenet"}}, "normalisation 'imagenet'"),
+    ({"input": {"size": 256, "channels": 1, "normalisation": "native-crop"}}, "input channels"),  # native-crop is 2
 ])
 def test_unsupported_model(model_copy, changes, says):
     _edit(model_copy, **changes)
@@ -156,7 +161,7 @@ def test_list_and_find_models(model_copy, tmp_path, caplog):
     broken.mkdir(parents=True)
     (broken / "manifest.json").write_text("{")
     found = list_models([tmp_path])
-    assert [(m.name, m.version) for m in found] == [("lightbox-quality", v) for v in ("2.0.0", "1.1.0", "1.0.0")]
+    assert [(m.name, m.version) for m in found] == [("lightbox-quality", v) for v in ("2.0.0", "1.2.0", "1.1.0", "1.0.0")]
     assert "Skipping the model" in caplog.text
     assert find_model("lightbox-quality", extra_dirs=[tmp_path]).version == "2.0.0"
     assert find_model("lightbox-quality").directory == builtin_model_dir()  # the newest built-in version

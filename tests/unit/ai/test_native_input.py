@@ -1,0 +1,147 @@
+"""1.2.0's input ("native-crop": the whole frame and a window at native resolution) and its statistics network:
+noise is seen at the native matrix, a spike stands out of the spectrum, a turn or flip changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from portal.ai import artifacts as impl_a
+from portal.ai.native_input import native_crop, native_input, whole_frame
+
+
+def _phantom(rows: int, cols: int) -> np.ndarray:
+    y, x = np.mgrid[0:rows, 0:cols]
+    img = 0.2 + 0.6 * (((y - rows / 2) / (0.4 * rows)) ** 2 + ((x - cols / 2) / (0.35 * cols)) ** 2 < 1)
+    return (img + 0.05 * np.sin(x / 7.0) * np.cos(y / 11.0)).astype(np.float32)
+
+
+def test_native_input_shape_and_range():
+    out = native_input(_phantom(900, 600) * 1000.0 - 200.0)
+    assert out.shape == (2, 256, 256) and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_whole_frame_is_the_old_preprocessing():
+    from portal.ai.quality_model import preprocess
+
+    img = _phantom(300, 200) * 50.0
+    np.testing.assert_allclose(whole_frame(img), preprocess(img), atol=1e-6)
+
+
+def test_native_crop_keeps_the_pixels_unresampled():
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 1, (1024, 768)).astype(np.float32)
+    crop = native_crop(img)
+    lo, hi = np.percentile(img[::3, ::3], [1, 99])
+    # the window is a block of the frame itself, scaled by the frame's own percentiles: find it exactly
+    expected = np.clip((img - lo) / (hi - lo), 0, 1)
+    found = any(np.allclose(crop, expected[r:r + 256, c:c + 256], atol=1e-6)
+                for r in (0, 384, 768) for c in (0, 256, 512))
+    assert found
+
+
+def test_small_matrix_is_wrapped_not_stretched():
+    img = _phantom(64, 96)
+    crop = native_crop(img)
+    assert crop.shape == (256, 256)
+    np.testing.assert_allclose(crop[:64, :96], crop[64:128, 96:192], atol=1e-6)  # periodic extension
+
+
+def test_native_input_refuses_a_stack():
+    with pytest.raises(ValueError):
+        native_input(np.zeros((3, 64, 64)))
+
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def net():
+    from portal.ai.feature_net import FeatureNet
+
+    torch.set_num_threads(1)
+    return FeatureNet().eval()
+
+
+def _stats(net, images) -> np.ndarray:
+    x = torch.from_numpy(np.stack([native_input(i) for i in images]))
+    with torch.no_grad():
+        return net.features_raw(x).numpy()
+
+
+def test_noise_statistic_sees_noise_added_at_a_large_native_matrix(net):
+    """1.1.0 missed noise added at the image's own size (a resize to 256 averages it away); the native window
+    keeps it: the noise statistic of the window rises far more than that of the resized frame."""
+    clean = _phantom(2048, 2048)
+    noisy = impl_a.noise(clean, 0.3, 1, kind="gaussian")
+    f = _stats(net, [clean, noisy])
+    native_rise = f[1, 2] - f[0, 2]  # log median Laplacian residual, native window (see FeatureNet._noise)
+    whole_rise = f[1, 8] - f[0, 8]  # the same of the 256x256 frame
+    assert native_rise > 1.0 and native_rise > whole_rise + 0.5
+
+
+def test_spike_statistic_stands_out(net):
+    clean = _phantom(512, 512)
+    spiky = impl_a.spike(clean, 0.8, 3, count=1)
+    f_clean, f_spike = _stats(net, [clean, spiky])
+    assert np.abs(f_spike - f_clean).max() > 1.0
+
+
+def test_statistics_do_not_care_about_a_turn_or_a_flip(net):
+    img = _phantom(320, 320)
+    turned = [img, np.rot90(img).copy(), img[:, ::-1].copy()]
+    f = _stats(net, turned)
+    scale = np.abs(f[0]) + 1.0
+    assert (np.abs(f[1] - f[0]) / scale).max() < 0.35
+    assert (np.abs(f[2] - f[0]) / scale).max() < 0.35
+
+
+def test_scripted_network_matches_and_gives_probabilities(net):
+    from portal.ai.quality_model import to_torchscript
+
+    x = torch.from_numpy(np.stack([native_input(_phantom(200, 300)), native_input(_phantom(64, 64))]))
+    scripted = to_torchscript(net)
+    with torch.no_grad():
+        a, b = net(x), scripted(x)
+    assert a.shape == (2, 7)
+    torch.testing.assert_close(a, b)
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+
+
+def test_a_native_crop_model_scores_a_series_through_the_registry(tmp_path, net):
+    """A manifest asking for "native-crop" (2 channels) is accepted, fed (N, 2, 256, 256) and heat-mapped (by
+    occlusion: the statistics have no feature maps), without any training: an untrained FeatureNet."""
+    import hashlib
+    import io
+    import json
+
+    from PIL import Image
+
+    from portal.ai.infer import score_series
+    from portal.ai.quality_model import to_torchscript
+    from portal.ai.registry import clear_cache, load_model
+    from portal.dicom.samples import make_series, sample_path
+
+    folder = tmp_path / "lightbox-quality" / "9.0.0"
+    folder.mkdir(parents=True)
+    to_torchscript(net).save(str(folder / "model.pt"))
+    outputs = [{"name": "quality", "type": "float", "threshold": 0.5, "direction": "below"}]
+    outputs += [{"name": n, "type": "probability"} for n in impl_a.ARTIFACTS]
+    (folder / "manifest.json").write_text(json.dumps({
+        "name": "lightbox-quality", "version": "9.0.0", "kind": "torchscript", "file": "model.pt",
+        "sha256": hashlib.sha256((folder / "model.pt").read_bytes()).hexdigest(),
+        "input": {"size": 256, "channels": 2, "normalisation": "native-crop"}, "outputs": outputs,
+        "critical": {"output": "quality", "below": 0.3, "meaning": "likely unusable"},
+        "series": {"max_frames": 4, "aggregate": "median"}}))
+    try:
+        runner = load_model(folder)
+        assert runner.preprocess(np.ones((300, 200)) * np.arange(200)).shape == (2, 256, 256)
+        paths = make_series(sample_path("CT_small.dcm"), tmp_path / "ct", 3)
+        result = score_series(paths, folder)
+        assert result["model"] == {"name": "lightbox-quality", "version": "9.0.0"}
+        assert result["frames_scored"] == 3 and result["aggregate"] == "median"
+        assert all(0.0 <= v <= 1.0 for v in result["scores"].values())
+        assert Image.open(io.BytesIO(result["heatmap_png"])).size == (128, 128)
+    finally:
+        clear_cache()
