@@ -161,7 +161,8 @@ async def dashboard(request: Request, me: User, project: str) -> Template:
     p = await permissions.project_for(me, project)
     return await page(request, me, "review/dashboard.html", project=p, summary=await progress.summary(p),
                       vocabulary=projects.settings_of(p)["decisions"], statuses=decisions_statuses(),
-                      agreement=await agreement.reviewer_agreement(p), days=await agreement.per_day(p))
+                      agreement=await agreement.reviewer_agreement(p), days=await agreement.per_day(p),
+                      ai_agreement=await agreement.ai_agreement(p, projects.settings_of(p)))
 
 
 def decisions_statuses() -> list[str]:
