@@ -69,15 +69,15 @@ def visit(browser, base: str, url: str, state, *, wait_all: int = 0) -> dict:
     out = {}
     for label in ("first visit", "code cached"):
         page.goto(url)
-        page.wait_for_function("window.viewerAt !== undefined", timeout=120000, polling=20)
-        times = page.evaluate("[window.previewAt, window.viewerAt]")
+        page.wait_for_function("() => window.viewerAt !== undefined", timeout=120000, polling=20)
+        times = page.evaluate("() => [window.previewAt, window.viewerAt]")
         # A preview the viewer beat to it never painted: the viewer's pixels were the first.
         first = min(t for t in times if t is not None)
         row = {"preview": first / 1000, "viewer": times[1] / 1000}
         if wait_all:
-            page.wait_for_function(f"window.LightboxViewer.cacheInfo().dataSets >= {wait_all}", timeout=300000,
+            page.wait_for_function(f"() => window.LightboxViewer.cacheInfo().dataSets >= {wait_all}", timeout=300000,
                                    polling=50)
-            row["all slices"] = page.evaluate("performance.now()") / 1000
+            row["all slices"] = page.evaluate("() => performance.now()") / 1000
         out[label] = row
     context.close()
     return out
