@@ -33,6 +33,11 @@ def test_upload_files_zip_and_junk(page, live_server, tmp_path):
     expect(page.locator("#upload-results tr[data-status=stored]")).to_have_count(5)
     expect(page.locator("#upload-results tr[data-status=rejected]")).to_contain_text("notes.dcm")
     expect(page.locator("#upload-summary")).to_contain_text("5 stored, 1 rejected")
+    # Problems first, then by file name (numbers as numbers), however the batches came back.
+    names = rows.locator("td:first-child").all_inner_texts()
+    assert names[0].endswith("notes.dcm"), names
+    assert names[1:] == sorted(names[1:], key=lambda n: [int(t) if t.isdigit() else t.lower()
+                                                          for t in re.split(r"(\d+)", n)]), names
     assert page.locator("#upload-progress").get_attribute("value") == "100"
     page.screenshot(path=str(tmp_path / "upload.png"), full_page=True)
 
