@@ -127,6 +127,8 @@ def test_decision_keys_are_safe(page, live_server, desk, tmp_path):
     expect(panel.locator("#undo-bar")).to_contain_text("Recorded U")
     expect(panel.locator("ol.history li")).to_have_count(1)
     expect(panel.locator("ol.history li").first).not_to_contain_text("mm")
+    # Times read one way across the portal: date, time with seconds, UTC.
+    expect(panel.locator("ol.history li time").first).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
     # The offer lapses after a few seconds.
     expect(panel.locator("#undo-decision")).to_be_hidden(timeout=15000)
 
