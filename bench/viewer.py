@@ -62,22 +62,39 @@ def make_cr(dest: Path) -> str:
     return pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID
 
 
-def visit(browser, base: str, url: str, state, *, wait_all: int = 0) -> dict:
+# Where the time went (--detail): when the page, the viewer's code and the first image file arrived.
+DETAIL = """() => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  const res = performance.getEntriesByType('resource');
+  const first = (pred) => res.filter(pred).sort((a, b) => a.startTime - b.startTime)[0];
+  const code = first((r) => r.name.includes('/static/viewer/dist/viewer.js'));
+  const file = first((r) => r.name.includes('/file'));
+  const still = first((r) => r.name.includes('/rendered'));
+  const ms = (v) => (v === undefined ? null : Math.round(v));
+  return {html: ms(nav.responseEnd), code: ms(code && code.responseEnd), still: ms(still && still.responseEnd),
+          file_start: ms(file && file.startTime), file_end: ms(file && file.responseEnd),
+          files_by_paint: res.filter((r) => r.name.includes('/file') && r.responseEnd <= window.viewerAt).length};
+}"""
+
+
+def visit(browser, base: str, url: str, state, *, wait_all: int = 0, detail: bool = False) -> dict:
     context = browser.new_context(viewport={"width": 1280, "height": 800}, storage_state=state)
     page = context.new_page()
     page.add_init_script(PROBE)
     out = {}
     for label in ("first visit", "code cached"):
         page.goto(url)
-        page.wait_for_function("window.viewerAt !== undefined", timeout=120000, polling=20)
-        times = page.evaluate("[window.previewAt, window.viewerAt]")
+        page.wait_for_function("() => window.viewerAt !== undefined", timeout=120000, polling=20)
+        times = page.evaluate("() => [window.previewAt, window.viewerAt]")
         # A preview the viewer beat to it never painted: the viewer's pixels were the first.
         first = min(t for t in times if t is not None)
         row = {"preview": first / 1000, "viewer": times[1] / 1000}
+        if detail:
+            print(f"  {label}: {page.evaluate(DETAIL)} viewer painted {round(times[1])} ms", flush=True)
         if wait_all:
-            page.wait_for_function(f"window.LightboxViewer.cacheInfo().dataSets >= {wait_all}", timeout=300000,
+            page.wait_for_function(f"() => window.LightboxViewer.cacheInfo().dataSets >= {wait_all}", timeout=300000,
                                    polling=50)
-            row["all slices"] = page.evaluate("performance.now()") / 1000
+            row["all slices"] = page.evaluate("() => performance.now()") / 1000
         out[label] = row
     context.close()
     return out
@@ -87,6 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=300, help="CT slices")
     ap.add_argument("--runs", type=int, default=3, help="visits of each series (medians are printed)")
+    ap.add_argument("--detail", action="store_true", help="print when the page, code and first file arrived (ms)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="lightbox-bench-") as tmp:
         tmp = Path(tmp)
@@ -110,7 +128,7 @@ def main() -> None:
                 login.close()
                 cases = [(f"CT {args.n} slices 512x512", ct_uid, args.n), ("CR 1955x1841", cr_uid, 0)]
                 for name, uid, n in cases:
-                    runs = [visit(browser, base, f"{base}/projects/bench/series/{uid}", state, wait_all=n)
+                    runs = [visit(browser, base, f"{base}/projects/bench/series/{uid}", state, wait_all=n, detail=args.detail)
                             for _ in range(args.runs)]
                     for label in ("first visit", "code cached"):
                         keys = runs[0][label].keys()

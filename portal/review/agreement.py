@@ -1,5 +1,5 @@
-"""Agreement on the progress dashboard: Cohen's kappa between reviewers on the series both decided, and the
-decisions made per day."""
+"""Agreement on the progress dashboard: Cohen's kappa between reviewers on the series both decided, the model's
+call against the reviewers' final decision (per model version), and the decisions made per day."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from itertools import combinations
 
 from portal import clock
 from portal.review import progress
-from portal.tables import Decision, Project
+from portal.tables import Decision, InferenceJob, Project, Result
 
 
 def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
@@ -59,4 +59,52 @@ async def per_day(project: Project, days: int = 30) -> list[dict]:
     for i in range(days):
         day = (start + dt.timedelta(days=i)).isoformat()
         out.append({"day": day, "total": sum(counts[day].values()), "codes": dict(counts[day])})
+    return out
+
+
+CRITICAL, CLEAR = "critical", "not critical"
+
+
+async def ai_agreement(project: Project, conf: dict) -> list[dict]:
+    """Per model version: how its call (critical or not, by the project's threshold) meets the final decision
+    (the latest code) on the series both a finished job and a reviewer have spoken on. The latest finished job
+    of each series and version counts. [{model, version, meaning, n, codes, rows: [{call, counts, total}]}]."""
+    from portal.inference import alerting, models
+
+    final: dict[int, str] = {}
+    for r in await Decision.select(Decision.series, Decision.code).where(
+            Decision.project == project.id).order_by(Decision.created_at).order_by(Decision.id):
+        final[r["series"]] = r["code"]
+    if not final:
+        return []
+    rows = await Result.select(Result.job, Result.series, Result.name, Result.value, Result.model_name,
+                               Result.model_version).where(
+        (Result.job.project == project.id) & (Result.job.state == "done"))
+    latest_job: dict[tuple, int] = {}
+    scores: dict[int, dict[str, float]] = defaultdict(dict)
+    for r in rows:
+        if r["series"] not in final:
+            continue
+        key = (r["model_name"], r["model_version"], r["series"])
+        latest_job[key] = max(latest_job.get(key, 0), r["job"])
+        if r["value"] is not None:
+            scores[r["job"]][r["name"]] = float(r["value"])
+    tables: dict[tuple, Counter] = defaultdict(Counter)
+    for (name, version, series), job in latest_job.items():
+        tables[(name, version)][job, series] = 1
+    out = []
+    for (name, version), jobs_of in sorted(tables.items()):
+        manifest = models.manifest_for(name, project.name, version) or {"name": name}
+        rule = alerting.critical_rule(manifest, conf)
+        if rule is None:
+            continue  # a model without a critical rule makes no call to compare
+        counts = {CRITICAL: Counter(), CLEAR: Counter()}
+        for job, series in jobs_of:
+            call = CRITICAL if alerting.is_critical(manifest, scores[job], conf) else CLEAR
+            counts[call][final[series]] += 1
+        codes = [v["code"] for v in conf["decisions"]]
+        codes += sorted({c for k in counts.values() for c in k} - set(codes))
+        out.append({"model": name, "version": version, "meaning": rule["meaning"], "n": len(jobs_of), "codes": codes,
+                    "rows": [{"call": call, "counts": dict(counts[call]), "total": sum(counts[call].values())}
+                             for call in (CRITICAL, CLEAR)]})
     return out

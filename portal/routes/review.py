@@ -11,14 +11,14 @@ from litestar.response import Redirect, Template
 
 from portal import archive as arch, projects
 from portal.auth import permissions
-from portal.errors import Conflict, Invalid, LightboxError, PermissionDenied
+from portal.errors import Conflict, Invalid, LightboxError, NotFound, PermissionDenied
 from portal.inference import suggestions
 from portal.review import agreement, claims, decisions, progress, queue, vocabulary
 from portal.routes._auth import api_user, client_of, portal_user
 from portal.routes import _openapi as doc
 from portal.routes._body import json_object, row_count
 from portal.routes._render import flash, page, partial, redirect
-from portal.tables import Project, Series, User
+from portal.tables import Decision, Project, Series, User
 
 _portal = {"me": Provide(portal_user)}
 UNDO_IN_PAGE = 6  # seconds the panel offers "Undo" (the server allows decisions.UNDO_SECONDS)
@@ -162,7 +162,8 @@ async def dashboard(request: Request, me: User, project: str) -> Template:
     p = await permissions.project_for(me, project)
     return await page(request, me, "review/dashboard.html", project=p, summary=await progress.summary(p),
                       vocabulary=projects.settings_of(p)["decisions"], statuses=decisions_statuses(),
-                      agreement=await agreement.reviewer_agreement(p), days=await agreement.per_day(p))
+                      agreement=await agreement.reviewer_agreement(p), days=await agreement.per_day(p),
+                      ai_agreement=await agreement.ai_agreement(p, projects.settings_of(p)))
 
 
 def decisions_statuses() -> list[str]:
@@ -265,4 +266,19 @@ async def api_history(me: User, series: str, Project: str | None = None) -> list
     return await decisions.history(found)
 
 
-ROUTES = [decide, undo, claim_bar, claim_post, claim_release, api_claim_get, api_claim_post, api_claim_delete, my_queue, dashboard, vocabulary_save, api_decide, api_history]
+@post("/api/v1/scan-decisions/{decision_id:int}/undo", dependencies=_api, tags=["review"], status_code=200,
+      summary="Take back your own latest decision on a series within 20 seconds (an accidental key press)")
+async def api_undo(request: Request, me: User, decision_id: int) -> dict:
+    row = await Decision.select(Decision.series.series_instance_uid, Decision.project.name).where(
+        Decision.id == decision_id).first()
+    if row is None:
+        raise NotFound(f"No decision {decision_id}.", "decision_not_found")
+    project, series = await decisions.visible_series(me, row["series.series_instance_uid"], row["project.name"])
+    if not await permissions.may(me, "review_series", project):
+        raise PermissionDenied("Your role in this project does not review series.", "permission_denied")
+    taken = await decisions.undo(project, series, me, decision_id, client=client_of(request))
+    series = await arch.find_series(project, series.series_instance_uid)
+    return {"undone": taken, "review_status": series.review_status}
+
+
+ROUTES = [decide, undo, api_undo, claim_bar, claim_post, claim_release, api_claim_get, api_claim_post, api_claim_delete, my_queue, dashboard, vocabulary_save, api_decide, api_history]

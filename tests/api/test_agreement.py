@@ -35,3 +35,45 @@ async def test_dashboard_shows_kappa_and_decisions_per_day(app, client, tmp_path
     row = page.split('data-pair="ann:bob"')[1].split("</tr>")[0]
     assert "<td>2</td>" in row and "50%" in row and "0.00" in row
     assert "4 decisions" in page and "<title>" in page and "3 × U" in page and "1 × Q?" in page
+
+
+async def test_dashboard_shows_the_models_call_against_the_final_decision(app, client, tmp_path):
+    """Per model version: critical (quality below the threshold) or not, against each series' latest code."""
+    from portal import clock
+    from portal.tables import InferenceJob, Project, Result, Series
+
+    await make_project("p", {"ann": "reviewer", "sen": "senior_reviewer", "max": "manager"})
+    uids = []
+    for i in range(3):
+        f = samples.restamp(samples.sample_path("CT_small.dcm"), tmp_path / f"{i}.dcm", patient_id=f"A-{i}")
+        with open(f, "rb") as fh:
+            r = await client.post("/api/v1/instance/upload/", headers=creds("max"), data={"Project": "p"},
+                                  files={"file": ("x.dcm", fh)})
+        uids.append(r.json()["SeriesInstanceUID"])
+    p = await Project.objects().where(Project.name == "p").first()
+    when = clock.now()
+    # series 0: critical (0.1) then rescored by a later job of the same version (0.9, not critical): the later counts
+    for uid, version, quality in ((uids[0], "1.0.0", 0.1), (uids[0], "1.0.0", 0.9), (uids[1], "1.0.0", 0.2),
+                                  (uids[2], "1.0.0", 0.8), (uids[1], "1.1.0", 0.6)):
+        s = await Series.objects().where(Series.series_instance_uid == uid).first()
+        job = InferenceJob(project=p.id, series=s.id, model_name="lightbox-quality", model_version=version,
+                           state="done", attempts=1, queued_at=when, finished_at=when)
+        await job.save()
+        await Result.insert(Result(job=job.id, series=s.id, name="quality", algorithm="lightbox-quality",
+                                   value=quality, type="probability", model_name="lightbox-quality",
+                                   model_version=version, created_at=when))
+    for who, uid, code in (("ann", uids[0], "U"), ("ann", uids[1], "Q?"), ("sen", uids[1], "UN"),
+                           ("ann", uids[2], "U")):
+        r = await client.post("/api/v1/scan-decisions", headers=creds(who), json={"series": uid, "decision": code})
+        assert r.status_code == 201, r.text
+    await login(client, "max")
+    page = (await client.get("/projects/p/dashboard")).text
+    old = page.split('data-model="lightbox-quality:1.0.0"')[1].split("</figure>")[0]
+    assert "3 series" in old
+    critical = old.split('data-call="critical"')[1].split("</tr>")[0]
+    clear = old.split('data-call="not critical"')[1].split("</tr>")[0]
+    cell = lambda row, code: row.split(f'data-code="{code}"')[1].split("</td>")[0].rsplit(">", 1)[1]  # noqa: E731
+    assert (cell(critical, "UN"), cell(critical, "U"), cell(critical, "Q?")) == ("1", "0", "0")
+    assert (cell(clear, "U"), cell(clear, "UN")) == ("2", "0")
+    new = page.split('data-model="lightbox-quality:1.1.0"')[1].split("</figure>")[0]
+    assert "1 series" in new and cell(new.split('data-call="not critical"')[1].split("</tr>")[0], "UN") == "1"

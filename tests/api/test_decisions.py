@@ -116,3 +116,35 @@ async def test_queue_walks_what_needs_my_tier(client, series_uid, tmp_path):
     assert r.headers["location"].startswith(f"/projects/p/series/{series_uid}")
     page = await client.get("/projects/p/dashboard")
     assert page.status_code == 200 and 'data-status="needs_senior_review">1<' in page.text
+
+
+async def test_undo_over_the_api_is_the_makers_own_latest_within_the_window(client, series_uid):
+    """POST /api/v1/scan-decisions/{id}/undo: the maker's latest decision, within the window; status goes back."""
+    import datetime as dt
+
+    from portal.review import decisions as decisions_mod
+
+    first = (await client.post("/api/v1/scan-decisions", headers=creds("reviewer"),
+                               json={"series": series_uid, "decision": "Q?"})).json()
+    second = (await client.post("/api/v1/scan-decisions", headers=creds("senior_reviewer"),
+                                json={"series": series_uid, "decision": "UN"})).json()
+    status = lambda: Series.objects().get(Series.series_instance_uid == series_uid)  # noqa: E731
+    assert (await status()).review_status == "complete"
+    r = await client.post(f"/api/v1/scan-decisions/{first['id']}/undo", headers=creds("reviewer"))
+    assert r.status_code == 409 and r.json()["suberror"] == "not_latest_decision"
+    r = await client.post(f"/api/v1/scan-decisions/{second['id']}/undo", headers=creds("reviewer"))
+    assert r.status_code == 403 and r.json()["suberror"] == "not_your_decision"
+    r = await client.post(f"/api/v1/scan-decisions/{second['id']}/undo", headers=creds("senior_reviewer"))
+    assert r.status_code == 200, r.text
+    assert r.json()["undone"]["decision"] == "UN" and r.json()["review_status"] == "needs_senior_review"
+    assert [d["decision"] for d in (await client.get(f"/api/v1/scan-decisions?series={series_uid}",
+                                                     headers=creds("reviewer"))).json()] == ["Q?"]
+    # Too late: older than the window.
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=decisions_mod.UNDO_SECONDS + 5)
+    await Decision.update({Decision.created_at: old}).where(Decision.id == first["id"])
+    r = await client.post(f"/api/v1/scan-decisions/{first['id']}/undo", headers=creds("reviewer"))
+    assert r.status_code == 409 and r.json()["suberror"] == "undo_too_late"
+    r = await client.post("/api/v1/scan-decisions/999999/undo", headers=creds("reviewer"))
+    assert r.status_code == 404
+    r = await client.post(f"/api/v1/scan-decisions/{first['id']}/undo", headers=creds("admin", "wrong"))
+    assert r.status_code == 401

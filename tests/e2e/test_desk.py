@@ -127,6 +127,8 @@ def test_decision_keys_are_safe(page, live_server, desk, tmp_path):
     expect(panel.locator("#undo-bar")).to_contain_text("Recorded U")
     expect(panel.locator("ol.history li")).to_have_count(1)
     expect(panel.locator("ol.history li").first).not_to_contain_text("mm")
+    # Times read one way across the portal: date, time with seconds, UTC.
+    expect(panel.locator("ol.history li time").first).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
     # The offer lapses after a few seconds.
     expect(panel.locator("#undo-decision")).to_be_hidden(timeout=15000)
 
@@ -178,3 +180,40 @@ def test_two_reviewers_never_get_the_same_series_and_a_senior_takes_over(browser
     assert claim is None
     for c in contexts.values():
         c.close()
+
+
+@pytest.mark.parametrize("size", [DESKTOP, TABLET], ids=["1280", "tablet"])
+def test_the_settings_page_shows_one_section_at_a_time(page, live_server, desk, tmp_path, size):
+    page.set_viewport_size(size)
+    sign_in(page, live_server, "max", "max-password")
+    page.goto(f"{live_server.url}/projects/desk")
+    page.get_by_role("button", name="Project settings").click()
+    tabs = page.locator("nav.settings-tabs")
+    expect(page.locator("article#members")).to_be_visible()
+    expect(page.locator("article#dicom")).to_be_hidden()
+    expect(tabs.get_by_role("link", name="Members")).to_have_attribute("aria-current", "page")
+    tabs.get_by_role("link", name="DICOM").click()
+    expect(page.locator("article#dicom")).to_be_visible()
+    expect(page.locator("article#members")).to_be_hidden()
+    expect(tabs.get_by_role("link", name="DICOM")).to_have_attribute("aria-current", "page")
+    # Saving comes back to the same section.
+    page.locator("article#dicom").get_by_role("button", name="Save DICOM settings").click()
+    expect(page.locator(".flash-success")).to_contain_text("DICOM settings saved")
+    expect(page.locator("article#dicom")).to_be_visible()
+    expect(page.locator("article#review")).to_be_hidden()
+    tabs.get_by_role("link", name="Mail").click()
+    expect(page.locator("article#mail-settings")).to_be_visible()
+    expect(page.locator("article#dicom")).to_be_hidden()
+    # A placeholder reads as an example, not a saved value: "e.g." and in muted italics.
+    recipients = page.locator("article#mail-settings textarea").first
+    assert recipients.get_attribute("placeholder").startswith("e.g. ")
+    assert page.evaluate("(el) => getComputedStyle(el, '::placeholder').fontStyle", recipients.element_handle()) == "italic"
+    tabs.get_by_role("link", name="Review vocabulary").click()
+    expect(page.locator("article#review")).to_be_visible()
+    expect(page.locator("article#mail-settings")).to_be_hidden()
+    page.go_back()
+    expect(page.locator("article#mail-settings")).to_be_visible()
+    box = tabs.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= size["width"] + 1
+    shot(page, tmp_path, f"settings-tabs-{size['width']}")
+    page.screenshot(path=f"/tmp/i15-settings-{size['width']}.png")

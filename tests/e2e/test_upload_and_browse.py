@@ -33,6 +33,11 @@ def test_upload_files_zip_and_junk(page, live_server, tmp_path):
     expect(page.locator("#upload-results tr[data-status=stored]")).to_have_count(5)
     expect(page.locator("#upload-results tr[data-status=rejected]")).to_contain_text("notes.dcm")
     expect(page.locator("#upload-summary")).to_contain_text("5 stored, 1 rejected")
+    # Problems first, then by file name (numbers as numbers), however the batches came back.
+    names = rows.locator("td:first-child").all_inner_texts()
+    assert names[0].endswith("notes.dcm"), names
+    assert names[1:] == sorted(names[1:], key=lambda n: [int(t) if t.isdigit() else t.lower()
+                                                          for t in re.split(r"(\d+)", n)]), names
     assert page.locator("#upload-progress").get_attribute("value") == "100"
     page.screenshot(path=str(tmp_path / "upload.png"), full_page=True)
 
@@ -93,3 +98,51 @@ def test_studies_table_searches_filters_sorts_and_pages(page, live_server, tmp_p
     page.locator("a.sort[data-sort=patient]").click()
     expect(first).not_to_have_text(first_desc)
     assert sorted([first.inner_text(), first_desc]) == ["PT-000", "PT-029"]
+
+
+LABELS_FIT_JS = """
+() => [...document.querySelectorAll('#study-filters select')].map((s) => {
+  const cs = getComputedStyle(s);
+  const probe = document.createElement('span');
+  probe.style.font = cs.font; probe.style.position = 'absolute'; probe.style.whiteSpace = 'pre';
+  document.body.appendChild(probe);
+  const widest = Math.max(...[...s.options].map((o) => { probe.textContent = o.text; return probe.offsetWidth; }));
+  probe.remove();
+  const room = s.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+  return {name: s.name, widest, room};
+})
+"""
+
+
+def test_a_filter_change_keeps_the_sort_and_filter_labels_are_whole(page, live_server, tmp_path):
+    assert live_server.api("POST", "/api/v1/projects", json={"name": "sorted"}).status_code == 201
+    for i in range(8):
+        src = samples.sample_path("MR_small.dcm" if i % 2 else "CT_small.dcm")
+        samples.restamp(src, tmp_path / f"{i}.dcm", patient_id=f"SO-{i:03d}")
+    live_server.cli("ingest", str(tmp_path), "--project", "sorted")
+    sign_in(page, live_server)
+    for size in ({"width": 1280, "height": 800}, {"width": 820, "height": 1180}):
+        page.set_viewport_size(size)
+        page.goto(live_server.url + "/projects/sorted")
+        fits = page.evaluate(LABELS_FIT_JS)
+        assert fits and all(f["widest"] <= f["room"] + 1 for f in fits), (size, fits)
+        page.screenshot(path=str(tmp_path / f"filters-{size['width']}.png"))
+    page.set_viewport_size({"width": 1280, "height": 800})
+    rows = page.locator("#studies tbody tr")
+    page.locator("a.sort[data-sort=patient]").click()  # descending first
+    expect(rows.first.locator("td").first).to_have_text("SO-007")
+    page.get_by_label("Modality").select_option("CT")
+    expect(page.locator("#studies .count")).to_contain_text("4 studies")
+    expect(page).to_have_url(re.compile(r"sort=patient"))
+    expect(rows.first.locator("td").first).to_have_text("SO-006")  # still by patient, descending
+    page.locator("a.sort[data-sort=patient]").click()  # ascending
+    expect(rows.first.locator("td").first).to_have_text("SO-000")
+    page.get_by_label("Search studies").fill("SO-00")
+    expect(page).to_have_url(re.compile(r"q=SO-00"))
+    expect(page).to_have_url(re.compile(r"dir=asc"))
+    expect(rows.first.locator("td").first).to_have_text("SO-000")
+    page.get_by_label("Modality").select_option("")
+    expect(page.locator("#studies .count")).to_contain_text("8 studies")
+    expect(rows.first.locator("td").first).to_have_text("SO-000")
+    expect(rows.last.locator("td").first).to_have_text("SO-007")
+    page.screenshot(path="/tmp/i15-filters-sorted.png")

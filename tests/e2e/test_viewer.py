@@ -112,3 +112,37 @@ def test_outsider_gets_404_for_pages_and_images(live_server, series_by_syntax):
             assert c.get(path).status_code == 404, path
         # Same answer as for a project that does not exist.
         assert c.get(f"/projects/nope/series/{uid}").status_code == 404
+
+
+def test_mpr_crosshairs_move_the_point_all_three_planes_go_through(page, live_server, series_by_syntax, tmp_path):
+    """In MPR the crosshairs show where the planes meet; with Cross pressed a click in the axial plane moves the
+    point, so the sagittal and coronal planes follow."""
+    page.set_viewport_size({"width": 1280, "height": 800})
+    sign_in(page, live_server)
+    open_series(page, live_server, series_by_syntax["STACK"][0])
+    cross = page.locator('#viewer [data-action="crosshairs"]')
+    expect(cross).to_be_hidden()  # only in MPR
+    page.click('#viewer [data-action="mpr"]')
+    page.wait_for_function("() => window.lightboxViewer.getState().mode === 'mpr'"
+                           " && window.lightboxViewer.getState().crosshairs !== null", timeout=30000)
+    expect(cross).to_be_visible()
+    # Passive crosshairs are drawn from the start: reference lines in each plane's SVG layer.
+    page.wait_for_function("() => document.querySelectorAll('#viewer .lbv-vp svg line').length >= 4", timeout=10000)
+    before = page.evaluate("() => window.lightboxViewer.getState().crosshairs")
+    cross.click()
+    expect(cross).to_have_attribute("aria-pressed", "true")
+    box = page.locator("#viewer .lbv-vp").first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.35)
+    page.wait_for_function("(b) => { const c = window.lightboxViewer.getState().crosshairs;"
+                           " return c && (Math.abs(c[0] - b[0]) > 1 || Math.abs(c[1] - b[1]) > 1); }",
+                           arg=before, timeout=10000)
+    after = page.evaluate("() => window.lightboxViewer.getState().crosshairs")
+    assert after[2] == pytest.approx(before[2], abs=0.5)  # a click in the axial plane keeps its slice
+    page.screenshot(path=str(tmp_path / "mpr-crosshairs.png"))
+    import shutil; shutil.copy(tmp_path / "mpr-crosshairs.png", "/tmp/i15-mpr-crosshairs.png")  # noqa: E702
+    cross.click()  # off again: the left button is window/level once more
+    expect(cross).to_have_attribute("aria-pressed", "false")
+    page.click('#viewer [data-action="mpr"]')
+    page.wait_for_function("() => window.lightboxViewer.getState().mode === 'stack'")
+    expect(cross).to_be_hidden()
+    assert page.evaluate("() => window.lightboxViewer.getState().crosshairs") is None

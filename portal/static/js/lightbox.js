@@ -32,3 +32,28 @@ document.addEventListener("click", async (event) => {
   button.textContent = "Copied";
   setTimeout(() => { button.textContent = "Copy link"; }, 1500);
 });
+
+// Project settings (projects/settings.html): one section at a time, the one the address names (#dicom after saving
+// DICOM settings); a section holding an error shows first; the tabs are plain links, so back and bookmarks work.
+function settingsTabs() {
+  const nav = document.querySelector("nav.settings-tabs");
+  if (!nav) return;
+  const links = [...nav.querySelectorAll("a[href^='#']")];
+  const ids = links.map((a) => a.getAttribute("href").slice(1));
+  let id = window.location.hash.slice(1);
+  if (!ids.includes(id)) {
+    const failed = ids.find((i) => document.getElementById(i)?.querySelector(".flash-error"));
+    id = failed || ids[0];
+  }
+  for (const i of ids) {
+    const section = document.getElementById(i);
+    if (section) section.hidden = i !== id;
+  }
+  for (const a of links) {
+    if (a.getAttribute("href") === "#" + id) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+}
+document.addEventListener("DOMContentLoaded", settingsTabs);
+window.addEventListener("hashchange", settingsTabs);
+document.addEventListener("htmx:afterSwap", settingsTabs);

@@ -41,8 +41,20 @@
 
   function show() {
     bar.value = totalBytes ? Math.round((100 * doneBytes) / totalBytes) : 100;
-    const parts = Object.entries(counts).map(([k, v]) => `${v} ${k.replace("_", " ")}`);
+    const parts = ["stored", "already_stored", "conflict", "rejected"].filter((k) => counts[k])
+      .map((k) => `${counts[k]} ${k.replace("_", " ")}`);
     summary.textContent = (queue.length || running ? "Uploading… " : "Done. ") + parts.join(", ");
+  }
+
+  // Problems first (rejected, conflict), then already stored, then stored; by file name within each (numbers as
+  // numbers), so the list reads the same however the batches and zip members came back.
+  const RANK = { rejected: 0, conflict: 1, already_stored: 2, stored: 3 };
+  const byName = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+  function order(tbody) {
+    const rows = [...tbody.rows];
+    rows.sort((a, b) => ((RANK[a.dataset.status] ?? 0) - (RANK[b.dataset.status] ?? 0))
+      || byName.compare(a.cells[0].textContent, b.cells[0].textContent));
+    tbody.append(...rows);
   }
 
   function next() {
@@ -75,6 +87,7 @@
           tbody.append(tr);
         });
       }
+      order(tbody);
       counts = {};
       tbody.querySelectorAll("tr").forEach((tr) => { counts[tr.dataset.status] = (counts[tr.dataset.status] || 0) + 1; });
       show(); next();

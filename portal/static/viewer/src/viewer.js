@@ -28,6 +28,7 @@ import {
   StackScrollTool,
   LengthTool,
   ProbeTool,
+  CrosshairsTool,
   annotation as csAnnotation,
   synchronizers,
   utilities as toolUtils,
@@ -68,7 +69,7 @@ function setup({ cacheSizeMB = DEFAULT_CACHE_MB, maxWebWorkers } = {}) {
     const cores = (typeof navigator !== 'undefined' && navigator.hardwareConcurrency) || 2;
     loaderInit({ maxWebWorkers: maxWebWorkers || Math.max(1, Math.min(4, Math.floor(cores / 2))) });
     toolsInit();
-    for (const Tool of [WindowLevelTool, PanTool, ZoomTool, StackScrollTool, LengthTool, MarkTool]) {
+    for (const Tool of [WindowLevelTool, PanTool, ZoomTool, StackScrollTool, LengthTool, MarkTool, CrosshairsTool]) {
       addTool(Tool);
     }
     initialised = true;
@@ -311,6 +312,7 @@ const TOOLBAR = [
   ['mark', 'Mark', 'Mark a location (click)'],
   null,
   ['mpr', 'MPR', 'Axial / sagittal / coronal planes (volumes)'],
+  ['crosshairs', 'Cross', 'Crosshairs (MPR): click or drag to move the point all three planes go through'],
   ['screenshot', 'PNG', 'Download a screenshot of the viewport (PNG)'],
 ];
 
@@ -399,6 +401,7 @@ class Controller {
       locked: !!this.lock.locked,
       cine: this.cineOn,
       imageId: this.mode === 'stack' && vp ? vp.getCurrentImageId() : undefined,
+      crosshairs: this.crosshairs(),
       heatmap: this.heatmap ? { url: this.heatmap.url, imageIndex: this.heatmap.imageIndex, shown: !!this._heatShown } : null,
     };
   }
@@ -506,16 +509,31 @@ class Controller {
   /** 'length' | 'mark' | null (window/level on the left button). */
   setTool(name) {
     this.tool = this.tool === name ? null : name;
+    if (this.tool === 'crosshairs' && this.mode !== 'mpr') this.tool = null;
+    this._applyTool();
+  }
+
+  _applyTool() {
     for (const tg of this._toolGroups()) {
       tg.setToolPassive(LengthTool.toolName);
       tg.setToolPassive(MarkTool.toolName);
       tg.setToolPassive(WindowLevelTool.toolName);
+      const mpr = tg.id === this.mprGroupId && this.mode === 'mpr';
+      if (mpr) tg.setToolPassive(CrosshairsTool.toolName); // passive: drawn, its lines still draggable
       const primary = [{ mouseButton: MouseBindings.Primary }];
       if (this.tool === 'length') tg.setToolActive(LengthTool.toolName, { bindings: primary });
       else if (this.tool === 'mark') tg.setToolActive(MarkTool.toolName, { bindings: primary });
+      else if (this.tool === 'crosshairs' && mpr) tg.setToolActive(CrosshairsTool.toolName, { bindings: primary });
       else tg.setToolActive(WindowLevelTool.toolName, { bindings: primary });
     }
     this._syncButtons();
+  }
+
+  /** MPR: the point (patient mm, LPS) the crosshairs put all three planes through; null outside MPR. */
+  crosshairs() {
+    if (this.mode !== 'mpr') return null;
+    const tool = ToolGroupManager.getToolGroup(this.mprGroupId)?.getToolInstance(CrosshairsTool.toolName);
+    return tool ? tool.toolCenter.map((v) => Math.round(v * 100) / 100) : null;
   }
 
   /** PNG of the active viewport with its overlay; Blob, or a data URL with type 'dataURL'. */
@@ -707,6 +725,8 @@ class Controller {
         return this.downloadScreenshot();
       case 'mpr':
         return this.setMode(this.mode === 'mpr' ? 'stack' : 'mpr');
+      case 'crosshairs':
+        return this.setTool('crosshairs');
       default:
         return undefined;
     }
@@ -721,6 +741,8 @@ class Controller {
     q('mpr').setAttribute('aria-pressed', String(this.mode === 'mpr'));
     q('cine').disabled = this.mode !== 'stack' || this.imageIds.length < 2;
     q('mpr').disabled = this.imageIds.length < 3;
+    q('crosshairs').setAttribute('aria-pressed', String(this.tool === 'crosshairs'));
+    q('crosshairs').hidden = this.mode !== 'mpr';
   }
 
   _setupToolGroups() {
@@ -734,6 +756,8 @@ class Controller {
       tg.addTool(StackScrollTool.toolName);
       tg.addTool(LengthTool.toolName);
       tg.addTool(MarkTool.toolName, { getTextLines: () => [] });
+      // Crosshairs only in MPR: the reference lines of the other two planes, through one shared point.
+      if (id === this.mprGroupId) tg.addTool(CrosshairsTool.toolName, { mobile: { enabled: false } });
       tg.setToolActive(WindowLevelTool.toolName, { bindings: [{ mouseButton: MouseBindings.Primary }] });
       tg.setToolActive(PanTool.toolName, {
         bindings: [
@@ -824,6 +848,10 @@ class Controller {
   }
 
   _teardownViewports() {
+    if (this.mode === 'mpr') {
+      ToolGroupManager.getToolGroup(this.mprGroupId)?.setToolDisabled(CrosshairsTool.toolName);
+      if (this.tool === 'crosshairs') this.tool = null; // the stack's group kept window/level
+    }
     for (const id of this.viewportIds) {
       try {
         toolUtils.stackPrefetch.disable?.(this.engine.getViewport(id)?.element);
@@ -958,6 +986,7 @@ class Controller {
     for (const id of this.viewportIds) this.voiSync.add({ renderingEngineId: ENGINE_ID, viewportId: id });
     this._applyInitialWindow(false);
     this.engine.renderViewports(this.viewportIds);
+    this._applyTool(); // draws the crosshairs (passive) now that the planes have cameras
     this._message('');
   }
 
