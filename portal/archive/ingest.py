@@ -104,14 +104,19 @@ async def ingest_file(path: str | Path, project: Project, archive: Archive | Non
 
 async def ingest_files(files: list[tuple[Path, str]], project: Project, archive: Archive | None = None, *,
                        move: bool = False, audit: dict | None = None, accept=None,
-                       return_exceptions: bool = False) -> list:
+                       return_exceptions: bool = False, volumes: bool = True) -> list:
     """Ingest many (path, filename) at once, answered in order; they share the writer's batches.
 
     `audit` (see upload_audit) is committed with them. `accept(parsed)` may refuse an instance by returning
     the reason (rejected, suberror "refused"). With `return_exceptions`, an instance that could not be
-    stored (disk, database) is answered by its exception instead of raising it."""
+    stored (disk, database) is answered by its exception instead of raising it. With `volumes`, a NIfTI,
+    MGZ or NRRD file (by its name) becomes DICOM images first (archive/volumes.py), answered by one result
+    per image in its place."""
     if archive is None:
         archive = await projects.archive(project, None)
+    if volumes and any(_volume_name(name or p.name) for p, name in files):
+        return await _with_volumes(files, project, archive, move=move, audit=audit, accept=accept,
+                                   return_exceptions=return_exceptions)
     results: list = []
     pending: list = []
 
@@ -135,6 +140,40 @@ async def ingest_files(files: list[tuple[Path, str]], project: Project, archive:
             results.extend(await pending.pop(0))
     for fut in pending:
         results.extend(await fut)
+    if not return_exceptions:
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+    return results
+
+
+def _volume_name(name: str) -> bool:
+    from portal.dicom.volumes import volume_format
+
+    return bool(volume_format(name))
+
+
+async def _with_volumes(files, project, archive, *, move, audit, accept, return_exceptions) -> list:
+    from portal.archive import volumes as volumes_mod  # it builds on this module
+
+    results: list = []
+    plain: list = []
+
+    async def flush(audit=None) -> None:
+        if plain or audit is not None:
+            results.extend(await ingest_files(list(plain), project, archive, move=move, audit=audit, accept=accept,
+                                              return_exceptions=return_exceptions, volumes=False))
+            plain.clear()
+
+    for p, name in files:
+        if not _volume_name(name or p.name):
+            plain.append((p, name))
+            continue
+        await flush()
+        conv = await asyncio.to_thread(volumes_mod.prepare, project, volumes_mod.scan_of_upload(name or p.name),
+                                       p, None, name or p.name)
+        results.extend(await volumes_mod.ingest_volume(conv, project, archive, filename=name or p.name))
+    await flush(audit)
     if not return_exceptions:
         for r in results:
             if isinstance(r, BaseException):

@@ -229,6 +229,11 @@ def series_uid(project: str, experiment: str, scan: str) -> str:
     return _uid(project, experiment, scan)
 
 
+def sop_uid(project: str, experiment: str, scan: str, frame: int, number: int, md5: str) -> str:
+    """The SOP Instance UID of image `number` (0-based, through the time points) of a volume with `md5`."""
+    return _uid(project, experiment, scan, frame, number, md5)
+
+
 def _ds(value) -> str:
     """A decimal string of at most 16 characters (DS)."""
     text = f"{value:.10g}"
@@ -284,7 +289,7 @@ def to_datasets(volume: Volume, names: Names) -> list[Dataset]:
             pixels = np.ascontiguousarray(plane.T)  # rows = j, columns = i
             position = affine @ np.array([0.0, 0.0, float(k), 1.0])
             number = t * nz + k + 1
-            sop = _uid(names.project, names.experiment, names.scan, names.frame, t, k, volume.md5)
+            sop = sop_uid(names.project, names.experiment, names.scan, names.frame, number - 1, volume.md5)
             meta = FileMetaDataset()
             meta.MediaStorageSOPClassUID = sop_class
             meta.MediaStorageSOPInstanceUID = sop
