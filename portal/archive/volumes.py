@@ -61,6 +61,13 @@ def scan_of_upload(name: str) -> Scan:
     return Scan(experiment=(parent or scan)[:256], scan=scan[:256], file_location=name)
 
 
+def scan_of_frame(frame) -> Scan:
+    """An import file's frame (exchange.records.FrameIn) as the scan its volume is."""
+    return Scan(experiment=frame.experiment, scan=frame.scan, frame=frame.frame_number, scan_type=frame.scan_type,
+                notes=frame.notes, subject_id=frame.subject_id, session_id=frame.session_id,
+                scan_link=frame.scan_link, file_location=frame.file_location)
+
+
 def _modality(scan_type: str) -> str:
     return "CT" if scan_type.strip().upper().startswith("CT") else "MR"
 
@@ -74,6 +81,12 @@ class Converted:
     md5: str
     data: bytes
     reads: list[ReadFile] = field(default_factory=list)
+    size: int = 0
+
+    def light(self) -> "Converted":
+        """Without the bytes (what an import's plan keeps between reading and placing)."""
+        return Converted(scan=self.scan, format=self.format, md5=self.md5, data=b"", size=self.size,
+                         reads=[ReadFile(r.parsed, r.md5, r.size, None) for r in self.reads])
 
     @property
     def series_uid(self) -> str:
@@ -94,7 +107,7 @@ def convert(project: Project, scan: Scan, *, path: Path | None = None, data: byt
                       scan_type=scan.scan_type, subject_id=scan.subject_id, session_id=scan.session_id,
                       modality=_modality(scan.scan_type))
     volume, files = vol.convert(data, PurePosixPath(name).name, names)
-    return Converted(scan=scan, format=volume.format, md5=volume.md5, data=data,
+    return Converted(scan=scan, format=volume.format, md5=volume.md5, data=data, size=len(data),
                      reads=[read_once(data=b) for b in files])
 
 
@@ -128,21 +141,24 @@ def place_volume(project: Project, conv: Converted) -> str:
     return key
 
 
-def place_slices(project: Project, conv: Converted) -> list[tuple[ReadFile, str]]:
-    """Write the images into the store under the keys ingest gives them (before an import's transaction)."""
+def place_slices(project: Project, conv: Converted) -> list[tuple[ReadFile, str, bool]]:
+    """Write the images into the store under the keys ingest gives them (before an import's transaction):
+    [(read, key, whether it was written now)]."""
     store = ingest_mod.storage()
     out = []
     for r in conv.reads:
         key = store.key_for(f"{project.id}/{r.parsed.sop_instance_uid}/{r.md5}")
-        if not store.exists(key):
+        new = not store.exists(key)
+        if new:
             store.place(key, data=r.data)
-        out.append((r, key))
+        out.append((r, key, new))
     return out
 
 
-async def record_source(project: Project, conv: Converted, file_key: str) -> bool:
+async def record_source(project: Project, conv: Converted, file_key: str, *, after_commit: list | None = None) -> bool:
     """The volume's row (MIQA's names, where it came from, its stored copy); a changed file becomes the current
-    version and the previous version's images leave the series. Returns whether the row is new."""
+    version and the previous version's images leave the series. Returns whether the row is new. Inside a
+    caller's transaction, the replaced images' files are deleted by `after_commit` once it commits."""
     key = source_key(project, conv.scan, conv.md5)
     if await VolumeSource.exists().where(VolumeSource.key == key):
         return False
@@ -156,7 +172,7 @@ async def record_source(project: Project, conv: Converted, file_key: str) -> boo
     await VolumeSource.insert(VolumeSource(
         key=key, project=project.id, series=series.id, experiment=s.experiment[:256], scan=s.scan[:256],
         frame_number=s.frame, scan_type=s.scan_type[:64], file_location=s.file_location, file_key=file_key,
-        md5=conv.md5, size=len(conv.data), format=conv.format, notes=s.notes, subject_id=s.subject_id[:64],
+        md5=conv.md5, size=conv.size, format=conv.format, notes=s.notes, subject_id=s.subject_id[:64],
         session_id=s.session_id[:64], scan_link=s.scan_link, slices=len(conv.reads), current=True,
         created_at=clock.now()))
     replaced: list[str] = []
@@ -169,7 +185,10 @@ async def record_source(project: Project, conv: Converted, file_key: str) -> boo
         log.info("volume %s / %s frame %s: a new version replaced %d images", s.experiment, s.scan, s.frame,
                  len(replaced))
         store = ingest_mod.storage()
-        await asyncio.to_thread(lambda: [store.delete(k) for k in replaced])
+        if after_commit is not None:
+            after_commit.append(lambda: [store.delete(k) for k in replaced])
+        else:
+            await asyncio.to_thread(lambda: [store.delete(k) for k in replaced])
     return True
 
 
