@@ -222,3 +222,10 @@ async def sources_of_project(project: Project) -> dict[int, list[dict]]:
             VolumeSource.frame_number):
         out.setdefault(r["series"], []).append(r)
     return out
+
+
+async def notes_of_study(study_id: int) -> str:
+    """The MIQA experiment's notes of a study made from volumes ("" for any other study)."""
+    row = await VolumeSource.select(VolumeSource.notes).where(
+        (VolumeSource.series.study == study_id) & (VolumeSource.current == True)).first()  # noqa: E712
+    return row["notes"] if row else ""

@@ -247,3 +247,44 @@ async def test_json_import_of_a_miqa_export(app, tmp_path):
     scan = out["projects"]["miqa"]["experiments"]["E9"]["scans"]["t1"]
     assert scan["frames"]["0"]["file_location"] == str(t1) and scan["scan_link"] == "https://miqa/x"
     assert [d["decision"] for d in scan["decisions"]] == ["Q?", "U"]
+
+
+def _model_installed() -> bool:
+    from portal.inference import models
+
+    return models.manifest_for("lightbox-quality") is not None
+
+
+@pytest.mark.skipif(not _model_installed(), reason="the built-in model's weights are not installed")
+async def test_an_uploaded_nifti_is_scored_by_the_quality_model_and_served_over_dicomweb(client, consumer, tmp_path):
+    import asyncio
+    import time
+
+    from portal.tables import InferenceJob
+    from tests.helpers import creds
+
+    p = await make_project("ai", {"rev": "reviewer", "view": "viewer"})
+    await projects.update_settings(p, {"ai_quiet_seconds": 0.2})
+    path = vs.nifti(tmp_path / "t1.nii.gz", vs.mr_pixels(), vs.oblique_affine())
+    with open(path, "rb") as fh:
+        r = await client.post("/api/v1/instance/upload/", headers=creds("rev"), data={"Project": "ai"},
+                              files={"file": (path.name, fh)})
+    assert r.status_code == 200, r.text
+    uid = V.series_uid("ai", "t1", "t1")
+    deadline = time.monotonic() + 90
+    job = None
+    while time.monotonic() < deadline:
+        job = await InferenceJob.select().where(InferenceJob.series.series_instance_uid == uid).first()
+        if job and job["state"] in ("done", "failed"):
+            break
+        await asyncio.sleep(0.3)
+    assert job and job["state"] == "done", job
+    result = (await client.get(f"/api/v1/results/{uid}", headers=creds("view"))).json()
+    assert 0 <= result["result"]["scores"]["quality"] <= 1
+
+    study = V.study_uid("ai", "t1")
+    listed = await client.get(f"/dicomweb/ai/studies/{study}/series", headers=creds("view"))
+    assert listed.status_code == 200
+    assert any(s["0020000E"]["Value"] == [uid] for s in listed.json())
+    meta = (await client.get(f"/dicomweb/ai/studies/{study}/series/{uid}/metadata", headers=creds("view"))).json()
+    assert len(meta) == 10 and all("00200037" in m for m in meta)
