@@ -98,6 +98,14 @@ async def test_csv_import_makes_series_with_miqa_names_and_the_affines_geometry(
         np.testing.assert_allclose(vs.voxel_from_dicom(ds, 7, 11), vs.voxel_world_lps(affine, 7, 11, 2), atol=1e-4)
         assert len(rows) == (15 if scan == "bold" else 10)
 
+    # MIQA's names are searchable: the scan type (series description), the experiment, the subject.
+    from portal.archive.browse import StudyQuery, search_studies
+
+    for q, found in (("fmri", ["NCANDA_E1"]), ("dwi", ["NCANDA_E2"]), ("ncanda_e2", ["NCANDA_E2"]),
+                     ("subj-1", ["NCANDA_E1"]), ("t1", ["NCANDA_E1", "NCANDA_E2"])):
+        page = await search_studies(p, StudyQuery(q=q))
+        assert sorted(r["description"] for r in page.rows) == found, q
+
     # The same file again: already stored, nothing new.
     again = await import_file(tmp_path / "repo" / "miqa.csv", p)
     assert again["frames_added"] == 0 and again["frames_existing"] == 5 and again["decisions_added"] == 0
