@@ -168,13 +168,15 @@ async def record_source(project: Project, conv: Converted, file_key: str, *, aft
                   & (VolumeSource.scan == s.scan) & (VolumeSource.frame_number == s.frame))
     older = await VolumeSource.select(VolumeSource.md5, VolumeSource.slices).where(
         same_frame & (VolumeSource.current == True))  # noqa: E712
-    await VolumeSource.update({VolumeSource.current: False}).where(same_frame)
-    await VolumeSource.insert(VolumeSource(
+    await VolumeSource.update({VolumeSource.current: False}).where(same_frame & (VolumeSource.key != key))
+    inserted = await _insert_once(key, VolumeSource(
         key=key, project=project.id, series=series.id, experiment=s.experiment[:256], scan=s.scan[:256],
         frame_number=s.frame, scan_type=s.scan_type[:64], file_location=s.file_location, file_key=file_key,
         md5=conv.md5, size=conv.size, format=conv.format, notes=s.notes, subject_id=s.subject_id[:64],
         session_id=s.session_id[:64], scan_link=s.scan_link, slices=len(conv.reads), current=True,
         created_at=clock.now()))
+    if not inserted:
+        return False
     replaced: list[str] = []
     for old in older:
         sops = [vol.sop_uid(project.name, s.experiment, s.scan, s.frame, n, old["md5"]) for n in range(old["slices"])]
@@ -189,6 +191,17 @@ async def record_source(project: Project, conv: Converted, file_key: str, *, aft
             after_commit.append(lambda: [store.delete(k) for k in replaced])
         else:
             await asyncio.to_thread(lambda: [store.delete(k) for k in replaced])
+    return True
+
+
+async def _insert_once(key: str, row: VolumeSource) -> bool:
+    """Insert; False when a concurrent ingest of the same volume inserted it first (the unique key)."""
+    try:
+        await VolumeSource.insert(row)
+    except Exception:
+        if await VolumeSource.exists().where(VolumeSource.key == key):
+            return False
+        raise
     return True
 
 
