@@ -198,6 +198,32 @@ class Instance(Table, tablename="lb_instance"):
 
 
 
+class VolumeSource(Table, tablename="lb_volume_source"):
+    """A volume file (NIfTI, MGZ, NRRD) that became a series' DICOM images, with MIQA's names for it: exports
+    give MIQA back this file under these names. One row per version; a changed file makes a new current one."""
+
+    id: Serial
+    key = Varchar(length=100, unique=True)  # project, experiment, scan, frame and MD5 (portal/archive/volumes.py)
+    project = ForeignKey(Project, on_delete=OnDelete.cascade, index=True)
+    series = ForeignKey(Series, on_delete=OnDelete.cascade, index=True)
+    experiment = Varchar(length=256)
+    scan = Varchar(length=256)
+    frame_number = Integer(default=0)
+    scan_type = Varchar(length=64, default="", index=True)
+    file_location = Text(default="")  # where it came from: the import file's path, or the uploaded name
+    file_key = Varchar(length=200)  # the stored copy of the volume itself
+    md5 = Varchar(length=32)
+    size = BigInt(default=0)
+    format = Varchar(length=16, default="")
+    notes = Text(default="")  # the experiment's notes
+    subject_id = Varchar(length=64, default="")
+    session_id = Varchar(length=64, default="")
+    scan_link = Text(default="")
+    slices = Integer(default=0)
+    current = Boolean(default=True)
+    created_at = Timestamptz()
+
+
 class InstanceMetadata(Table, tablename="lb_instance_metadata"):
     """An instance's DICOM JSON without bulk data, kept at ingest so WADO-RS /metadata never re-reads files.
 
@@ -496,4 +522,4 @@ TABLES: list[type[Table]] = [User, ApiToken, Project, Archive, Membership, Audit
                              Patient, Study, Series, Instance, InstanceMetadata, Decision, FormDefinition, ProjectForm,
                              FormSubmission, InferenceJob, Result, Asset, AiAlert, RetrainRun,
                              EmailOutbox, Flag, Notification, SiteSetting, SyncRun, Node, SendJob,
-                             ReviewClaim, UserSession, FormOwner, Tally]
+                             ReviewClaim, UserSession, FormOwner, Tally, VolumeSource]

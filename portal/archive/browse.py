@@ -85,9 +85,11 @@ async def search_studies(project: Project, query: StudyQuery) -> StudyPage:
     where, args = ["s.project = {}"], [project.id]
     if query.q:
         like = f"%{query.q.lower()}%"
+        # A series description matches too: a MIQA scan type (T1, FMRI…) is its series' description.
         where.append("(LOWER(p.patient_id) LIKE {} OR LOWER(p.patient_name) LIKE {} "
-                     "OR LOWER(s.accession_number) LIKE {} OR LOWER(s.description) LIKE {})")
-        args += [like] * 4
+                     "OR LOWER(s.accession_number) LIKE {} OR LOWER(s.description) LIKE {} "
+                     "OR EXISTS (SELECT 1 FROM lb_series sd WHERE sd.study = s.id AND LOWER(sd.description) LIKE {}))")
+        args += [like] * 5
     if query.modality:
         where.append("s.modalities LIKE {}")
         args.append(f"%{query.modality.upper()}%")

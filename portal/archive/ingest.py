@@ -104,14 +104,19 @@ async def ingest_file(path: str | Path, project: Project, archive: Archive | Non
 
 async def ingest_files(files: list[tuple[Path | bytes, str]], project: Project, archive: Archive | None = None,
                        *, move: bool = False, audit: dict | None = None, accept=None,
-                       return_exceptions: bool = False) -> list:
+                       return_exceptions: bool = False, volumes: bool = True) -> list:
     """Ingest many (path or bytes, filename) at once, answered in order; they share the writer's batches.
 
     `audit` (see upload_audit) is committed with them. `accept(parsed)` may refuse an instance by returning
     the reason (rejected, suberror "refused"). With `return_exceptions`, an instance that could not be
-    stored (disk, database) is answered by its exception instead of raising it."""
+    stored (disk, database) is answered by its exception instead of raising it. With `volumes`, a NIfTI,
+    MGZ or NRRD file (by its name) becomes DICOM images first (archive/volumes.py), answered by one result
+    per image in its place."""
     if archive is None:
         archive = await projects.archive(project, None)
+    if volumes and any(_volume_name(_name_of(src, name)) for src, name in files):
+        return await _with_volumes(files, project, archive, move=move, audit=audit, accept=accept,
+                                   return_exceptions=return_exceptions)
     conf = projects.settings_of(project)
     store = storage()
     results: list = []
@@ -146,6 +151,46 @@ async def ingest_files(files: list[tuple[Path | bytes, str]], project: Project, 
             results.extend(await pending.pop(0))
     for fut in pending:
         results.extend(await fut)
+    if not return_exceptions:
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+    return results
+
+
+def _name_of(src: Path | bytes, name: str) -> str:
+    return name or ("" if isinstance(src, bytes | bytearray) else Path(src).name)
+
+
+def _volume_name(name: str) -> bool:
+    from portal.dicom.volumes import volume_format
+
+    return bool(volume_format(name))
+
+
+async def _with_volumes(files, project, archive, *, move, audit, accept, return_exceptions) -> list:
+    from portal.archive import volumes as volumes_mod  # it builds on this module
+
+    results: list = []
+    plain: list = []
+
+    async def flush(audit=None) -> None:
+        if plain or audit is not None:
+            results.extend(await ingest_files(list(plain), project, archive, move=move, audit=audit, accept=accept,
+                                              return_exceptions=return_exceptions, volumes=False))
+            plain.clear()
+
+    for p, name in files:
+        name = _name_of(p, name)
+        if not _volume_name(name):
+            plain.append((p, name))
+            continue
+        await flush()
+        path, data = (None, bytes(p)) if isinstance(p, bytes | bytearray) else (Path(p), None)
+        conv = await asyncio.to_thread(volumes_mod.prepare, project, volumes_mod.scan_of_upload(name),
+                                       path, data, name)
+        results.extend(await volumes_mod.ingest_volume(conv, project, archive, filename=name))
+    await flush(audit)
     if not return_exceptions:
         for r in results:
             if isinstance(r, BaseException):

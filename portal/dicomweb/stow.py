@@ -78,7 +78,9 @@ async def store(files: list[tuple[Path, str]], project: Project, links: Links,
             return f"belongs to study {p.study_instance_uid}, not {study_uid}"
         return ""
 
-    results = await ingest_files(files, project, move=True, audit=audit, accept=accept, return_exceptions=True)
+    # DICOMweb carries DICOM only: a part named .nii is refused as not DICOM, never converted.
+    results = await ingest_files(files, project, move=True, audit=audit, accept=accept, return_exceptions=True,
+                                 volumes=False)
     response = StoreResponse()
     for (_, filename), result in zip(files, results):
         item = _outcome(result, filename)

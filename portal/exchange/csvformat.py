@@ -122,7 +122,9 @@ def _row(row: dict, line: str, parsed: Parsed, artifacts_known: list[str], seen:
         return
     seen[key] = line
     parsed.frames.append(FrameIn(line, row["experiment_name"], row["scan_name"], row.get("scan_type", ""), number,
-                                 row["file_location"]))
+                                 row["file_location"], notes=row.get("experiment_notes", ""),
+                                 subject_id=row.get("subject_id", ""), session_id=row.get("session_id", ""),
+                                 scan_link=row.get("scan_link", "")))
     code = row.get("last_decision", "")
     if not code:
         return

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from portal import audit, clock, db, projects, settings as settings_mod
-from portal.archive import storage
+from portal.archive import storage, volumes
 from portal.dicom import md5_of
 from portal.errors import Invalid
 from portal.exchange import csvformat, jsonformat
@@ -144,22 +144,35 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
     withheld: list[dict] = []  # de-identified exports: instances with burned-in annotation, left out
     experiments: dict[str, dict] = {}
     study_by_id = {s["id"]: s for s in studies}
+    # Series made from MIQA's volumes (NIfTI, MGZ, NRRD) go back under MIQA's names with MIQA's own files as
+    # their frames (not in a de-identified export: its frames are the de-identified DICOM images).
+    sources = {} if deid else await volumes.sources_of_project(project)
+    experiment_of_study = {series["study"]: sources[series["id"]][0] for series in series_rows
+                           if series["id"] in sources}
+    study_key: dict[int, str] = {}
     for study in studies:
         patient = patients.get(study["patient"]) or {}
         pid = patient.get("patient_id", "")
-        experiments[deid.uid(study["study_instance_uid"]) if deid else study["study_instance_uid"]] = {
-            "notes": "" if deid else study["description"],
-            "subject_id": deid.patient_id(pid) if deid else pid,
-            "session_id": "" if deid else study["accession_number"],
+        source = experiment_of_study.get(study["id"])
+        study_key[study["id"]] = key = (source["experiment"] if source else
+                                        deid.uid(study["study_instance_uid"]) if deid else study["study_instance_uid"])
+        experiments[key] = {
+            "notes": source["notes"] if source else "" if deid else study["description"],
+            "subject_id": source["subject_id"] if source else deid.patient_id(pid) if deid else pid,
+            "session_id": source["session_id"] if source else "" if deid else study["accession_number"],
             "archive": archives.get(patient.get("archive"), projects.DEFAULT_ARCHIVE),
             "scans": {},
         }
     for series in series_rows:
         study = study_by_id[series["study"]]
-        study_uid = deid.uid(study["study_instance_uid"]) if deid else study["study_instance_uid"]
+        study_uid = study_key[study["id"]]
         series_uid = deid.uid(series["series_instance_uid"]) if deid else series["series_instance_uid"]
         frames = {}
-        for number, inst in enumerate(by_series.get(series["id"], [])):
+        volume_rows = sources.get(series["id"], [])
+        for row in volume_rows:
+            frames[str(row["frame_number"])] = await _volume_frame(row, store, images, export_dir, images_folder)
+            done += row["slices"]
+        for number, inst in enumerate([] if volume_rows else by_series.get(series["id"], [])):
             src = store.path(inst["file_key"])
             sop = deid.uid(inst["sop_instance_uid"]) if deid else inst["sop_instance_uid"]
             if deid is not None or images == "copy":
@@ -190,9 +203,12 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
             if on_progress and done % 200 == 0:
                 await on_progress("writing frames", done, total)
         history = [_decision(d, deid) for d in decisions_of.get(series["id"], [])]
+        if volume_rows:
+            series_uid = volume_rows[0]["scan"]
         scan = {
-            "type": series["modality"],
-            "scan_link": "" if deid else scan_link(project, series["series_instance_uid"]),
+            "type": volume_rows[0]["scan_type"] if volume_rows else series["modality"],
+            "scan_link": "" if deid else (volume_rows[0]["scan_link"] if volume_rows and volume_rows[0]["scan_link"]
+                                          else scan_link(project, series["series_instance_uid"])),
             "description": "" if deid else series["description"],
             "frames": frames,
             "last_decision": {k: v for k, v in history[-1].items() if k != "role"} if history else None,
@@ -228,6 +244,31 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
         }},
     }
     return document
+
+
+async def _volume_frame(row: dict, store, images: str, export_dir: Path | None, images_folder: str) -> dict:
+    """A volume's frame: its original file when it is still there as it was, a copy beside the export when
+    the project copies images, else the stored copy."""
+    src = store.path(row["file_key"])
+    if images == "copy":
+        name = Path(row["file_location"]).name or src.name
+        rel = Path(images_folder) / "volumes" / row["md5"] / _safe_name(name, src.name)
+        dest = export_dir / rel
+        if not dest.exists() or dest.stat().st_size != row["size"]:
+            await asyncio.to_thread(_copy, src, dest)
+        location = rel.as_posix()
+    else:
+        original = Path(row["file_location"])
+        same = (original.is_absolute() and original.is_file() and original.stat().st_size == row["size"]
+                and await asyncio.to_thread(md5_of, original) == row["md5"])
+        location = str(original) if same else str(src)
+    return {"file_location": location, "md5": row["md5"]}
+
+
+def _safe_name(name: str, fallback: str) -> str:
+    from portal.dicom import sanitize_filename
+
+    return sanitize_filename(name) if name else fallback
 
 
 def _copy(src: Path, dest: Path) -> None:

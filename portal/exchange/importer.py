@@ -20,6 +20,7 @@ from piccolo.engine.postgres import PostgresEngine
 
 from portal import audit, clock, db, projects
 from portal.archive import ingest as ingest_mod
+from portal.archive import volumes
 from portal.dicom import DicomRejected, md5_of, read_instance
 from portal.errors import Invalid
 from portal.exchange import csvformat, exporter, jsonformat
@@ -64,6 +65,7 @@ class Plan:
     base: Path
     new_files: dict = field(default_factory=dict)  # resolved path -> archive name
     instances: dict = field(default_factory=dict)  # resolved path -> its ParsedInstance (new files)
+    volumes: dict = field(default_factory=dict)  # resolved path -> its volumes.Converted, without bytes (new volumes)
     scan_series: dict = field(default_factory=dict)  # (experiment, scan) -> SeriesInstanceUID
     series_sets: dict = field(default_factory=dict)  # (experiment, scan) -> the series its frames are in
     frames: int = 0
@@ -197,6 +199,7 @@ async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress)
     by_key = {r["file_key"]: r for r in rows}
     by_sop = {r["sop_instance_uid"]: r for r in rows}
     seen_paths: dict[Path, str] = {}
+    frame_at: dict[Path, object] = {}
     series_of_path: dict[Path, str] = {}
     total = len(parsed.frames)
     for n, frame in enumerate(parsed.frames, 1):
@@ -212,6 +215,7 @@ async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress)
             parsed.problem(frame.row, "file_location", f"Duplicate row: the same file as row {seen_paths[full]}.")
             continue
         seen_paths[full] = frame.row
+        frame_at[full] = frame
         known = own_stored = None
         confined = plan.guard.allowed is not None
         try:
@@ -246,7 +250,23 @@ async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress)
     done = 0
     new_total = len(plan.new_files)
 
+    async def inspect_volume(p: Path):
+        # A NIfTI/MGZ/NRRD volume: converted now to know its images (and refused now if it cannot be), again
+        # when placed, so that the plan does not hold every volume's images in memory.
+        conv = await asyncio.to_thread(volumes.prepare, project, volumes.scan_of_frame(frame_at[p]), p)
+        if isinstance(conv, DicomRejected):
+            return p, None, conv.detail
+        first = conv.reads[0].parsed
+        if all((by_sop.get(r.parsed.sop_instance_uid) or {}).get("md5") == r.md5 for r in conv.reads):
+            return p, first, "same"
+        if not first.patient_id.strip() and conf["missing_patient_id"] == "reject":
+            return p, None, "it has no subject_id (PatientID) and this project rejects such files."
+        plan.volumes[p] = conv.light()
+        return p, first, ""
+
     async def inspect(p: Path):
+        if volumes.volume_format(p.name):
+            return await inspect_volume(p)
         try:
             parsed_instance = await asyncio.to_thread(read_instance, p)
         except DicomRejected as exc:
@@ -274,6 +294,7 @@ async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress)
             if info is None:
                 parsed.problem(seen_paths[p], "file_location", f"{p}: {why}")
                 plan.new_files.pop(p, None)
+                plan.volumes.pop(p, None)
                 continue
             if why != "same" and info.sop_instance_uid in new_sops:
                 parsed.problem(seen_paths[p], "file_location", f"{p} has the SOP Instance UID of "
@@ -400,7 +421,23 @@ async def _place(plan: Plan, project: Project, placed: dict, owned: list, on_pro
     other writers are not kept waiting while an import copies its files."""
     store = ingest_mod.storage()
 
+    def place_volume(path: Path) -> None:
+        planned = plan.volumes[path]
+        conv = volumes.prepare(project, planned.scan, path)
+        if isinstance(conv, DicomRejected) or conv.md5 != planned.md5:
+            raise ImportRefused([Problem(_row_of(plan.parsed, path), "file_location",
+                                         f"{path} changed while it was being imported; import again.")])
+        slices = volumes.place_slices(project, conv)
+        owned.extend(key for _, key, new in slices if new)
+        volume_key = volumes._volume_file_key(project, conv)
+        if not store.exists(volume_key):
+            volumes.place_volume(project, conv)
+            owned.append(volume_key)
+        placed[path] = ("volume", conv.light(), [(r.parsed, key, r.size, r.md5) for r, key, _ in slices], volume_key)
+
     def place(path: Path) -> None:
+        if path in plan.volumes:
+            return place_volume(path)
         md5 = md5_of(path)
         # The key ingest gives it: content-addressed per project, so a conflicting file never overwrites.
         key = store.key_for(f"{project.id}/{plan.instances[path].sop_instance_uid}/{md5}")
@@ -450,6 +487,9 @@ async def _apply(plan: Plan, project: Project, placed: dict, on_progress=None) -
                 archive = Archive(project=project.id, name=archive_name, created_at=clock.now())
                 await archive.save()
                 archives[archive_name] = archive
+            if path in plan.volumes:
+                counts["frames_added"] += await _apply_volume(project, archive, placed[path], path)
+                continue
             key, size, md5 = placed[path]
             result = await ingest_mod.record_placed(project, archive, plan.instances[path], key, size, md5,
                                                     filename=path.name, after_commit=_DEFERRED.get())
@@ -470,6 +510,20 @@ async def _apply(plan: Plan, project: Project, placed: dict, on_progress=None) -
         await _submissions(plan, project, series_ids, users, counts)
         await _ai(plan, project, series_ids, counts)
     return counts
+
+
+async def _apply_volume(project: Project, archive: Archive, placed: tuple, path: Path) -> int:
+    """The rows of a placed volume's images, then the volume's own row; 1 when anything was new."""
+    _, conv, slices, volume_key = placed
+    added = False
+    for parsed_instance, key, size, md5 in slices:
+        result = await ingest_mod.record_placed(project, archive, parsed_instance, key, size, md5,
+                                                filename=path.name, after_commit=_DEFERRED.get())
+        if not result.ok:
+            raise ImportRefused([Problem("", "file_location", f"{path}: {result.status}: {result.reason}")])
+        added = added or result.status == ingest_mod.STORED
+    added = await volumes.record_source(project, conv, volume_key, after_commit=_DEFERRED.get()) or added
+    return int(added)
 
 
 def _row_of(parsed: Parsed, path: Path) -> str:

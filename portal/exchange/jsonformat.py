@@ -100,7 +100,11 @@ def _experiment(exp_name: str, exp, parsed: Parsed, artifacts_known: list[str]) 
                 continue
             parsed.frames.append(FrameIn(fwhere, exp_name, scan_name, str(scan.get("type", "")), n,
                                          frame["file_location"], str(frame.get("sop_instance_uid", "") or ""),
-                                         str(frame.get("md5", "") or ""), archive))
+                                         str(frame.get("md5", "") or ""), archive,
+                                         notes=str(exp.get("notes", "") or ""),
+                                         subject_id=str(exp.get("subject_id", "") or ""),
+                                         session_id=str(exp.get("session_id", "") or ""),
+                                         scan_link=str(scan.get("scan_link", "") or "")))
         history = scan.get("decisions")
         if history is None and scan.get("last_decision"):
             history = [scan["last_decision"]]

@@ -31,6 +31,11 @@ class FrameIn:
     sop_instance_uid: str = ""
     md5: str = ""
     archive: str = ""
+    # MIQA's names around the frame: kept for volumes (NIfTI, MGZ, NRRD) that become series here
+    notes: str = ""
+    subject_id: str = ""
+    session_id: str = ""
+    scan_link: str = ""
 
 
 @dataclass

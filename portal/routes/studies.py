@@ -10,7 +10,7 @@ from litestar.di import Provide
 from litestar.response import File, Response, Template
 
 from portal import archive as arch, audit, settings as settings_mod
-from portal.archive import download, navigation
+from portal.archive import download, navigation, volumes
 from portal.auth import permissions
 from portal.dicom import render_frame, thumbnail
 from portal.dicom.tags import tag_rows
@@ -34,6 +34,7 @@ async def study_page(request: Request, me: User, project: str, study_uid: str) -
     counts = await arch.count_instances([s.id for s in series])
     return await page(request, me, "studies/study.html", project=p, study=study, patient=patient,
                       series=series, counts=counts, flagged=await flags.flagged_ids([s.id for s in series]),
+                      volume_notes=await volumes.notes_of_study(study.id),
                       perms=await permissions.permissions(me, p), deidentified=download.deidentified(p),
                       **await network.send_context(me, p))
 
@@ -53,6 +54,7 @@ async def series_page(request: Request, me: User, project: str, series_uid: str)
                        client=client_of(request))
     return await page(request, me, "studies/series.html", project=p, study=study, patient=patient, series=series,
                       instances=instances, prev_uid=prev_uid, next_uid=next_uid, siblings=siblings,
+                      volume_sources=await volumes.sources_of_series(series.id),
                       viewer_instances=_viewer_instances(p.name, instances),
                       prefetch_instances=_viewer_instances(p.name, next_instances),
                       perms=await permissions.permissions(me, p), deidentified=download.deidentified(p),
