@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class Part:
-    """One body part: bytes in memory, or a file read in chunks as the body is sent."""
+    """One body part: bytes in memory, or a stored file read in chunks as the body is sent (`chunks` makes
+    the iterator of its bytes: the store's `iter_bytes`)."""
 
     content_type: str
     data: bytes = b""
-    path: Path | None = None
+    chunks: Callable[[], Iterator[bytes]] | None = None
     location: str = ""
 
 
@@ -36,10 +36,8 @@ def body(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
         if part.location:
             head += f"Content-Location: {part.location}\r\n"
         yield (head + "\r\n").encode("ascii")
-        if part.path is not None:
-            with open(part.path, "rb") as f:
-                while chunk := f.read(CHUNK):
-                    yield chunk
+        if part.chunks is not None:
+            yield from part.chunks()
         else:
             yield part.data
         yield b"\r\n"
@@ -53,13 +51,10 @@ async def abody(parts: list[Part], boundary: str) -> AsyncIterator[bytes]:
         if part.location:
             head += f"Content-Location: {part.location}\r\n"
         yield (head + "\r\n").encode("ascii")
-        if part.path is not None:
-            f = await asyncio.to_thread(open, part.path, "rb")
-            try:
-                while chunk := await asyncio.to_thread(f.read, 8 * CHUNK):
-                    yield chunk
-            finally:
-                f.close()
+        if part.chunks is not None:
+            it = await asyncio.to_thread(part.chunks)
+            while (chunk := await asyncio.to_thread(next, it, None)) is not None:
+                yield chunk
         else:
             yield part.data
         yield b"\r\n"
