@@ -18,7 +18,7 @@ from pathlib import Path
 
 from piccolo.engine.postgres import PostgresEngine
 
-from portal import audit, clock, db, projects
+from portal import audit, clock, db, projects, settings as settings_mod
 from portal.archive import ingest as ingest_mod
 from portal.dicom import DicomRejected, md5_of, read_instance
 from portal.errors import Invalid
@@ -96,7 +96,7 @@ class _Guard:
         for other in await Project.objects().where(Project.id != project.id):
             folders += [(f, False) for f in folders_of(other) - own]
         allowed = sorted(own) if confined else None
-        return cls(ingest_mod.storage().root.resolve(), allowed, folders)
+        return cls(_local_store_root(), allowed, folders)
 
     def refusal(self, real: Path, own_stored: bool) -> str:
         """Why `real` (resolved, symlinks followed) may not be read; "" when it may."""
@@ -188,10 +188,17 @@ def _refused(parsed: Parsed, path: Path) -> ImportRefused:
     return exc
 
 
+def _local_store_root() -> Path:
+    """The image store's folder on local disk (on S3 the data dir's unused one: still never importable)."""
+    store = ingest_mod.storage()
+    return Path(getattr(store, "root", None) or settings_mod.current().storage_dir).resolve()
+
+
 async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress) -> None:
     """Find each frame's file; know its series (from the store, or by reading the file's header)."""
     parsed = plan.parsed
-    store_root = ingest_mod.storage().root.resolve()
+    store_root = _local_store_root()
+    store = ingest_mod.storage()
     rows = await Instance.select(Instance.file_key, Instance.sop_instance_uid, Instance.md5,
                                  Instance.series.series_instance_uid).where(Instance.project == project.id)
     by_key = {r["file_key"]: r for r in rows}
@@ -202,6 +209,23 @@ async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress)
     for n, frame in enumerate(parsed.frames, 1):
         if on_progress and n % 1000 == 0:
             await on_progress("checking files", n, total)
+        if frame.file_location.startswith("s3://"):
+            # An object this install's store gave out (an export of an install on S3): known by its key.
+            key = store.key_of_uri(frame.file_location) if store.kind == "s3" else None
+            known = by_key.get(key) if key else None
+            if known is None:
+                parsed.problem(frame.row, "file_location", f"{frame.file_location[:200]} is not a stored file of "
+                               "this install's object store; name new images by a path the server can read.")
+                continue
+            full = Path(frame.file_location)
+            if full in seen_paths:
+                parsed.problem(frame.row, "file_location", f"Duplicate row: the same file as row {seen_paths[full]}.")
+                continue
+            seen_paths[full] = frame.row
+            plan.existing_frames += 1
+            series_of_path[full] = known["series.series_instance_uid"]
+            frame.file_location = str(full)
+            continue
         location = Path(frame.file_location).expanduser()
         full = location if location.is_absolute() else plan.base / location
         try:
@@ -405,7 +429,7 @@ async def _place(plan: Plan, project: Project, placed: dict, owned: list, on_pro
         # The key ingest gives it: content-addressed per project, so a conflicting file never overwrites.
         key = store.key_for(f"{project.id}/{plan.instances[path].sop_instance_uid}/{md5}")
         if store.exists(key):
-            placed[path] = (key, store.path(key).stat().st_size, md5)
+            placed[path] = (key, store.size(key), md5)
             return
         stored = store.put(path, key)
         owned.append(key)
