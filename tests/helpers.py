@@ -49,3 +49,10 @@ def labelled_series(root, n: int = 24):
     from portal.dicom import samples
 
     return samples.labelled_series(root, n)
+
+
+def stored_keys(suffix: str = "", prefix: str = "") -> list[str]:
+    """The keys in the configured store (local files or S3), sorted; only those ending `suffix`."""
+    from portal import storage
+
+    return sorted(k for k, _ in storage.current().keys(prefix) if k.endswith(suffix))

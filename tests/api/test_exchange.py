@@ -23,7 +23,7 @@ from portal.exchange.importer import ImportRefused
 from portal.review import decisions
 from portal.tables import AuditEvent, Decision, FormSubmission, Instance, Series, SyncRun
 from tests.conftest import fresh_env
-from tests.helpers import creds, make_project
+from tests.helpers import creds, make_project, stored_keys
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -274,7 +274,7 @@ async def test_a_huge_file_is_refused_before_it_is_read(app, tmp_path, monkeypat
 
 
 def _stored_files(settings) -> list:
-    return sorted(p for p in settings.storage_dir.rglob("*.dcm") if p.is_file())
+    return stored_keys(".dcm")
 
 
 async def test_a_failure_while_applying_rolls_everything_back(app, settings, tmp_path, monkeypatch):
@@ -728,10 +728,10 @@ async def test_an_export_says_when_stored_files_are_missing(app, tmp_path):
 
     p, _, _ = await _populated(tmp_path)
     gone = await Instance.objects().first()
-    storage().path(gone.file_key).unlink()
+    storage().delete(gone.file_key)
     run = await runs.execute((await runs.create(p, "export", trigger="cli", path=str(tmp_path / "e.json")))["id"])
     assert run["state"] == "done" and "1 stored file(s) are missing" in run["message"]
-    assert _doc(tmp_path / "e.json")["missing_files"] == [str(storage().path(gone.file_key))]
+    assert _doc(tmp_path / "e.json")["missing_files"] == [storage().uri(gone.file_key)]
 
 
 # --- review fixes ---------------------------------------------------------------------------------------------
@@ -829,11 +829,11 @@ async def test_a_rolled_back_import_keeps_the_file_an_overwrite_replaced(app, tm
         await import_file(_write_csv(tmp_path / "f.csv", rows), p)
     assert len(calls) == 2  # the overwrite happened, then the import rolled back
     kept = await Instance.objects().first()
-    assert storage().path(kept.file_key).is_file()  # the row still points at a file that exists
-    assert sorted(storage().root.rglob("*.dcm")) == [storage().path(kept.file_key)]  # the placed ones are gone
+    assert storage().exists(kept.file_key)  # the row still points at a file that exists
+    assert stored_keys(".dcm") == [kept.file_key]  # the placed ones are gone
     monkeypatch.setattr(importer.ingest_mod, "record_placed", real)
     counts = await import_file(_write_csv(tmp_path / "f.csv", rows), p)  # committed: now the old file goes
-    assert counts["frames_added"] == 2 and not storage().path(kept.file_key).exists()
+    assert counts["frames_added"] == 2 and not storage().exists(kept.file_key)
 
 
 async def test_an_image_the_project_would_reject_is_reported_before_anything_is_applied(app, tmp_path, monkeypatch):
