@@ -34,10 +34,10 @@ REDIS_URL = os.environ.get("LIGHTBOX_TEST_QUEUE_URL", "")
 RUN_ID = uuid.uuid4().hex[:8]
 S3 = os.environ.get("LIGHTBOX_TEST_STORAGE", "") == "s3"
 S3_BUCKET = f"lightbox-test-{RUN_ID}"
-if S3:  # the servers the tests start inherit these
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "lightbox-test")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "lightbox-test-secret")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+# Credentials of the test S3 server (moto takes any); the servers the tests start inherit them.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "lightbox-test")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "lightbox-test-secret")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 _s3_endpoint = ""
 
 

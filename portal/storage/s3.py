@@ -112,6 +112,11 @@ class S3Store:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
+    def etag_md5(self, key: str) -> str | None:
+        """The object's MD5 when its ETag is one (a single-part PUT); None for a multipart upload's."""
+        etag = (obstore.head(self._store, check_key(key)).get("e_tag") or "").strip('"')
+        return etag if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag) else None
+
     def keys(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         """(key, size) of every object under `prefix`."""
         for batch in obstore.list(self._store, prefix=prefix or None, chunk_size=1000):
