@@ -145,8 +145,8 @@ async def test_two_web_processes_and_two_workers_share_one_install(site, tmp_pat
             path = f"/dicomweb/scale/studies/{ds.StudyInstanceUID}/series/{uid}/instances/{ds.SOPInstanceUID}"
             got = [await http.get(url + path, headers={**ADMIN, "Accept": 'multipart/related; type="application/dicom"'})
                    for url in (first, second)]
-            assert [g.status_code for g in got] == [200, 200] and got[0].content == got[1].content
-            assert fs[1].read_bytes() in got[0].content
+            assert [g.status_code for g in got] == [200, 200]
+            assert all(fs[1].read_bytes() in g.content for g in got)  # the stored bytes, from either process
 
     env = site.env
     # Stored once: one row per instance, and the store holds exactly the files the rows name.
