@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PG_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test test-sqlite test-postgres install install-test chromium services demo lint
+.PHONY: run test test-sqlite test-postgres test-s3 install install-test chromium services demo lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,11 +43,11 @@ services:
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /tmp
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 
-# The two backends run side by side (their databases, queues, data dirs and ports are their own): much of
-# the suite waits on live servers, browsers and quiet periods, so two runs share the 2 cores well. Each
+# The backends run side by side (their databases, queues, buckets, data dirs and ports are their own): much
+# of the suite waits on live servers, browsers and quiet periods, so the runs share the 2 cores well. Each
 # run's output is printed whole when it ends.
 test: install-test chromium services
-	$(MAKE) -j2 --output-sync=target test-sqlite test-postgres
+	$(MAKE) -j3 --output-sync=target test-sqlite test-postgres test-s3
 
 test-sqlite: install-test
 	$(BIN)/python -m pytest -q
@@ -55,3 +55,14 @@ test-sqlite: install-test
 # A fresh database per run is created (and dropped) by tests/conftest.py from this server URL.
 test-postgres: install-test
 	LIGHTBOX_TEST_DATABASE_URL=$(PG_URL) LIGHTBOX_TEST_QUEUE_URL=$(REDIS_URL) $(BIN)/python -m pytest -q
+
+# The third combination, PostgreSQL + Redis + S3: the tests of what goes through the storage seam (ingest,
+# WADO, export, delete, AI assets, migration, the many-process deployment), with files in moto's S3 server
+# (started by tests/conftest.py on a free port; the wire protocol is real).
+S3_TESTS := tests/api/test_storage.py tests/api/test_entry_points.py tests/api/test_ingest_batching.py \
+	tests/api/test_dicomweb.py tests/api/test_wado_uri_and_rendered.py tests/api/test_export_download.py \
+	tests/api/test_exchange.py tests/api/test_cad4tb_v1.py tests/api/test_housekeeping.py \
+	tests/api/test_inference.py tests/api/test_ai_dicom_results.py tests/api/test_deployment.py
+test-s3: install-test
+	LIGHTBOX_TEST_STORAGE=s3 LIGHTBOX_TEST_DATABASE_URL=$(PG_URL) LIGHTBOX_TEST_QUEUE_URL=$(REDIS_URL) \
+		$(BIN)/python -m pytest -q $(S3_TESTS)

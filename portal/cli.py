@@ -470,6 +470,42 @@ def import_cmd(ctx: click.Context, project_name: str, source: Path, create_proje
 
 
 @main.group()
+def storage() -> None:
+    """Where image files, AI assets and export copies are stored (LIGHTBOX_STORAGE_URL)."""
+
+
+@storage.command("migrate")
+@click.option("--to", "to", required=True, metavar="URL",
+              help="The new store: s3://BUCKET[/PREFIX]?endpoint=URL, or a folder.")
+def storage_migrate(to: str) -> None:
+    """Copy every stored file into the store at URL, verifying each MD5; run it again to resume."""
+    from portal import storage as storage_mod
+    from portal.storage import migrate as migrate_mod
+    from portal.tables import Instance
+
+    settings = _setup()
+    src = storage_mod.current()
+    dest = storage_mod.open_store(to)
+    expected = {r["file_key"]: r["md5"] for r in _run(Instance.select(Instance.file_key, Instance.md5))}
+    journal = migrate_mod.journal_path(settings.data_dir, dest.url)
+    with click.progressbar(length=sum(1 for _ in src.keys()), label=f"Copying to {to}", show_pos=True,
+                           file=sys.stderr) as bar:
+        try:
+            result = migrate_mod.migrate(src, dest, journal, expected, on_progress=bar.update)
+        except LightboxError as exc:
+            click.echo(f"error: {exc.detail}", err=True)
+            sys.exit(1)
+    for line in result.failed:
+        click.echo(line, err=True)
+    click.echo(f"{result.copied} copied and verified ({result.bytes} bytes), {result.already} verified before, "
+               f"{len(result.failed)} failed, of {result.total}")
+    if result.failed:
+        click.echo("run the same command again to retry the failed files", err=True)
+        sys.exit(2)
+    click.echo(f"all files are in {to}: set LIGHTBOX_STORAGE_URL to it and restart every lightbox process")
+
+
+@main.group()
 def node() -> None:
     """Remote DICOM nodes: where series are sent, and C-MOVE destinations."""
 

@@ -33,6 +33,9 @@ class Settings:
     """Password for the first admin; generated and stored 0600 in the data dir when absent."""
     cors_origins: tuple[str, ...] = ()
     """Browser origins allowed to call the APIs and DICOMweb (`LIGHTBOX_CORS_ORIGINS`, comma-separated)."""
+    storage_url: str = ""
+    """Where image files, AI assets and export copies are stored: `s3://BUCKET[/PREFIX]?endpoint=URL` for an
+    S3-compatible store (credentials and region from AWS_*), a folder path, or empty for the data dir's files."""
 
     @property
     def database_kind(self) -> str:
@@ -51,6 +54,10 @@ class Settings:
         if host.replace(".", "").isdigit() or ":" in host:  # an IP address is no mail domain
             host = "localhost"
         return f"Lightbox <lightbox@{host}>"
+
+    @property
+    def storage_kind(self) -> str:
+        return "s3" if self.storage_url.startswith("s3://") else "local"
 
     @property
     def sqlite_path(self) -> Path:
@@ -152,6 +159,7 @@ def load(env: dict | None = None) -> Settings:
         admin_password=env.get("LIGHTBOX_ADMIN_PASSWORD", ""),
         cors_origins=tuple(o.strip().rstrip("/") for o in env.get("LIGHTBOX_CORS_ORIGINS", "").split(",")
                            if o.strip()),
+        storage_url=env.get("LIGHTBOX_STORAGE_URL", "").strip(),
     )
 
 

@@ -1,7 +1,9 @@
 """Test fixtures: a fresh data dir and database per test, on SQLite + SqliteHuey or PostgreSQL + RedisHuey.
 
 The backend follows LIGHTBOX_TEST_DATABASE_URL / LIGHTBOX_TEST_QUEUE_URL (set by `make test-postgres`):
-a fresh database per run is created from that server and dropped at the end. Migrations run once
+a fresh database per run is created from that server and dropped at the end. LIGHTBOX_TEST_STORAGE=s3 (set by
+`make test-s3`) stores files in a real S3-protocol server: moto's server mode, started here on a free port
+(or the one LIGHTBOX_TEST_S3_ENDPOINT names), with a bucket per run and a prefix per test. Migrations run once
 into a template (a SQLite file, or a PostgreSQL template database); each test gets a copy.
 """
 
@@ -30,6 +32,49 @@ os.environ.pop("LIGHTBOX_QUEUE_URL", None)
 PG_SERVER = os.environ.get("LIGHTBOX_TEST_DATABASE_URL", "")
 REDIS_URL = os.environ.get("LIGHTBOX_TEST_QUEUE_URL", "")
 RUN_ID = uuid.uuid4().hex[:8]
+S3 = os.environ.get("LIGHTBOX_TEST_STORAGE", "") == "s3"
+S3_BUCKET = f"lightbox-test-{RUN_ID}"
+# Credentials of the test S3 server (moto takes any); the servers the tests start inherit them.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "lightbox-test")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "lightbox-test-secret")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+_s3_endpoint = ""
+
+
+def s3_endpoint() -> str:
+    """The S3 server of this run (moto_server started on first use, stopped when the run ends)."""
+    global _s3_endpoint
+    if _s3_endpoint:
+        return _s3_endpoint
+    import atexit
+    import socket
+    import time
+
+    endpoint = os.environ.get("LIGHTBOX_TEST_S3_ENDPOINT", "")
+    if not endpoint:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        moto = Path(sys.executable).with_name("moto_server")
+        proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        atexit.register(proc.terminate)
+        endpoint = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=S3_BUCKET)
+    _s3_endpoint = endpoint
+    return endpoint
+
+
+def s3_url(prefix: str) -> str:
+    return f"s3://{S3_BUCKET}/{prefix}?endpoint={s3_endpoint()}"
 SECRET = "test-secret-key-not-for-production"
 ADMIN_PASSWORD = "admin-password-123"
 
@@ -62,6 +107,8 @@ def _env_for(data_dir: Path, db_name: str | None) -> dict:
            "LIGHTBOX_ADMIN_PASSWORD": ADMIN_PASSWORD, "LIGHTBOX_BASE_URL": "http://lightbox.test"}
     if db_name:
         env["LIGHTBOX_DATABASE_URL"] = _db_url(db_name)
+    if S3:
+        env["LIGHTBOX_STORAGE_URL"] = s3_url(f"t-{uuid.uuid4().hex[:12]}")
     if REDIS_URL:
         # One Redis server, many installs: each test's queue has its own name.
         env["LIGHTBOX_QUEUE_URL"] = REDIS_URL

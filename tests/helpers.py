@@ -49,3 +49,22 @@ def labelled_series(root, n: int = 24):
     from portal.dicom import samples
 
     return samples.labelled_series(root, n)
+
+
+def stored_keys(suffix: str = "", prefix: str = "") -> list[str]:
+    """The keys in the configured store (local files or S3), sorted; only those ending `suffix`."""
+    from portal import storage
+
+    return sorted(k for k, _ in storage.current().keys(prefix) if k.endswith(suffix))
+
+
+def readable(location: str) -> bool:
+    """Whether an export's `file_location` names a file that is there: a path, or an s3:// URI of the store."""
+    from pathlib import Path
+
+    from portal import storage
+
+    if location.startswith("s3://"):
+        key = storage.current().key_of_uri(location)
+        return key is not None and storage.current().exists(key)
+    return Path(location).is_file()

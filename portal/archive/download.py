@@ -27,7 +27,7 @@ async def _instances(series_ids: list[int]) -> list[dict]:
 
 
 async def plan(project: Project, study: Study, series: list[Series]) -> tuple[str, list[tuple[str, Path]]]:
-    """The zip's file name and its (name in zip, stored file) entries: patient/study/series folders."""
+    """The zip's file name and its (name in zip, stored file key) entries: patient/study/series folders."""
     patient = await Patient.objects().get(Patient.id == study.patient)
     deid = _deidentifier(project)
     pid = deid.patient_id(patient.patient_id) if deid else patient.patient_id
@@ -37,7 +37,7 @@ async def plan(project: Project, study: Study, series: list[Series]) -> tuple[st
         s = by_id[inst["series"]]
         folder = f"{sanitize_filename(s.modality or 'series')}-{s.series_number if s.series_number is not None else n}"
         sop = deid.uid(inst["sop_instance_uid"]) if deid else inst["sop_instance_uid"]
-        entries.append((f"{sanitize_filename(pid)}/{folder}/{sop}.dcm", storage().path(inst["file_key"])))
+        entries.append((f"{sanitize_filename(pid)}/{folder}/{sop}.dcm", inst["file_key"]))
     what = series[0].series_instance_uid if len(series) == 1 else study.study_instance_uid
     suffix = "-deidentified" if deid else ""
     return f"{sanitize_filename(pid)}-{what}{suffix}.zip", entries
@@ -55,13 +55,14 @@ def chunks(project: Project, entries: list[tuple[str, Path]]) -> Iterator[bytes]
     """The zip, chunk by chunk (blocking: run it in a thread). De-identified files pass through a temp folder."""
     deid = _deidentifier(project)
     if deid is None:
-        yield from stream_zip(entries)
+        yield from stream_zip(entries, store=storage())
         return
     with tempfile.TemporaryDirectory(prefix="lightbox-download-") as tmp:
         def clean() -> Iterator[tuple[str, Path]]:
             for i, (name, src) in enumerate(entries):
                 dest = Path(tmp) / f"{i}.dcm"
-                deid.write_file(Path(src), dest)
+                with storage().local_copy(src) as path:
+                    deid.write_file(path, dest)
                 yield name, dest
                 dest.unlink()  # stream_zip has read it whole by now
         yield from stream_zip(clean())

@@ -59,7 +59,10 @@ class IngestResult:
 
 
 def storage() -> FileStore:
-    return FileStore(settings_mod.current().storage_dir)
+    """The configured store (portal/storage): local files or S3, with the same methods."""
+    from portal import storage as storage_mod
+
+    return storage_mod.current()
 
 
 def _assigned_patient_id(study_uid: str) -> str:
@@ -342,7 +345,7 @@ async def record_placed(project: Project, archive: Archive, parsed: ParsedInstan
                            "such files; set PatientID or change the project's setting.", "missing_patient_id")
         patient_id = _assigned_patient_id(parsed.study_instance_uid)
     job = writer.Job(project, archive, ReadFile(parsed=parsed, md5=md5, size=size, data=None), patient_id,
-                     src=storage().path(file_key), allow_overwrite=bool(conf["allow_overwrite"]),
+                     src=None, allow_overwrite=bool(conf["allow_overwrite"]),
                      file_key=file_key, placed=True)
     status, note = await writer.run_inline(job, after_commit if after_commit is not None else [])
     if status == CONFLICT:

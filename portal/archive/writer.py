@@ -13,6 +13,7 @@ batch transaction fails it is retried instance by instance, so one bad instance 
 
 from __future__ import annotations
 
+import contextlib
 import asyncio
 import functools
 import logging
@@ -66,9 +67,9 @@ class Job:
 
 
 def _storage() -> FileStore:
-    from portal import settings as settings_mod
+    from portal import storage as storage_mod
 
-    return FileStore(settings_mod.current().storage_dir)
+    return storage_mod.current()
 
 
 class Writer:
@@ -290,9 +291,12 @@ async def _same_dataset(store: FileStore, job: Job, existing: dict) -> bool:
     """Whether only the file meta differs (the same image sent over HTTP and then by C-STORE), or only the
     encoding (another transfer syntax, same attributes and pixels: portal/dicom/equivalence.py)."""
     def compare() -> bool:
-        mine = job.read.data if job.read.data is not None else job.src
-        stored = store.path(existing["file_key"])
-        return dataset_md5(mine) == dataset_md5(stored) or same_apart_from_encoding(mine, stored)
+        with contextlib.ExitStack() as files:
+            mine = job.read.data if job.read.data is not None else job.src
+            if mine is None:  # placed by its caller (an import): read back from the store
+                mine = files.enter_context(store.local_copy(job.file_key))
+            stored = files.enter_context(store.local_copy(existing["file_key"]))
+            return dataset_md5(mine) == dataset_md5(stored) or same_apart_from_encoding(mine, stored)
 
     try:
         return await asyncio.to_thread(compare)

@@ -1,4 +1,8 @@
-"""Content storage on local disk: atomic writes under keys derived from UIDs, with MD5."""
+"""Content storage on local disk: atomic writes under keys derived from UIDs, with MD5.
+
+The local half of the storage seam (portal/storage picks this or the S3 store from LIGHTBOX_STORAGE_URL): code
+outside the seam reads a stored file through `open`, `read_bytes`, `read_range`, `iter_bytes` or `local_copy`,
+never through `path`."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from portal.errors import Invalid
@@ -25,11 +30,22 @@ class StoredFile:
     md5: str
 
 
+def check_key(key: str) -> str:
+    """`key` itself when it is a safe relative key (parts of [A-Za-z0-9._-], no `.`/`..`); else Invalid."""
+    parts = key.split("/")
+    if not key or any(not _KEY_PART.match(p) or p in (".", "..") for p in parts):
+        raise Invalid(f"Storage key {key!r} is not a safe relative path.", "bad_key")
+    return key
+
+
 class FileStore:
     """Files under `root`, addressed by relative keys such as `ab/cd/<sha1>.dcm`."""
 
+    kind = "local"
+
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self.url = str(self.root)
 
     @staticmethod
     def key_for(sop_instance_uid: str, suffix: str = ".dcm") -> str:
@@ -39,16 +55,73 @@ class FileStore:
 
     def path(self, key: str) -> Path:
         """The file of `key`; a key that could leave the root is refused."""
-        parts = key.split("/")
-        if not key or any(not _KEY_PART.match(p) or p in (".", "..") for p in parts):
-            raise Invalid(f"Storage key {key!r} is not a safe relative path.", "bad_key")
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*check_key(key).split("/"))
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
     def open(self, key: str) -> BinaryIO:
         return self.path(key).open("rb")
+
+    def size(self, key: str) -> int:
+        return self.path(key).stat().st_size
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the file."""
+        with self.path(key).open("rb") as f:
+            f.seek(start)
+            return f.read(max(end - start, 0))
+
+    def iter_bytes(self, key: str, chunk: int = CHUNK) -> Iterator[bytes]:
+        with self.path(key).open("rb") as f:
+            while data := f.read(chunk):
+                yield data
+
+    @contextlib.contextmanager
+    def local_copy(self, key: str) -> Iterator[Path]:
+        """A local file with the content of `key`, for readers that need one (here: the stored file itself;
+        read it, never write it)."""
+        path = self.path(key)
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        yield path
+
+    def keys(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """(key, size) of every stored file under `prefix` (temp files of unfinished writes left out)."""
+        base = self.root / prefix if prefix else self.root
+        for dirpath, dirs, files in os.walk(base):
+            dirs.sort()
+            for name in sorted(files):
+                if name.startswith(".tmp-"):
+                    continue
+                full = Path(dirpath, name)
+                try:
+                    yield full.relative_to(self.root).as_posix(), full.stat().st_size
+                except FileNotFoundError:
+                    continue
+
+    def uri(self, key: str) -> str:
+        """How another system on the shared file system names the file: its absolute path."""
+        return str(self.path(key).resolve())
+
+    def key_of_uri(self, uri: str) -> str | None:
+        """The key of a path inside this store, else None."""
+        try:
+            rel = Path(uri).expanduser().resolve().relative_to(self.root.resolve()).as_posix()
+        except (ValueError, OSError, RuntimeError):
+            return None
+        return rel if rel != "." else None
+
+    def presigned_url(self, key: str, expires: int = 3600) -> str | None:
+        """Local files have no direct URL: they are served through the portal."""
+        return None
+
+    def put_bytes(self, key: str, data: bytes) -> StoredFile:
+        self.place(key, data=data)
+        return StoredFile(key=key, size=len(data), md5=hashlib.md5(data).hexdigest())
 
     def put(self, src_path: str | Path, key: str) -> StoredFile:
         """Copy `src_path` to `key` atomically; the MD5 is computed while copying."""

@@ -11,7 +11,7 @@ MAX_VALUE = 200  # characters of a value shown; long binary values are summarise
 
 
 def tag_rows(path: str | Path) -> list[dict]:
-    ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+    ds = pydicom.dcmread(path if hasattr(path, "read") else str(path), stop_before_pixels=True, force=True)
     rows: list[dict] = []
     if getattr(ds, "file_meta", None) is not None:
         _walk(ds.file_meta, rows, 0)

@@ -39,20 +39,28 @@ class _Sink:
         return data
 
 
-def stream_zip(entries: Iterable[tuple[str, Path]], chunk_size: int = 1 << 16) -> Iterator[bytes]:
-    """Yield a ZIP_STORED archive of (name in archive, file on disk) pairs, chunk by chunk."""
+def stream_zip(entries: Iterable[tuple[str, Path | str]], chunk_size: int = 1 << 16, *,
+               store=None) -> Iterator[bytes]:
+    """Yield a ZIP_STORED archive of (name in archive, file on disk) pairs, chunk by chunk; with `store`
+    (portal/storage), the pairs are (name in archive, stored file key)."""
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, path in entries:
-            path = Path(path)
-            st = path.stat()
-            info = zipfile.ZipInfo(_archive_name(name), date_time=_zip_time(st.st_mtime))
+            if store is not None:
+                size, mtime = store.size(path), time.time()
+                blocks = store.iter_bytes(path, max(chunk_size, 1 << 20))
+            else:
+                path = Path(path)
+                st = path.stat()
+                size, mtime = st.st_size, st.st_mtime
+                blocks = _blocks(path, chunk_size)
+            info = zipfile.ZipInfo(_archive_name(name), date_time=_zip_time(mtime))
             info.compress_type = zipfile.ZIP_STORED
             info.external_attr = (stat.S_IFREG | 0o644) << 16
             # Known up front, so zipfile writes zip64 headers for big members even without seeking back.
-            info.file_size = st.st_size
-            with path.open("rb") as src, zf.open(info, "w") as dst:
-                while block := src.read(chunk_size):
+            info.file_size = size
+            with zf.open(info, "w") as dst:
+                for block in blocks:
                     dst.write(block)
                     if sink.size >= chunk_size:
                         yield sink.take()
@@ -60,6 +68,12 @@ def stream_zip(entries: Iterable[tuple[str, Path]], chunk_size: int = 1 << 16) -
                 yield sink.take()
     if sink.size:
         yield sink.take()
+
+
+def _blocks(path: Path, chunk_size: int) -> Iterator[bytes]:
+    with path.open("rb") as src:
+        while block := src.read(chunk_size):
+            yield block
 
 
 def safe_extract(zip_path: str | Path, dest_dir: str | Path, *, max_members: int = 20000,

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class Part:
-    """One body part: bytes in memory, or a file read in chunks as the body is sent."""
+    """One body part: bytes in memory, or a stored file read in chunks as the body is sent (`chunks` makes
+    the iterator of its bytes: the store's `iter_bytes`)."""
 
     content_type: str
     data: bytes = b""
-    path: Path | None = None
+    chunks: Callable[[], Iterator[bytes]] | None = None
     location: str = ""
 
 
@@ -45,10 +45,8 @@ def body(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
     """The body, chunk by chunk. `parts` may be a generator: each part is made only when it is sent."""
     for part in parts:
         yield _head(part, boundary)
-        if part.path is not None:
-            with open(part.path, "rb") as f:
-                while chunk := f.read(CHUNK):
-                    yield chunk
+        if part.chunks is not None:
+            yield from part.chunks()
         else:
             yield part.data
         yield b"\r\n"
@@ -64,7 +62,7 @@ class _Reader:
 
     def __init__(self, parts: Iterable[Part], boundary: str):
         self.parts, self.boundary = iter(parts), boundary
-        self.file = None
+        self.file = None  # the iterator of the current stored part's chunks
         self.done = False
 
     def step(self) -> list[bytes]:
@@ -72,8 +70,8 @@ class _Reader:
         size = 0
         while size < READ_AHEAD and not self.done:
             if self.file is not None:
-                chunk = self.file.read(READ_AHEAD)
-                if chunk:
+                chunk = next(self.file, None)
+                if chunk is not None:
                     out.append(chunk)
                     size += len(chunk)
                     continue
@@ -86,8 +84,8 @@ class _Reader:
                 self.done = True
                 break
             out.append(_head(part, self.boundary))
-            if part.path is not None:
-                self.file = open(part.path, "rb")
+            if part.chunks is not None:
+                self.file = iter(part.chunks())
             else:
                 out += [part.data, b"\r\n"]
                 size += len(part.data)
@@ -95,7 +93,9 @@ class _Reader:
 
     def close(self) -> None:
         if self.file is not None:
-            self.file.close()
+            close = getattr(self.file, "close", None)  # a generator: its `finally` closes the stored file
+            if close is not None:
+                close()
             self.file = None
 
 

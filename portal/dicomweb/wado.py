@@ -51,8 +51,12 @@ class Stored:
     frames: int
     rows: int
     columns: int
-    path: Path
+    key: str  # the stored file's key (portal/storage)
     instance_id: int = 0
+
+    def local(self):
+        """A context manager yielding a local file with the instance's bytes (decoders read files)."""
+        return storage().local_copy(self.key)
 
 
 async def stored_instances(project: Project, study_uid: str, series_uid: str | None = None,
@@ -76,9 +80,13 @@ async def stored_instances(project: Project, study_uid: str, series_uid: str | N
                 instance = await find_instance(project, sop_uid)
                 if instance.series != series.id:
                     raise NotFound(f"No instance {sop_uid} in series {series_uid}.", "instance_not_found")
-    store = storage()
     return [Stored(study_uid, r["series_uid"], r["sop_instance_uid"], r["transfer_syntax_uid"], r["frames"],
-                   r["rows"], r["columns"], store.path(r["file_key"]), r["id"]) for r in rows]
+                   r["rows"], r["columns"], r["file_key"], r["id"]) for r in rows]
+
+
+def _chunks_of(key: str):
+    store = storage()
+    return lambda: store.iter_bytes(key, 8 << 20)
 
 
 def instance_parts(items: list[Stored], accepted: list[MediaRange], links: Links) -> Iterator[Part]:
@@ -97,10 +105,11 @@ def instance_parts(items: list[Stored], accepted: list[MediaRange], links: Links
             location = links.instance(i.study_uid, i.series_uid, i.sop_uid)
             for offer in offers:
                 if not offer.decode:
-                    yield Part(_part_type(offer), path=i.path, location=location)
+                    yield Part(_part_type(offer), chunks=_chunks_of(i.key), location=location)
                     break
                 try:
-                    data = to_explicit_little_endian(i.path)
+                    with i.local() as path:
+                        data = to_explicit_little_endian(path)
                 except DicomRejected as exc:
                     log.warning("WADO-RS: %s cannot be transcoded: %s", i.sop_uid, exc.detail)
                     continue
@@ -125,7 +134,7 @@ async def metadata(items: list[Stored], links: Links) -> bytes:
             kept[r["instance"]] = r["dicom_json"]
     missing = [i for i in items if i.instance_id not in kept]
     if missing:
-        made = await asyncio.to_thread(lambda: {i.instance_id: metadata_json(read_metadata(i.path)) for i in missing})
+        made = await asyncio.to_thread(lambda: {i.instance_id: metadata_json(_read_metadata(i)) for i in missing})
         kept.update(made)
         rows = [InstanceMetadata(instance=k, dicom_json=v) for k, v in made.items() if v]
         try:
@@ -136,7 +145,7 @@ async def metadata(items: list[Stored], links: Links) -> bytes:
     out = []
     for i in items:
         text = kept.get(i.instance_id) or await asyncio.to_thread(
-            lambda i=i: json.dumps(to_dicom_json(read_metadata(i.path), lambda tag: BULK_PLACEHOLDER + tag),
+            lambda i=i: json.dumps(to_dicom_json(_read_metadata(i), lambda tag: BULK_PLACEHOLDER + tag),
                                separators=(",", ":")))
         # Only our own values follow "BulkDataURI": a dataset's text cannot be mistaken for the placeholder.
         out.append(text.replace(_BULK_KEY, f'"BulkDataURI":"{links.instance(i.study_uid, i.series_uid, i.sop_uid)}'
@@ -145,6 +154,15 @@ async def metadata(items: list[Stored], links: Links) -> bytes:
 
 
 _BULK_KEY = f'"BulkDataURI":"{BULK_PLACEHOLDER}'
+
+
+def _read_metadata(item: Stored):
+    """The dataset for metadata, its large values read now (the local copy of an S3 object goes away)."""
+    with item.local() as path:
+        ds = read_metadata(path)
+        if storage().kind != "local":
+            ds = open_dataset(path, defer_size=None)
+        return ds
 
 
 def frame_numbers(text: str) -> list[int]:
@@ -183,7 +201,8 @@ def frames(item: Stored, numbers: list[int], accepted: list[MediaRange]) -> tupl
     for n, offer in enumerate(offers):
         try:
             with _frames_exist():
-                data = [_decoded(item.path, k) for k in numbers] if offer.decode else frame_bytes(item.path, numbers)
+                with item.local() as path:
+                    data = [_decoded(path, k) for k in numbers] if offer.decode else frame_bytes(path, numbers)
         except DicomRejected as exc:
             if exc.suberror != "cannot_decode":
                 raise
@@ -242,16 +261,19 @@ def bulkdata(item: Stored, tag: str, accepted: list[MediaRange]) -> tuple[str, I
         offer = choose(accepted, frame_offers(item.transfer_syntax_uid), "the pixel data")
 
         def each_frame() -> Iterator[Part]:  # one frame in memory at a time
-            for k in range(1, item.frames + 1):
-                data = _decoded(item.path, k) if offer.decode else frame_bytes(item.path, [k])[0]
-                yield Part(_part_type(offer), data)
+            with item.local() as path:
+                for k in range(1, item.frames + 1):
+                    data = _decoded(path, k) if offer.decode else frame_bytes(path, [k])[0]
+                    yield Part(_part_type(offer), data)
 
         return offer.media_type, each_frame()
     offer = choose(accepted, [Offer(OCTET_STREAM)], "bulk data")
-    elem = read_metadata(item.path).get(int(tag, 16))
-    if elem is None or not isinstance(elem.value, bytes | bytearray):
+    with item.local() as path:
+        elem = read_metadata(path).get(int(tag, 16))
+        value = elem.value if elem is not None else None  # a deferred value is read while the file is there
+    if not isinstance(value, bytes | bytearray):
         raise NotFound(f"This instance has no bulk data at {tag}.", "bulkdata_not_found")
-    return offer.media_type, iter([Part(OCTET_STREAM, bytes(elem.value))])
+    return offer.media_type, iter([Part(OCTET_STREAM, bytes(value))])
 
 
 def rendered(item: Stored, frame: int, accepted: list[MediaRange], *, window: str | None = None,
@@ -261,8 +283,8 @@ def rendered(item: Stored, frame: int, accepted: list[MediaRange], *, window: st
     center, width = parse_window(window)
     if item.frames and not 1 <= frame <= item.frames:
         raise NotFound(f"Frame {frame} does not exist; the instance has {item.frames} frame(s).", "frame_not_found")
-    with _frames_exist():
-        data = render_frame(item.path, frame - 1, window_center=center, window_width=width,
+    with _frames_exist(), item.local() as path:
+        data = render_frame(path, frame - 1, window_center=center, window_width=width,
                             size=viewport_size(viewport, item.rows, item.columns),
                             fmt="png" if offer.media_type == "image/png" else "jpeg")
     return data, offer.media_type

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from portal import audit, clock, db, projects, settings as settings_mod
 from portal.archive import storage, volumes
-from portal.dicom import md5_of
+from portal.dicom import md5_of, sanitize_filename
 from portal.errors import Invalid
 from portal.exchange import csvformat, jsonformat
 from portal.exchange.deidentify import BurnedInAnnotation, Deidentifier
@@ -45,6 +45,7 @@ class ExportResult:
     missing_files: int = 0
     incoming_backup: str = ""  # the file as the other side had changed it, kept before it was replaced
     withheld_burned_in: int = 0  # de-identified: instances left out for burned-in annotation (listed in the file)
+    stored_key: str = ""  # the copy of the file in the store (portal/storage): what the run's download serves
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -140,6 +141,7 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
 
     total = len(instances)
     done = 0
+    present: set[str] | None = None  # an object store's keys, listed once (not a request per frame)
     missing: list[str] = []  # stored files gone from the disk: said loudly, since an import would refuse them
     withheld: list[dict] = []  # de-identified exports: instances with burned-in annotation, left out
     experiments: dict[str, dict] = {}
@@ -173,7 +175,7 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
             frames[str(row["frame_number"])] = await _volume_frame(row, store, images, export_dir, images_folder)
             done += row["slices"]
         for number, inst in enumerate([] if volume_rows else by_series.get(series["id"], [])):
-            src = store.path(inst["file_key"])
+            key = inst["file_key"]
             sop = deid.uid(inst["sop_instance_uid"]) if deid else inst["sop_instance_uid"]
             if deid is not None or images == "copy":
                 rel = Path(images_folder) / study_uid / series_uid / f"{sop}.dcm"
@@ -181,7 +183,7 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
                 if deid is not None:
                     # Always written: a file already there may be from an export with other options.
                     try:
-                        await asyncio.to_thread(deid.write_file, src, dest)
+                        await asyncio.to_thread(_deidentified_copy, store, deid, key, dest)
                     except BurnedInAnnotation as exc:
                         # Text in the pixels cannot be de-identified by editing attributes: left out, listed.
                         dest.unlink(missing_ok=True)
@@ -191,13 +193,20 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
                     md5 = await asyncio.to_thread(md5_of, dest)
                 else:
                     if not dest.exists() or dest.stat().st_size != inst["size"]:
-                        await asyncio.to_thread(_copy, src, dest)
+                        await asyncio.to_thread(_copy, store, key, dest)
                     md5 = inst["md5"]
                 location = rel.as_posix()
             else:
-                location, md5 = str(src), inst["md5"]
-                if not src.is_file():
-                    missing.append(location)
+                # How the other side names the stored file: its path on the shared file system, or s3://…
+                location, md5 = store.uri(key), inst["md5"]
+                if store.kind == "local":
+                    if not await asyncio.to_thread(store.exists, key):
+                        missing.append(location)
+                else:
+                    if present is None:
+                        present = await asyncio.to_thread(lambda: {k for k, _ in store.keys()})
+                    if key not in present:
+                        missing.append(location)
             frames[str(number)] = {"file_location": location, "sop_instance_uid": sop, "md5": md5}
             done += 1
             if on_progress and done % 200 == 0:
@@ -248,35 +257,37 @@ async def snapshot(project: Project, *, images: str = "store", export_dir: Path 
 
 async def _volume_frame(row: dict, store, images: str, export_dir: Path | None, images_folder: str) -> dict:
     """A volume's frame: its original file when it is still there as it was, a copy beside the export when
-    the project copies images, else the stored copy."""
-    src = store.path(row["file_key"])
+    the project copies images, else the stored copy (by the store's URI: a path or s3://)."""
+    key = row["file_key"]
     if images == "copy":
-        name = Path(row["file_location"]).name or src.name
-        rel = Path(images_folder) / "volumes" / row["md5"] / _safe_name(name, src.name)
+        fallback = Path(key).name
+        name = Path(row["file_location"]).name
+        rel = Path(images_folder) / "volumes" / row["md5"] / (sanitize_filename(name) if name else fallback)
         dest = export_dir / rel
         if not dest.exists() or dest.stat().st_size != row["size"]:
-            await asyncio.to_thread(_copy, src, dest)
+            await asyncio.to_thread(_copy, store, key, dest)
         location = rel.as_posix()
     else:
         original = Path(row["file_location"])
         same = (original.is_absolute() and original.is_file() and original.stat().st_size == row["size"]
                 and await asyncio.to_thread(md5_of, original) == row["md5"])
-        location = str(original) if same else str(src)
+        location = str(original) if same else store.uri(key)
     return {"file_location": location, "md5": row["md5"]}
 
 
-def _safe_name(name: str, fallback: str) -> str:
-    from portal.dicom import sanitize_filename
+def _deidentified_copy(store, deid: Deidentifier, key: str, dest: Path) -> None:
+    with store.local_copy(key) as src:
+        deid.write_file(src, dest)
 
-    return sanitize_filename(name) if name else fallback
 
-
-def _copy(src: Path, dest: Path) -> None:
+def _copy(store, key: str, dest: Path) -> None:
+    """The stored file of `key` to `dest` beside the export (temp file, rename)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=dest.parent)
-    os.close(fd)
     try:
-        shutil.copyfile(src, tmp)
+        with os.fdopen(fd, "wb") as out:
+            for block in store.iter_bytes(key, 8 << 20):
+                out.write(block)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -335,6 +346,20 @@ def keep_changes(path: Path, keep: int, accepted_md5: str = "") -> Path | None:
     return backup(path, keep, label="incoming")
 
 
+def keep_in_store(project: Project, path: Path, text: str, keep: int) -> str:
+    """A copy of the export file in the store (`exports/<project id>/<UTC stamp>-<name>`), the newest `keep`
+    kept: the run's download reads it there, from any machine, after later exports replaced the file."""
+    store = storage()
+    folder = f"exports/{project.id}/"
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    key = folder + f"{stamp}-{sanitize_filename(path.name)}"
+    store.put_bytes(key, text.encode("utf-8"))
+    mine = sorted(k for k, _ in store.keys(folder))
+    for old in mine[:max(len(mine) - max(int(keep), 1), 0)]:
+        store.delete(old)
+    return key
+
+
 async def export(project: Project, *, fmt: str | None = None, to: str | Path | None = None,
                  deidentify: bool = False, remap_uids: bool = False, shift_dates: bool = False,
                  clean_descriptors: bool = False, by: User | None = None, username: str = "",
@@ -364,6 +389,7 @@ async def export(project: Project, *, fmt: str | None = None, to: str | Path | N
     incoming = await asyncio.to_thread(keep_changes, path, conf["export_backups"], accepted_md5)
     await asyncio.to_thread(write_atomically, path, text)
     saved = await asyncio.to_thread(backup, path, conf["export_backups"])
+    stored_key = await asyncio.to_thread(keep_in_store, project, path, text, conf["export_backups"])
     scans = [s for e in document["projects"][project.name]["experiments"].values() for s in e["scans"].values()]
     result = ExportResult(
         path=str(path), format=fmt, md5=await asyncio.to_thread(md5_of, path), backup=str(saved),
@@ -371,7 +397,7 @@ async def export(project: Project, *, fmt: str | None = None, to: str | Path | N
         decisions=sum(len(s["decisions"]) for s in scans), submissions=sum(len(s["form_submissions"]) for s in scans),
         deidentified=deidentify, missing_files=len(document["missing_files"]),
         withheld_burned_in=len(document.get("withheld_burned_in", [])),
-        incoming_backup=str(incoming) if incoming else "")
+        incoming_backup=str(incoming) if incoming else "", stored_key=stored_key)
     await audit.record("export", user=by, username=username, object=f"project:{project.name}",
                        detail={k: v for k, v in result.as_dict().items() if k != "md5"}, client=client)
     return result

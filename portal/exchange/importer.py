@@ -13,12 +13,14 @@ import asyncio
 import contextvars
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from piccolo.engine.postgres import PostgresEngine
 
-from portal import audit, clock, db, projects
+from portal import audit, clock, db, projects, settings as settings_mod
 from portal.archive import ingest as ingest_mod
 from portal.archive import volumes
 from portal.dicom import DicomRejected, md5_of, read_instance
@@ -71,6 +73,7 @@ class Plan:
     frames: int = 0
     existing_frames: int = 0
     guard: "_Guard | None" = None
+    scratch: Path | None = None  # local copies of s3:// frames from outside this install's store (removed after)
 
 
 # Said for every file a confined import may not read, whether it exists or not: the message must not tell
@@ -98,7 +101,7 @@ class _Guard:
         for other in await Project.objects().where(Project.id != project.id):
             folders += [(f, False) for f in folders_of(other) - own]
         allowed = sorted(own) if confined else None
-        return cls(ingest_mod.storage().root.resolve(), allowed, folders)
+        return cls(_local_store_root(), allowed, folders)
 
     def refusal(self, real: Path, own_stored: bool) -> str:
         """Why `real` (resolved, symlinks followed) may not be read; "" when it may."""
@@ -176,11 +179,16 @@ async def validate(path: str | Path, project: Project, on_progress=None, *, conf
         if d.code not in codes:
             parsed.problem(d.row, "decision", f"Unknown decision code '{d.code[:16]}'; this project's codes: "
                            f"{', '.join(codes)}.")
-    await _resolve_frames(plan, project, conf, on_progress)
-    await _check_scans(plan, project)
-    await _check_forms(plan)
-    if parsed.problems:
-        raise _refused(parsed, path)
+    try:
+        await _resolve_frames(plan, project, conf, on_progress)
+        await _check_scans(plan, project)
+        await _check_forms(plan)
+        if parsed.problems:
+            raise _refused(parsed, path)
+    except BaseException:
+        if plan.scratch is not None:
+            shutil.rmtree(plan.scratch, ignore_errors=True)
+        raise
     return plan
 
 
@@ -190,10 +198,52 @@ def _refused(parsed: Parsed, path: Path) -> ImportRefused:
     return exc
 
 
+def _s3_refusal(store, key: str | None, confined: bool) -> str:
+    """Why an s3:// frame that is none of this project's stored files may not be read; "" when it may."""
+    if store.kind != "s3":
+        return "this install stores its files on local disk; name the file by a path the server can read"
+    if key is not None:
+        return "it is in the image store but not one of this project's stored files"
+    return "an uploaded import names files in its own folders only" if confined else ""
+
+
+def _fetch_s3(plan: Plan, store, uri: str, n: int) -> Path:
+    """A local copy of `uri` (s3://BUCKET/KEY on this install's S3 endpoint, with its credentials)."""
+    from urllib.parse import urlparse
+
+    from portal.storage import s3 as s3_mod
+
+    u = urlparse(uri)
+    other = s3_mod.S3Store(f"s3://{u.netloc}?endpoint={store.endpoint}" if store.endpoint else f"s3://{u.netloc}")
+    if plan.scratch is None:
+        plan.scratch = Path(tempfile.mkdtemp(prefix="lightbox-import-s3-", dir=_scratch_root()))
+    dest = plan.scratch / f"{n}.dcm"
+    try:
+        with open(dest, "wb") as out:
+            for block in other.iter_bytes(u.path.lstrip("/"), 8 << 20):
+                out.write(block)
+    except FileNotFoundError as exc:
+        raise OSError("no such object") from exc
+    return dest
+
+
+def _scratch_root() -> Path:
+    root = settings_mod.current().data_dir / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _local_store_root() -> Path:
+    """The image store's folder on local disk (on S3 the data dir's unused one: still never importable)."""
+    store = ingest_mod.storage()
+    return Path(getattr(store, "root", None) or settings_mod.current().storage_dir).resolve()
+
+
 async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress) -> None:
     """Find each frame's file; know its series (from the store, or by reading the file's header)."""
     parsed = plan.parsed
-    store_root = ingest_mod.storage().root.resolve()
+    store_root = _local_store_root()
+    store = ingest_mod.storage()
     rows = await Instance.select(Instance.file_key, Instance.sop_instance_uid, Instance.md5,
                                  Instance.series.series_instance_uid).where(Instance.project == project.id)
     by_key = {r["file_key"]: r for r in rows}
@@ -205,6 +255,37 @@ async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress)
     for n, frame in enumerate(parsed.frames, 1):
         if on_progress and n % 1000 == 0:
             await on_progress("checking files", n, total)
+        if frame.file_location.startswith("s3://"):
+            confined = plan.guard.allowed is not None
+            # An object this install's store gave out (an export of an install on S3): known by its key.
+            key = store.key_of_uri(frame.file_location) if store.kind == "s3" else None
+            known = by_key.get(key) if key else None
+            if known is None:
+                why = _s3_refusal(store, key, confined)
+                if why:
+                    parsed.problem(frame.row, "file_location", f"{NOT_ALLOWED}: {frame.file_location}." if confined
+                                   else f"{frame.file_location[:200]} may not be imported: {why}.")
+                    continue
+                # Another install's object on the same S3 endpoint (an administrator's import): read like a
+                # file, from a local copy.
+                try:
+                    full = await asyncio.to_thread(_fetch_s3, plan, store, frame.file_location, n)
+                except (OSError, Invalid) as exc:
+                    parsed.problem(frame.row, "file_location", f"Cannot read {frame.file_location[:200]}: {exc}.")
+                    continue
+                seen_paths[full] = frame.row
+                plan.new_files[full] = frame.archive
+                frame.file_location = str(full)
+                continue
+            full = Path(frame.file_location)
+            if full in seen_paths:
+                parsed.problem(frame.row, "file_location", f"Duplicate row: the same file as row {seen_paths[full]}.")
+                continue
+            seen_paths[full] = frame.row
+            plan.existing_frames += 1
+            series_of_path[full] = known["series.series_instance_uid"]
+            frame.file_location = str(full)
+            continue
         location = Path(frame.file_location).expanduser()
         full = location if location.is_absolute() else plan.base / location
         try:
@@ -442,7 +523,7 @@ async def _place(plan: Plan, project: Project, placed: dict, owned: list, on_pro
         # The key ingest gives it: content-addressed per project, so a conflicting file never overwrites.
         key = store.key_for(f"{project.id}/{plan.instances[path].sop_instance_uid}/{md5}")
         if store.exists(key):
-            placed[path] = (key, store.path(key).stat().st_size, md5)
+            placed[path] = (key, store.size(key), md5)
             return
         stored = store.put(path, key)
         owned.append(key)
@@ -682,9 +763,13 @@ async def import_file(path: str | Path, project: Project, *, by: User | None = N
     if on_progress:
         await on_progress("reading the file", 0, 0)
     plan = await validate(path, project, on_progress, confined=confined)
-    if on_progress:
-        await on_progress("applying", 0, len(plan.new_files))
-    counts = await apply(plan, project, on_progress)
+    try:
+        if on_progress:
+            await on_progress("applying", 0, len(plan.new_files))
+        counts = await apply(plan, project, on_progress)
+    finally:
+        if plan.scratch is not None:
+            shutil.rmtree(plan.scratch, ignore_errors=True)
     counts["format"] = plan.parsed.format
     await audit.record("import", user=by, username=username, object=f"project:{project.name}",
                        detail={"path": str(path), **counts}, client=client)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from piccolo.engine.sqlite import SQLiteEngine
 
-from portal import clock, db, projects
+from portal import clock, db, projects, storage as storage_mod
 from portal.dicom import md5_of
 from portal.errors import Conflict, LightboxError, NotFound, PermissionDenied
 from portal.exchange import exporter as export_mod, importer, sync
@@ -53,6 +53,7 @@ def as_dict(row: dict, project_name: str = "") -> dict:
         "queued": clock.iso(row["queued_at"]), "started": clock.iso(row["started_at"]),
         "finished": clock.iso(row["finished_at"]), "active": row["state"] in ACTIVE,
         "download_url": download_url(project_name, row),
+        **direct_url(row),
     }
 
 
@@ -66,10 +67,23 @@ def download_url(project_name: str, row: dict) -> str | None:
     return f"/api/v1/projects/{project_name}/runs/{row['id']}/file"
 
 
-async def export_download(project: Project, run_id: int, user: User) -> tuple[Path, str]:
-    """(file, name to save it as) of a finished export, for the user who started it. The run's backup copy
-    is exactly what it wrote, even after later exports replaced the export path; the export path itself is
-    used only while its MD5 is still the run's."""
+def direct_url(row: dict) -> dict:
+    """`{"direct_url": …}` for a finished export whose copy is in an S3 store: a presigned URL (an hour) that
+    a client fetches straight from the store; nothing on local disk."""
+    if row["kind"] != "export" or row["state"] != DONE:
+        return {}
+    key = (loads(row["summary"]) or {}).get("stored_key")
+    store = storage_mod.current()
+    if not key or store.kind == "local":
+        return {}
+    return {"direct_url": store.presigned_url(key)}
+
+
+async def export_download(project: Project, run_id: int, user: User) -> tuple[object, str, str]:
+    """(store, key, name to save it as) of a finished export, for the user who started it: the copy the run
+    kept in the store (portal/storage), exactly what it wrote, even after later exports replaced the export
+    path. Runs from before that copy existed fall back to their backup copy, then to the export path while
+    its MD5 is still the run's (both served through a local store of their folder)."""
     run = await get(project, run_id)
     if run["kind"] != "export" or run["state"] != DONE:
         raise NotFound(f"Run {run_id} of '{project.name}' is not a finished export; there is no file to download.",
@@ -79,10 +93,13 @@ async def export_download(project: Project, run_id: int, user: User) -> tuple[Pa
                                "of your own.", "not_your_export")
     s = run["summary"]
     name = Path(s.get("path") or run["path"]).name
+    store = storage_mod.current()
+    if s.get("stored_key") and await asyncio.to_thread(store.exists, s["stored_key"]):
+        return store, s["stored_key"], name
     for candidate, check in ((s.get("backup"), False), (s.get("path") or run["path"], True)):
         path = Path(candidate) if candidate else None
         if path is not None and path.is_file() and (not check or await asyncio.to_thread(md5_of, path) == s.get("md5")):
-            return path, name
+            return storage_mod.open_store(str(path.parent)), path.name, name
     raise NotFound(f"The file of export {run_id} is no longer kept (a newer export replaced it and its backup was "
                    "pruned); export again.", "file_not_found")
 

@@ -87,10 +87,9 @@ async def start(job_id: int, worker: str = "") -> dict | None:
         return None
     series = await Series.objects().get(Series.id == job.series)
     await _set_series(series.id, ai_status=RUNNING)
-    store = arch.storage()
     return {"job_id": job_id, "attempts": job.attempts + 1, "model_name": job.model_name,
             "model_version": job.model_version, "model_dir": models.model_dir(job.model_name, job.model_version),
-            "paths": [store.path(i.file_key) for i in await arch.instances_of(series)]}
+            "keys": [i.file_key for i in await arch.instances_of(series)]}
 
 
 async def fail(job_id: int, reason: str) -> bool:
@@ -135,7 +134,7 @@ async def finish(job_id: int, outcome: dict) -> None:
         if not data:
             continue
         key = f"ai/{job_id}/{kind}"
-        store.put_fileobj(io.BytesIO(data), key)
+        await asyncio.to_thread(store.put_bytes, key, data)
         await Asset.insert(Asset(job=job_id, series=job.series, kind=kind, media_type=media, file_key=key,
                                  created_at=now))
     try:  # the SR, SC and PDF for the PACS; the scores stand even if these cannot be made

@@ -48,7 +48,7 @@ def _text(asset: dict | None) -> str:
         return ""
     from portal.archive import storage
 
-    return storage().path(asset["file_key"]).read_text(encoding="utf-8", errors="replace")
+    return storage().read_bytes(asset["file_key"]).decode("utf-8", errors="replace")
 
 
 def representative(job: dict | None) -> dict | None:
@@ -77,7 +77,7 @@ def results_zip(job: dict, names: list[str]) -> bytes:
             if not names or kind in names:
                 ext = {"heatmap": "png", "json": "json", "report": "txt", "sr": "dcm", "sc": "dcm",
                        "pdf": "pdf"}.get(kind, "bin")
-                z.write(storage().path(asset["file_key"]), f"{kind}.{ext}")
+                z.writestr(f"{kind}.{ext}", storage().read_bytes(asset["file_key"]))
         rows = "".join(f'  <result name="{escape(r["name"])}" algorithm="{escape(r["algorithm"])}" '
                        f'value="{r["value"]}"/>\n' for r in scalars(job, names))
         z.writestr("results.xml", f'<?xml version="1.0" encoding="UTF-8"?>\n<results model="{escape(job["model_name"])}" '

@@ -55,17 +55,17 @@ async def _latest_decisions(project: Project) -> dict[int, dict]:
 
 
 async def examples(project: Project) -> list[dict]:
-    """[{key, paths, labels}] for every series of the project whose latest decision gives a label."""
-    store = arch.storage()
+    """[{key, keys, labels}] for every series of the project whose latest decision gives a label (`keys`: its
+    stored files; the worker makes local copies of them as `paths`)."""
     out = []
     for series_id, d in (await _latest_decisions(project)).items():
         labels = labels_of(d["code"], d["artifacts"])
         if not labels:
             continue
         series = await Series.objects().get(Series.id == series_id)
-        paths = [str(store.path(i.file_key)) for i in await arch.instances_of(series)]
-        if paths:
-            out.append({"key": series.series_instance_uid, "paths": paths, "labels": labels})
+        keys = [i.file_key for i in await arch.instances_of(series)]
+        if keys:
+            out.append({"key": series.series_instance_uid, "keys": keys, "labels": labels})
     return out
 
 

@@ -115,7 +115,7 @@ def message_of(row: dict) -> EmailMessage:
         msg.add_alternative(row["html"], subtype="html")
         html_part = msg.get_payload()[-1]
     for a in attachments:
-        data = storage().path(a["file_key"]).read_bytes()
+        data = storage().read_bytes(a["file_key"])
         maintype, _, subtype = a["media_type"].partition("/")
         if a.get("cid") and html_part is not None:
             html_part.add_related(data, maintype, subtype, cid=f"<{a['cid']}>", filename=a["filename"],

@@ -181,21 +181,18 @@ async def push_decisions(project: Project, url: str, since) -> int:
             Instance.instance_number, Instance.id).first()
         if inst is None:
             continue
-        files.append(await asyncio.to_thread(_decision_sr, store.path(inst["file_key"]), row))
+        files.append(await asyncio.to_thread(_decision_sr_of, store, inst["file_key"], row))
     from portal.network import send
 
-    folder = Path(tempfile.mkdtemp(prefix="push-", dir=settings_mod.current().data_dir / "tmp"))
-    try:
-        paths = []
-        for n, data in enumerate(files):
-            paths.append(folder / f"{n}.dcm")
-            paths[-1].write_bytes(data)
-        sent, failed, error = await asyncio.to_thread(send.stow, url, paths)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    sent, failed, error = await asyncio.to_thread(send.stow, url, files, read=bytes)
     if failed:
         raise RuntimeError(f"pushing decisions: {error}")
     return sent
+
+
+def _decision_sr_of(store, key: str, row: dict) -> bytes:
+    with store.open(key) as f:
+        return _decision_sr(f, row)
 
 
 def _decision_sr(source_path, row: dict) -> bytes:

@@ -210,13 +210,13 @@ async def matching_files(project: Project, identifier: Dataset, level: str) -> l
         return []
     rows = await Instance.select(Instance.file_key).where(*where).order_by(
         Instance.series, Instance.instance_number, Instance.id)
-    store = storage()
-    return [str(store.path(r["file_key"])) for r in rows]
+    return [r["file_key"] for r in rows]
 
 
-def _read(path: str) -> Dataset | None:
+def _read(key: str) -> Dataset | None:
     try:
-        return dcmread(path)
+        with storage().open(key) as f:
+            return dcmread(f)
     except Exception:
         log.exception("retrieve: could not read %s", path)
         return None

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom.filereader import read_file_meta_info
+from pydicom import dcmread
 from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
                          ImplicitVRLittleEndian)
 from pynetdicom import AE
@@ -95,7 +95,7 @@ class Work:
     job_id: int
     project: str
     node: dict
-    files: list[Path]
+    files: list[str]  # stored file keys (portal/storage)
     attempts: int
 
 
@@ -115,8 +115,7 @@ async def start(job_id: int) -> Work | None:
     attempts = job["attempts"] + 1
     await SendJob.update({SendJob.state: RUNNING, SendJob.attempts: attempts, SendJob.started_at: clock.now(),
                           SendJob.total: len(rows)}).where(SendJob.id == job_id)
-    store = storage()
-    return Work(job_id, project.name, node, [store.path(r["file_key"]) for r in rows], attempts)
+    return Work(job_id, project.name, node, [r["file_key"] for r in rows], attempts)
 
 
 async def _finish(job_id: int, state: str, **changes) -> None:
@@ -156,13 +155,19 @@ def transfer(work: Work, progress: Callable[[int], None] | None = None) -> tuple
     return c_store(work.node, work.files)
 
 
-def contexts_for(files: list[Path]) -> tuple[list[tuple[str, list[str]]], list[Path], int]:
-    """Presentation contexts for the files' (SOP class, transfer syntax) pairs, and the readable files."""
+def _file_meta(store, key: str):
+    with store.open(key) as f:
+        return dcmread(f, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
+
+
+def contexts_for(files: list[str]) -> tuple[list[tuple[str, list[str]]], list[str], int]:
+    """Presentation contexts for the stored files' (SOP class, transfer syntax) pairs, and the readable ones."""
     pairs: dict[str, set[str]] = {}
     readable, unreadable = [], 0
+    store = storage()
     for path in files:
         try:
-            meta = read_file_meta_info(path)
+            meta = _file_meta(store, path)
             sop_class, syntax = str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
         except Exception:
             unreadable += 1
@@ -177,7 +182,7 @@ def contexts_for(files: list[Path]) -> tuple[list[tuple[str, list[str]]], list[P
     return contexts, readable, unreadable
 
 
-def c_store(node: dict, files: list[Path], *, calling_ae: str = nodes.LOCAL_AE_TITLE) -> tuple[int, int, str]:
+def c_store(node: dict, files: list[str], *, calling_ae: str = nodes.LOCAL_AE_TITLE) -> tuple[int, int, str]:
     contexts, readable, failed = contexts_for(files)
     if len(contexts) > 128:
         return 0, len(files), "More than 128 SOP class/transfer syntax pairs in one send; send fewer series at once."
@@ -190,13 +195,15 @@ def c_store(node: dict, files: list[Path], *, calling_ae: str = nodes.LOCAL_AE_T
         what = "rejected the association" if assoc.is_rejected else "could not be reached"
         return 0, len(files), f"{node['ae_title']} at {node['host']}:{node['port']} {what}."
     sent, attempted, errors = 0, 0, []
+    store = storage()
     try:
         for path in readable:
             if not assoc.is_established:  # aborted by the peer: the rest count as failed
                 break
             attempted += 1
             try:
-                status = assoc.send_c_store(path)
+                with store.local_copy(path) as local:
+                    status = assoc.send_c_store(local)
             except ValueError as exc:  # no accepted context for this class and syntax
                 failed += 1
                 errors.append(str(exc).splitlines()[0][:200])
@@ -206,7 +213,8 @@ def c_store(node: dict, files: list[Path], *, calling_ae: str = nodes.LOCAL_AE_T
                 sent += 1
             else:
                 failed += 1
-                errors.append(f"{path.name}: status {code:#06x}" if code is not None else "no response")
+                errors.append(f"{path.rsplit('/', 1)[-1]}: status {code:#06x}" if code is not None
+                              else "no response")
     finally:
         if assoc.is_established:
             assoc.release()
@@ -216,17 +224,19 @@ def c_store(node: dict, files: list[Path], *, calling_ae: str = nodes.LOCAL_AE_T
     return sent, failed, error
 
 
-def stow(url: str, files: list[Path]) -> tuple[int, int, str]:
-    """STOW-RS the files to `{url}/studies` in batches, as stored (application/dicom parts)."""
+def stow(url: str, files: list, read: Callable | None = None) -> tuple[int, int, str]:
+    """STOW-RS the stored files (keys; or anything `read` turns into a file's bytes) to `{url}/studies` in
+    batches, as stored (application/dicom parts)."""
     import httpx
 
     sent, failed, errors = 0, 0, []
+    read = read or storage().read_bytes
     with httpx.Client(timeout=TIMEOUT_S) as http:
         for i in range(0, len(files), STOW_BATCH):
             batch = files[i:i + STOW_BATCH]
             boundary = uuid.uuid4().hex
             body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n"
-                            + p.read_bytes() + b"\r\n" for p in batch) + b"--" + boundary.encode() + b"--\r\n"
+                            + read(p) + b"\r\n" for p in batch) + b"--" + boundary.encode() + b"--\r\n"
             try:
                 rsp = http.post(f"{url}/studies", content=body, headers={
                     "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',

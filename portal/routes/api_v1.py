@@ -7,6 +7,7 @@ slash, errors carry the seed's error and suberror types.
 from __future__ import annotations
 
 from typing import Literal, TypedDict
+import asyncio
 
 from litestar import Request, get, post
 from litestar.di import Provide
@@ -239,13 +240,13 @@ async def dicom_get(request: Request, me: User) -> Stream:
     project, series = await _series(me, dict(request.query_params), "api_dicom_get")
     instances = await arch.instances_of(series)
     store = arch.storage()
-    entries = [(f"{i.instance_number or n + 1:04d}_{i.sop_instance_uid}.dcm", store.path(i.file_key))
+    entries = [(f"{i.instance_number or n + 1:04d}_{i.sop_instance_uid}.dcm", i.file_key)
                for n, i in enumerate(instances)]
-    if not entries or not all(path.is_file() for _, path in entries):
+    if not entries or not await asyncio.to_thread(lambda: all(store.exists(key) for _, key in entries)):
         raise NotFound("No DICOM files are available for this series.", "no_dicom_available")
     await audit.record("download", user=me, object=f"project:{project.name}/series:{series.series_instance_uid}",
                        detail={"via": "zip", "files": len(entries)}, client=client_of(request))
-    return Stream(stream_zip(entries), media_type="application/zip",
+    return Stream(stream_zip(entries, store=store), media_type="application/zip",
                   headers={"Content-Disposition": f'attachment; filename="{series.series_instance_uid}.zip"'})
 
 

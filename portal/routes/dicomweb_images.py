@@ -13,6 +13,8 @@ from litestar.di import Provide
 from litestar.response import File, Response, Stream
 from pydicom.uid import ExplicitVRLittleEndian
 
+from portal.archive import storage
+from portal.routes._files import stored_file
 from portal import audit
 from portal.auth import permissions
 from portal.dicom.transcode import to_explicit_little_endian
@@ -160,9 +162,10 @@ async def wado_uri(request: Request, me: User) -> Response:
             if syntax != ExplicitVRLittleEndian:
                 raise not_acceptable([Offer("application/dicom", item.transfer_syntax_uid),
                                            Offer("application/dicom", ExplicitVRLittleEndian)], "this object")
-            data = await asyncio.to_thread(to_explicit_little_endian, item.path)
+            data = await asyncio.to_thread(_transcoded, item)
             return Response(data, media_type="application/dicom")
-        return File(path=item.path, media_type="application/dicom", filename=f"{item.sop_uid}.dcm")
+        return await stored_file(request, storage(), item.key, media_type="application/dicom",
+                                 filename=f"{item.sop_uid}.dcm")
     frame = _int(q.get("frameNumber"), "frameNumber") or 1
     rows, columns = _int(q.get("rows"), "rows"), _int(q.get("columns"), "columns")
     viewport = f"{columns or rows},{rows or columns}" if rows or columns else None
@@ -171,6 +174,11 @@ async def wado_uri(request: Request, me: User) -> Response:
     data, media = await asyncio.to_thread(wado.rendered, item, frame, parse_accept(media), window=window,
                                           viewport=viewport)
     return Response(data, media_type=media)
+
+
+def _transcoded(item) -> bytes:
+    with item.local() as path:
+        return to_explicit_little_endian(path)
 
 
 def _int(value: str | None, name: str) -> int | None:

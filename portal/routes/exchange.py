@@ -19,6 +19,7 @@ from portal.exchange import exporter as export_mod, importer, runs
 from portal.routes._auth import api_user, client_of, portal_user
 from portal.routes import _openapi as doc
 from portal.routes._body import json_object
+from portal.routes._files import stored_file
 from portal.routes._render import flash, page, partial, redirect
 from portal.tables import Project, User
 
@@ -138,18 +139,19 @@ async def api_run(me: User, name: str, run_id: int) -> dict:
     return await runs.get(await permissions.project_for(me, name, PERMISSION), run_id)
 
 
-async def _export_file(me: User, name: str, run_id: int) -> File:
+async def _export_file(request: Request, me: User, name: str, run_id: int) -> Response:
     p = await permissions.project_for(me, name, PERMISSION)
-    path, filename = await runs.export_download(p, run_id, me)
-    media = "text/csv" if path.suffix.lower() == ".csv" else "application/json"
-    return File(path=path, filename=filename, media_type=media)  # streamed in chunks, as an attachment
+    store, key, filename = await runs.export_download(p, run_id, me)
+    media = "text/csv" if filename.lower().endswith(".csv") else "application/json"
+    return await stored_file(request, store, key, filename=filename, media_type=media)  # streamed, an attachment
 
 
 @get("/api/v1/projects/{name:str}/runs/{run_id:int}/file", dependencies=_api, tags=["projects"],
      summary="The file a finished export wrote (its download_url), for the person who started it",
-     operation_class=doc.documented(answers={200: {"text/csv": doc.BINARY, doc.JSON: doc.ANY}}))
-async def api_run_file(me: User, name: str, run_id: int) -> File:
-    return await _export_file(me, name, run_id)
+     operation_class=doc.documented(answers={200: {"text/csv": doc.BINARY, doc.JSON: doc.ANY},
+                                             206: {"text/csv": doc.BINARY, doc.JSON: doc.ANY}}))
+async def api_run_file(request: Request, me: User, name: str, run_id: int) -> Response:
+    return await _export_file(request, me, name, run_id)
 
 
 # --- portal --------------------------------------------------------------------------------------------
@@ -160,8 +162,8 @@ def _run_partial(p: Project, run: dict, me: User | None = None) -> Template:
 
 
 @get("/projects/{project:str}/sync/runs/{run_id:int}/file", dependencies=_portal, include_in_schema=False)
-async def portal_run_file(me: User, project: str, run_id: int) -> File:
-    return await _export_file(me, project, run_id)
+async def portal_run_file(request: Request, me: User, project: str, run_id: int) -> Response:
+    return await _export_file(request, me, project, run_id)
 
 
 @post("/projects/{project:str}/export", dependencies=_portal, include_in_schema=False)

@@ -6,6 +6,7 @@ from litestar import Request, get, post
 from litestar.di import Provide
 from litestar.response import File, Response, Template
 
+from portal.routes._files import stored_file
 from portal import archive as arch, clock, projects
 from portal.auth import permissions
 from portal.errors import Invalid, LightboxError, NotFound
@@ -63,14 +64,14 @@ async def ai_run(request: Request, me: User, project: str, series_uid: str) -> T
 
 
 @get("/projects/{project:str}/series/{series_uid:str}/ai/{kind:str}", dependencies=_portal, include_in_schema=False)
-async def ai_asset(me: User, project: str, series_uid: str, kind: str) -> File:
+async def ai_asset(request: Request, me: User, project: str, series_uid: str, kind: str) -> Response:
     p = await permissions.project_for(me, project)
     job = await jobs.latest(await arch.find_series(p, series_uid))
     asset = (job or {}).get("assets", {}).get(kind)
     if asset is None:
         raise NotFound(f"No {kind} for this series yet.", "result_not_found")
-    return File(path=arch.storage().path(asset["file_key"]), media_type=asset["media_type"],
-                content_disposition_type="inline", filename=f"{series_uid}-{kind}")
+    return await stored_file(request, arch.storage(), asset["file_key"], media_type=asset["media_type"],
+                             inline=True, filename=f"{series_uid}-{kind}")
 
 
 # --- the project's AI page: routing, models, retraining from reviewers ----------------------------
@@ -236,16 +237,16 @@ async def qure_results(request: Request, me: User, uid: str, Project: str | None
 
 
 @get("/api/v1/assets/{asset_id:int}", dependencies=_api, tags=["qure"], summary="One AI result file",
-     operation_class=doc.documented(answers={200: {"*/*": doc.BINARY}}))
-async def asset_file(me: User, asset_id: int) -> File:
+     operation_class=doc.documented(answers={200: {"*/*": doc.BINARY}, 206: {"*/*": doc.BINARY}}))
+async def asset_file(request: Request, me: User, asset_id: int) -> Response:
     asset = await Asset.objects().get(Asset.id == asset_id)
     series = await Series.objects().get(Series.id == asset.series) if asset else None
     project = await Project.objects().get(Project.id == series.project) if series else None
     if project is None:
         raise NotFound("No such result file.", "result_not_found")
     await permissions.project_for(me, project.name, "api_series_results")
-    return File(path=arch.storage().path(asset.file_key), media_type=asset.media_type,
-                filename=f"{series.series_instance_uid}-{asset.kind}")
+    return await stored_file(request, arch.storage(), asset.file_key, media_type=asset.media_type,
+                             filename=f"{series.series_instance_uid}-{asset.kind}")
 
 
 @get("/api/v1/series/results/", dependencies=_api, tags=["cad4tb-v1"],

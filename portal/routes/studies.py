@@ -9,6 +9,7 @@ from litestar import Request, get
 from litestar.di import Provide
 from litestar.response import File, Response, Template
 
+from portal.routes._files import stored_file
 from portal import archive as arch, audit, settings as settings_mod
 from portal.archive import download, navigation, volumes
 from portal.auth import permissions
@@ -71,13 +72,12 @@ def _viewer_instances(project: str, instances) -> list[dict]:
 
 
 @get("/projects/{project:str}/instances/{sop_uid:str}/file", dependencies=_deps, include_in_schema=False)
-async def instance_file(request: Request, me: User, project: str, sop_uid: str) -> File:
+async def instance_file(request: Request, me: User, project: str, sop_uid: str) -> Response:
     """The stored Part-10 file, as the viewer's loader fetches it (wadouri)."""
     p = await permissions.project_for(me, project, "api_dicom_get")
     instance = await arch.find_instance(p, sop_uid)
-    return File(path=arch.storage().path(instance.file_key), media_type="application/dicom",
-                filename=f"{sop_uid}.dcm", content_disposition_type="inline",
-                headers={"Cache-Control": _IMAGE_CACHE})
+    return await stored_file(request, arch.storage(), instance.file_key, media_type="application/dicom",
+                             filename=f"{sop_uid}.dcm", inline=True, headers={"Cache-Control": _IMAGE_CACHE})
 
 
 @get("/projects/{project:str}/instances/{sop_uid:str}/rendered", dependencies=_deps, include_in_schema=False)
@@ -87,9 +87,23 @@ async def instance_rendered(request: Request, me: User, project: str, sop_uid: s
     instance = await arch.find_instance(p, sop_uid)
     if frame < 1 or frame > max(instance.frames, 1) or (size is not None and not 16 <= size <= 4096):
         raise Invalid("frame must be within the instance's frames and size between 16 and 4096.", "bad_parameter")
-    png = await asyncio.to_thread(render_frame, arch.storage().path(instance.file_key), frame - 1, size=size,
-                                  auto_window=auto)
+    png = await asyncio.to_thread(_render, arch.storage(), instance.file_key, frame - 1, size, auto)
     return Response(png, media_type="image/png", headers={"Cache-Control": _IMAGE_CACHE})
+
+
+def _render(store, key: str, frame: int, size: int | None, auto: bool) -> bytes:
+    with store.local_copy(key) as path:
+        return render_frame(path, frame, size=size, auto_window=auto)
+
+
+def _thumbnail(store, key: str, size: int) -> bytes:
+    with store.local_copy(key) as path:
+        return thumbnail(path, size)
+
+
+def _tag_rows(store, key: str) -> list[dict]:
+    with store.open(key) as f:
+        return tag_rows(f)
 
 
 @get("/projects/{project:str}/series/{series_uid:str}/thumbnail", dependencies=_deps, include_in_schema=False)
@@ -104,7 +118,7 @@ async def series_thumbnail(request: Request, me: User, project: str, series_uid:
     stamp = hashlib.sha1(f"{middle.file_key}:{len(instances)}".encode()).hexdigest()
     cache = settings_mod.current().data_dir / "cache" / "thumbnails" / stamp[:2] / f"{stamp}.png"
     if not cache.exists():
-        png = await asyncio.to_thread(thumbnail, arch.storage().path(middle.file_key), 160)
+        png = await asyncio.to_thread(_thumbnail, arch.storage(), middle.file_key, 160)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
         tmp.write_bytes(png)
@@ -117,7 +131,7 @@ async def instance_tags(request: Request, me: User, project: str, sop_uid: str) 
     """The tag browser's table: every header element of one instance (pixel data left out)."""
     p = await permissions.project_for(me, project, "api_dicom_get")
     instance = await arch.find_instance(p, sop_uid)
-    rows = await asyncio.to_thread(tag_rows, arch.storage().path(instance.file_key))
+    rows = await asyncio.to_thread(_tag_rows, arch.storage(), instance.file_key)
     return partial("studies/_tags.html", rows=rows, sop_uid=sop_uid)
 
 

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 
 from huey import crontab
 
-from portal import projects
+from portal import projects, storage as storage_mod
 from portal.archive import ingest
 from portal.inference import jobs, retrain as retraining
 from portal.tasks import model_process, offload, runner
@@ -34,18 +35,22 @@ def run_job(job_id: int) -> None:
     ctx = runner.run(jobs.start(job_id, runner.worker_id()))
     if ctx is None:
         return
-    try:
-        if not ctx["model_dir"]:
-            raise model_process.ModelWorkFailed(f"RuntimeError: Model '{ctx['model_name']}' is not installed.")
-        # In a child process under `lightbox serve` (torch stays out of the web process); heartbeats meanwhile.
-        outcome = runner.run(jobs.beating(job_id, model_process.score(ctx["paths"], ctx["model_dir"])))
-    except Exception as exc:  # any failure is recorded with its reason; the portal carries on
-        reason = str(exc) if isinstance(exc, model_process.ModelWorkFailed) else f"{type(exc).__name__}: {exc}"
-        log.warning("inference job %s failed (attempt %s): %s", job_id, ctx["attempts"], reason)
-        if runner.run(jobs.fail(job_id, reason)):
-            run_job.schedule((job_id,), delay=RETRY_DELAY_S)
-        return
-    runner.run(jobs.finish(job_id, outcome))
+    # The model reads files: local copies of the series' stored files (the files themselves on local disk),
+    # kept until its results (the DICOM SR/SC drawn from the representative image) are stored.
+    with contextlib.ExitStack() as copies:
+        try:
+            if not ctx["model_dir"]:
+                raise model_process.ModelWorkFailed(f"RuntimeError: Model '{ctx['model_name']}' is not installed.")
+            paths = copies.enter_context(storage_mod.local_copies(ctx["keys"]))
+            # In a child process under `lightbox serve` (torch stays out of the web process); heartbeats meanwhile.
+            outcome = runner.run(jobs.beating(job_id, model_process.score(paths, ctx["model_dir"])))
+        except Exception as exc:  # any failure is recorded with its reason; the portal carries on
+            reason = str(exc) if isinstance(exc, model_process.ModelWorkFailed) else f"{type(exc).__name__}: {exc}"
+            log.warning("inference job %s failed (attempt %s): %s", job_id, ctx["attempts"], reason)
+            if runner.run(jobs.fail(job_id, reason)):
+                run_job.schedule((job_id,), delay=RETRY_DELAY_S)
+            return
+        runner.run(jobs.finish(job_id, outcome))
 
 
 @huey.periodic_task(crontab(minute="*"))
@@ -74,8 +79,11 @@ def finetune_run(run_id: int, ctx: dict, echo=None) -> dict:
     """The fine-tuning itself, in whichever process does it; its progress messages go to the run's row."""
     from portal.ai.finetune import finetune
 
-    return finetune(ctx["examples"], ctx["base_dir"], ctx["out_dir"], version=ctx["version"], project=ctx["project"],
-                    progress=lambda msg: (echo and echo(msg), runner.run(retraining.note_progress(run_id, msg))))
+    with contextlib.ExitStack() as copies:  # the examples' files as local files (on S3: temporary downloads)
+        examples = [{**e, "paths": [str(p) for p in copies.enter_context(storage_mod.local_copies(e["keys"]))]}
+                    for e in ctx["examples"]]
+        return finetune(examples, ctx["base_dir"], ctx["out_dir"], version=ctx["version"], project=ctx["project"],
+                        progress=lambda msg: (echo and echo(msg), runner.run(retraining.note_progress(run_id, msg))))
 
 
 @huey.task()

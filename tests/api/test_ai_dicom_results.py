@@ -42,7 +42,7 @@ async def scored(tmp_path, **settings):
                "scores": {"quality": 0.25, "noise": 0.875}, "flagged": ["noise"], "critical": True,
                "report": "Noise is high.\nRepeat the scan.", "heatmap_png": heatmap(src.Rows, src.Columns),
                "representative": {"sop_instance_uid": src.SOPInstanceUID, "frame": 0,
-                                  "path": str(storage().path(stored["file_key"]))}}
+                                  "path": str(files[1])}}  # the model's local copy of the stored file
     await jobs.finish(job["id"], outcome)
     return p, src, job
 
@@ -74,7 +74,7 @@ async def test_sr_sc_and_pdf_are_series_of_the_scored_study(client, app, tmp_pat
     pdf = (await client.get(files["pdf"][0], headers=creds("view"))).content
     assert pdf.startswith(b"%PDF-")
     doc = await Instance.select().where(Instance.sop_class_uid == "1.2.840.10008.5.1.4.1.1.104.1").first()
-    encapsulated = pydicom.dcmread(storage().path(doc["file_key"]))
+    encapsulated = pydicom.dcmread(io.BytesIO(storage().read_bytes(doc["file_key"])))
     assert encapsulated.EncapsulatedDocument.rstrip(b"\0") == pdf.rstrip(b"\0")
 
     params = {"Project": "ai", "PatientID": "AI-2", "StudyInstanceUID": src.StudyInstanceUID,

@@ -7,7 +7,7 @@ import pytest
 
 from portal.dicom import samples
 from portal.tables import Instance, Patient, Series, Study
-from tests.helpers import creds, make_project, make_user
+from tests.helpers import creds, make_project, make_user, stored_keys
 
 Q = {"Project": "p", "Archive": "default"}
 
@@ -82,8 +82,7 @@ async def test_bad_files_are_rejected_and_leave_nothing(client, project, setting
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "invalid_post_value" and r.json()["suberror"] == suberror
     assert await Instance.count() == 0 and await Patient.count() == 0
-    files = [p for p in (settings.storage_dir).rglob("*") if p.is_file()] if settings.storage_dir.exists() else []
-    assert files == []
+    assert stored_keys() == []
 
 
 async def test_truncated_and_missing_uid_are_rejected(client, project, tmp_path):
@@ -131,7 +130,7 @@ async def test_deletes_cascade_and_remove_files(client, project, settings, tmp_p
     r = await client.get("/api/v1/series/delete/", params=params, headers=creds("boss"))
     assert r.json() == {"status": "Ok"}
     assert await Instance.count() == 0 and await Series.count() == 0 and await Study.count() == 0
-    assert [p for p in settings.storage_dir.rglob("*") if p.is_file()] == []
+    assert stored_keys() == []
     r = await client.get("/api/v1/series/get/", params=params, headers=creds("boss"))
     assert r.status_code == 404
 
@@ -139,4 +138,4 @@ async def test_deletes_cascade_and_remove_files(client, project, settings, tmp_p
         await upload(client, f)
     r = await client.get("/api/v1/patient/delete/", params={**Q, "PatientID": "P9"}, headers=creds("boss"))
     assert r.json() == {"status": "Ok"} and await Patient.count() == 0 and await Instance.count() == 0
-    assert [p for p in settings.storage_dir.rglob("*") if p.is_file()] == []
+    assert stored_keys() == []

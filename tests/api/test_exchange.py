@@ -23,7 +23,7 @@ from portal.exchange.importer import ImportRefused
 from portal.review import decisions
 from portal.tables import AuditEvent, Decision, FormSubmission, Instance, Series, SyncRun
 from tests.conftest import fresh_env
-from tests.helpers import creds, make_project
+from tests.helpers import creds, make_project, readable, stored_keys
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -82,7 +82,7 @@ async def test_json_export_has_every_decision_submission_and_real_files(app, tmp
     for e in exp.values():
         for sc in e["scans"].values():
             for frame in sc["frames"].values():
-                assert Path(frame["file_location"]).is_file()  # every frame points at a real file
+                assert readable(frame["file_location"])  # every frame points at a real file
     assert result.frames == 5 and result.decisions == 3 and result.submissions == 1
     assert await AuditEvent.count().where(AuditEvent.action == "export") == 1
 
@@ -101,7 +101,7 @@ async def test_csv_export_has_miqa_columns_in_order_and_the_last_decision(app, t
     assert {r["last_decision"] for r in mine} == {"UN"} and mine[0]["last_decision_creator"] == "sen"
     assert mine[0]["scan_link"].endswith(f"/projects/chest/series/{s1.series_instance_uid}")
     assert json.loads(mine[0]["location_of_interest"]) == {"x": 1.5, "y": 2.0, "z": -3.0}
-    assert mine[0]["subject_id"] == "P-1" and Path(mine[0]["file_location"]).is_file()
+    assert mine[0]["subject_id"] == "P-1" and readable(mine[0]["file_location"])
 
 
 async def test_export_is_atomic_and_keeps_the_last_n_backups(app, tmp_path):
@@ -137,7 +137,7 @@ async def test_images_uploaded_through_the_portal_are_exported(client, app, tmp_
     f.unlink()  # the uploader's copy is gone: only Lightbox has it
     result = await export(await projects.get("chest"), fmt="csv", to=tmp_path / "e.csv")
     row = list(csv.DictReader(open(result.path)))[0]
-    assert Path(row["file_location"]).is_file() and row["subject_id"] == "UP-1"
+    assert readable(row["file_location"]) and row["subject_id"] == "UP-1"
 
 
 # --- import -----------------------------------------------------------------------------------------
@@ -274,7 +274,7 @@ async def test_a_huge_file_is_refused_before_it_is_read(app, tmp_path, monkeypat
 
 
 def _stored_files(settings) -> list:
-    return sorted(p for p in settings.storage_dir.rglob("*.dcm") if p.is_file())
+    return stored_keys(".dcm")
 
 
 async def test_a_failure_while_applying_rolls_everything_back(app, settings, tmp_path, monkeypatch):
@@ -518,7 +518,8 @@ async def test_round_trip_into_an_empty_install_keeps_everything(app, tmp_path, 
     assert _content(_doc(second_path)) == _content(_doc(first.path))
     # Its files are its own copies, not the first install's.
     frame = next(iter(next(iter(_doc(second_path)["projects"]["chest"]["experiments"].values()))["scans"].values()))
-    assert str(tmp_path / "other-install") in next(iter(frame["frames"].values()))["file_location"]
+    own = other["LIGHTBOX_STORAGE_URL"].split("?")[0] if "LIGHTBOX_STORAGE_URL" in other else str(tmp_path / "other-install")
+    assert own in next(iter(frame["frames"].values()))["file_location"]
 
     # And CSV: the same frames and last decisions.
     csv_one = await export(p, fmt="csv", to=tmp_path / "one" / "chest.csv")
@@ -636,7 +637,7 @@ async def test_a_week_of_scheduled_syncs_loses_nothing(app, tmp_path):
         assert sum(len(s["decisions"]) for s in scans) == expected_decisions
         assert sum(len(s["frames"]) for s in scans) == expected_images
         assert sum(len(s["form_submissions"]) for s in scans) == 1 + day + 1
-        assert all(Path(f["file_location"]).is_file() for s in scans for f in s["frames"].values())
+        assert all(readable(f["file_location"]) for s in scans for f in s["frames"].values())
     assert await FormSubmission.count() == 6
     assert len(list((exchange_file.parent / "backups").iterdir())) == 9  # 5 exports + 4 incoming copies
 
@@ -728,10 +729,10 @@ async def test_an_export_says_when_stored_files_are_missing(app, tmp_path):
 
     p, _, _ = await _populated(tmp_path)
     gone = await Instance.objects().first()
-    storage().path(gone.file_key).unlink()
+    storage().delete(gone.file_key)
     run = await runs.execute((await runs.create(p, "export", trigger="cli", path=str(tmp_path / "e.json")))["id"])
     assert run["state"] == "done" and "1 stored file(s) are missing" in run["message"]
-    assert _doc(tmp_path / "e.json")["missing_files"] == [str(storage().path(gone.file_key))]
+    assert _doc(tmp_path / "e.json")["missing_files"] == [storage().uri(gone.file_key)]
 
 
 # --- review fixes ---------------------------------------------------------------------------------------------
@@ -758,7 +759,7 @@ async def test_an_uploaded_import_reads_no_file_outside_its_folders(app, tmp_pat
     other = await make_project("other")
     theirs = samples.make_series(samples.sample_path("MR_small.dcm"), tmp_path / "theirs", 1, patient_id="SECRET")
     assert (await ingest_file(theirs[0], other)).ok
-    stored = storage().path((await Instance.objects().get(Instance.project == other.id)).file_key)
+    stored = storage().uri((await Instance.objects().get(Instance.project == other.id)).file_key)
     outside = samples.make_series(samples.sample_path("MR_small.dcm"), tmp_path / "outside", 1)[0]
     locations = [str(stored), str(outside), "../../../" + str(outside).lstrip("/"), str(tmp_path / "nope.dcm"),
                  "/etc/passwd"]
@@ -829,11 +830,11 @@ async def test_a_rolled_back_import_keeps_the_file_an_overwrite_replaced(app, tm
         await import_file(_write_csv(tmp_path / "f.csv", rows), p)
     assert len(calls) == 2  # the overwrite happened, then the import rolled back
     kept = await Instance.objects().first()
-    assert storage().path(kept.file_key).is_file()  # the row still points at a file that exists
-    assert sorted(storage().root.rglob("*.dcm")) == [storage().path(kept.file_key)]  # the placed ones are gone
+    assert storage().exists(kept.file_key)  # the row still points at a file that exists
+    assert stored_keys(".dcm") == [kept.file_key]  # the placed ones are gone
     monkeypatch.setattr(importer.ingest_mod, "record_placed", real)
     counts = await import_file(_write_csv(tmp_path / "f.csv", rows), p)  # committed: now the old file goes
-    assert counts["frames_added"] == 2 and not storage().path(kept.file_key).exists()
+    assert counts["frames_added"] == 2 and not storage().exists(kept.file_key)
 
 
 async def test_an_image_the_project_would_reject_is_reported_before_anything_is_applied(app, tmp_path, monkeypatch):

@@ -8,7 +8,9 @@ import json
 import time
 from pathlib import Path
 
-from portal import projects
+import httpx
+
+from portal import projects, storage
 from portal.archive import ingest_file
 from portal.auth import accounts
 from portal.dicom import open_dataset, samples
@@ -52,6 +54,15 @@ async def test_the_starter_downloads_the_file_others_do_not(client, consumer, tm
     assert 'filename="chest.json"' in r.headers["content-disposition"]
     first = r.content
     assert first == Path(run["path"]).read_bytes()
+    # The copy in the store is what is served; from S3 a client may also fetch it directly (presigned).
+    assert storage.current().read_bytes(run["summary"]["stored_key"]) == first
+    if storage.current().kind == "s3":
+        assert httpx.get(run["direct_url"]).content == first
+    else:
+        assert "direct_url" not in run
+    part = await client.get(run["download_url"], headers={**creds("mgr"), "Range": "bytes=2-9"})
+    assert part.status_code == 206 and part.content == first[2:10]
+    assert part.headers["content-range"] == f"bytes 2-9/{len(first)}"
     assert len(json.loads(first)["projects"]["chest"]["experiments"]) == 1
 
     for user, status, suberror in (("mgr2", 403, "not_your_export"), ("view", 403, None), ("stranger", 404, None)):
@@ -70,8 +81,9 @@ async def test_the_starter_downloads_the_file_others_do_not(client, consumer, tm
     assert r.status_code == 200 and r.content == first
     assert b"after the first export" in (await client.get(second["download_url"], headers=creds("mgr2"))).content
 
-    # Once its backup is pruned and the file has changed, the first run's file is gone: said so, never 5xx.
+    # Once its copies are pruned and the file has changed, the first run's file is gone: said so, never 5xx.
     Path(run["summary"]["backup"]).unlink()
+    storage.current().delete(run["summary"]["stored_key"])
     r = await client.get(run["download_url"], headers=creds("mgr"))
     assert r.status_code == 404 and r.json()["suberror"] == "file_not_found"
 

@@ -50,7 +50,10 @@ async def _wait_for(state_check, timeout=90):
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = await InferenceJob.select().order_by(InferenceJob.id, ascending=False).first()
+        # The newest job of an uploaded series: a scored series' own results (SR, SC, PDF) are series of the
+        # study too, 'derived', and their (not applicable) jobs may come before the test looks.
+        job = await InferenceJob.select(*InferenceJob.all_columns()).where(
+            InferenceJob.series.review_status != "derived").order_by(InferenceJob.id, ascending=False).first()
         if job and state_check(job):
             return job
         await asyncio.sleep(0.3)
