@@ -12,7 +12,9 @@ import io
 import logging
 import json
 
-from portal import archive as arch, clock, projects
+from piccolo.engine.postgres import PostgresEngine
+
+from portal import archive as arch, clock, db, projects
 from portal.inference import alerting, models, routing
 from portal.tables import AiAlert, Asset, InferenceJob, Project, Result, Series
 
@@ -36,24 +38,31 @@ async def request(project: Project, series: Series, *, force: bool = False) -> t
     if model_name:
         manifest = models.manifest_for(model_name, project.name)
         version = manifest["version"] if manifest else ""
-    existing = await InferenceJob.select().where(InferenceJob.series == series.id).order_by(
-        InferenceJob.id, ascending=False).first()
-    # A finished job still stands unless a person asked again or instances arrived after it was queued.
-    stale = bool(existing) and series.last_instance_at is not None and series.last_instance_at > existing["queued_at"]
-    if existing and existing["model_name"] == (model_name or "") and (
-            existing["state"] in ACTIVE or (not force and not stale and existing["model_version"] == version
-                                            and existing["state"] in (DONE, NOT_APPLICABLE))):
-        return existing, False
-    now = clock.now()
-    state = QUEUED if model_name else NOT_APPLICABLE
-    job = InferenceJob(project=project.id, series=series.id, model_name=model_name or "", model_version=version,
-                       state=state, queued_at=now,
-                       error="" if model_name else "No routing rule of this project matches this series.")
-    if model_name and not version:
-        job.state, job.error = FAILED, f"Model '{model_name}' is not installed (see `lightbox model list`)."
-    await job.save()
-    await _set_series(series.id, ai_status=job.state)
-    return (await InferenceJob.select().where(InferenceJob.id == job.id).first()), job.state == QUEUED
+    # Read-then-insert, made atomic: two workers (or two quiet-period checks) that decide at the same moment
+    # must not both queue a job for the series. SQLite's IMMEDIATE transaction serialises them; PostgreSQL
+    # takes a lock on the series for the transaction.
+    async with db.write_transaction():
+        if isinstance(Series._meta.db, PostgresEngine):
+            await Series.raw("SELECT pg_advisory_xact_lock(1, {})", series.id)
+        existing = await InferenceJob.select().where(InferenceJob.series == series.id).order_by(
+            InferenceJob.id, ascending=False).first()
+        # A finished job still stands unless a person asked again or instances arrived after it was queued.
+        stale = bool(existing) and series.last_instance_at is not None and series.last_instance_at > existing["queued_at"]
+        if existing and existing["model_name"] == (model_name or "") and (
+                existing["state"] in ACTIVE or (not force and not stale and existing["model_version"] == version
+                                                and existing["state"] in (DONE, NOT_APPLICABLE))):
+            return existing, False
+        now = clock.now()
+        state = QUEUED if model_name else NOT_APPLICABLE
+        job = InferenceJob(project=project.id, series=series.id, model_name=model_name or "", model_version=version,
+                           state=state, queued_at=now,
+                           error="" if model_name else "No routing rule of this project matches this series.")
+        if model_name and not version:
+            job.state, job.error = FAILED, f"Model '{model_name}' is not installed (see `lightbox model list`)."
+        await job.save()
+        await _set_series(series.id, ai_status=job.state)
+        job_row = await InferenceJob.select().where(InferenceJob.id == job.id).first()
+    return job_row, job.state == QUEUED
 
 
 async def quiet_check(series_id: int) -> tuple[str, float | dict]:
