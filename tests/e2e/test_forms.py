@@ -71,7 +71,8 @@ def test_reviewer_reports_and_manager_edits_the_form(page, live_server, series_u
     expect(entry).to_contain_text("Findings: Cavitation")
     expect(entry).to_contain_text("Largest cavity diameter: 24 mm")
     expect(entry.locator(".badge")).to_have_text("v1")
-    expect(entry.locator("time")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"))
+    expect(entry.locator("time")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
+    expect(entry.locator("time")).to_have_attribute("datetime", re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"))
     page.screenshot(path=str(tmp_path / "forms-panel.png"), full_page=True)
     page.context.clear_cookies()
 
