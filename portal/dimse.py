@@ -19,6 +19,7 @@ from pynetdicom.sop_class import Verification
 
 from portal import audit, projects
 from portal.archive import ingest
+from portal.dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from portal.errors import Invalid
 from portal.network import qr
 from portal.tables import Archive, Project
@@ -29,8 +30,6 @@ DEFAULT_AE_TITLE = "LIGHTBOX"
 
 # Written into every received file's meta and never changed: a re-sent instance must produce the
 # same bytes (hence the same MD5) to be "already stored" rather than a conflict.
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.72056030569173802112884584949677597520"
-IMPLEMENTATION_VERSION_NAME = "LIGHTBOX"
 
 # C-STORE response statuses (PS3.4 B.2.3 for storage, PS3.7 C for the general ones).
 SUCCESS = 0x0000  # stored, or already stored with the same bytes

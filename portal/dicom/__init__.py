@@ -5,6 +5,11 @@ from __future__ import annotations
 from portal.errors import Invalid
 
 
+# Who wrote a file's meta (PS3.10 7.1): every DICOM file Lightbox itself writes or receives says so the same way.
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.72056030569173802112884584949677597520"
+IMPLEMENTATION_VERSION_NAME = "LIGHTBOX"
+
+
 class DicomRejected(Invalid):
     """A file that cannot be accepted or used as DICOM; `suberror` says why."""
 

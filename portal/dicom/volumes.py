@@ -33,12 +33,10 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
-from portal.dicom import DicomRejected
+from portal.dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, DicomRejected
 
 SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".nrrd")
 # Fixed so that the bytes of a converted volume do not change with the pydicom version.
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1452.1"
-IMPLEMENTATION_VERSION = "LIGHTBOX_VOL_1"
 MAX_VOXELS = 512 * 1024 * 1024  # a bigger volume is refused before its data is read
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -295,7 +293,7 @@ def to_datasets(volume: Volume, names: Names) -> list[Dataset]:
             meta.MediaStorageSOPInstanceUID = sop
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
             meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-            meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+            meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
             ds = Dataset()
             ds.file_meta = meta
             ds.SpecificCharacterSet = "ISO_IR 192"
