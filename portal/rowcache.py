@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import copy
 import itertools
-import time
+
+from portal.auth.recent import Recent
 
 TTL = 2.0  # seconds a row read here may lag behind another process's change
 WATCHED = frozenset({"lb_user", "lb_api_token", "lb_project", "lb_archive", "lb_membership"})
-_MAX = 4096  # entries; past it the cache starts again (bounded memory under a spray of names)
+_MAX = 4096  # entries; past it the oldest go first (bounded memory under a spray of names)
 
-_rows: dict[tuple, tuple[int, float, object]] = {}
+_rows: Recent[tuple[int, object]] = Recent(TTL, max_keys=_MAX)  # key -> (generation, value)
 _counter = itertools.count(1)
 _generation = 0
 
@@ -42,15 +43,12 @@ def saw_write(tablename: str) -> None:
 
 async def get(key: tuple, load):
     """The value cached under `key` (a copy), else `await load()` (None is cached too: a missing row)."""
-    now = time.monotonic()
     hit = _rows.get(key)
-    if hit is not None and hit[0] == _generation and hit[1] > now:
-        return copy.copy(hit[2])
+    if hit is not None and hit[0] == _generation:
+        return copy.copy(hit[1])
     generation = _generation
     value = await load()
     # A write seen while loading may have changed what was read: keep it only if none was.
     if generation == _generation:
-        if len(_rows) >= _MAX:
-            _rows.clear()
-        _rows[key] = (generation, now + TTL, value)
+        _rows.put(key, (generation, value))
     return copy.copy(value)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from portal.auth.recent import Recent
+
 _hasher = PasswordHasher()
 # CAD4TB-style clients send X-USERNAME/X-PASSWORD on every call; re-running argon2 (tens of ms)
 # on each would dominate. Remember recent successful (hash, password digest) pairs in memory.
-_verified: OrderedDict[tuple[str, str], bool] = OrderedDict()
-_lock = threading.Lock()
+# A pair is tied to the hash: a changed password makes a new hash, and the old pair never matches again.
 _CACHE_SIZE = 256
+_verified: Recent[bool] = Recent(float("inf"), max_keys=_CACHE_SIZE)
 
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
@@ -28,18 +28,13 @@ def verify_password(password_hash: str, password: str) -> bool:
     if not password_hash or not password or len(password) > MAX_LENGTH:
         return False
     key = (password_hash, hashlib.sha256(password.encode()).hexdigest())
-    with _lock:
-        if key in _verified:
-            _verified.move_to_end(key)
-            return True
+    if _verified.get(key):
+        return True
     try:
         _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
-    with _lock:
-        _verified[key] = True
-        while len(_verified) > _CACHE_SIZE:
-            _verified.popitem(last=False)
+    _verified.put(key, True)
     return True
 
 
