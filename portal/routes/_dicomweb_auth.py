@@ -23,7 +23,8 @@ from portal.tables import User
 # A viewer makes hundreds of requests a minute; checking the password (argon2) on each would cost more than
 # serving the frames. A verified Basic header is remembered for a minute (by its hash, never the password).
 BASIC_CACHE_S = 60
-_verified: Recent[int] = Recent(BASIC_CACHE_S, max_keys=1000)  # the header's hash → the user's id
+# the header's hash → (the user's id, the password hash it was verified against)
+_verified: Recent[tuple[int, str]] = Recent(BASIC_CACHE_S, max_keys=1000)
 
 
 def _basic_credentials(value: str) -> tuple[str, str]:
@@ -41,14 +42,15 @@ def _basic_credentials(value: str) -> tuple[str, str]:
 
 async def _basic_user(request: Request, value: str) -> User:
     key = hashlib.sha256(value.strip().encode()).hexdigest()
-    user_id = _verified.get(key)
-    if user_id is not None:
-        user = await accounts.by_id_cached(user_id)
-        if user is not None and user.is_active:
+    verified = _verified.get(key)
+    if verified is not None:
+        user = await accounts.by_id_cached(verified[0])
+        # Only while the password it was checked against stands: a changed password ends it at once.
+        if user is not None and user.is_active and user.password_hash == verified[1]:
             return user
     username, password = _basic_credentials(value)
     user = await accounts.authenticate(username, password, client=client_of(request), via="dicomweb")
-    _verified.put(key, user.id)
+    _verified.put(key, (user.id, user.password_hash))
     return user
 
 

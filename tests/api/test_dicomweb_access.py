@@ -98,3 +98,14 @@ async def test_cors_for_configured_origins_with_preflight(cors_client):
 async def test_no_cors_headers_when_no_origin_is_configured(client, chest):
     r = await client.get(QIDO, headers={"Origin": "http://viewer.test", **basic("rev")})
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+
+
+async def test_a_remembered_basic_header_ends_with_a_password_change(client, chest):
+    from portal.auth import passwords
+    from portal.tables import User
+
+    assert (await client.get(QIDO, headers=basic("rev"))).status_code == 200  # verified, remembered
+    await User.update({User.password_hash: passwords.hash_password("a-new-password-1")}).where(User.username == "rev")
+    r = await client.get(QIDO, headers=basic("rev"))
+    assert r.status_code == 401 and r.json()["suberror"] == "invalid_credentials"
+    assert (await client.get(QIDO, headers=basic("rev", "a-new-password-1"))).status_code == 200
