@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from portal import projects, settings as settings_mod
+from portal import projects, settings as settings_mod, storage as storage_mod
 from portal.archive import writer
 from portal.archive.writer import ALREADY_STORED, CONFLICT, STORED  # noqa: F401 (re-exported)
 from portal.dicom import DicomRejected, FileStore, ParsedInstance, safe_extract
@@ -60,8 +60,6 @@ class IngestResult:
 
 def storage() -> FileStore:
     """The configured store (portal/storage): local files or S3, with the same methods."""
-    from portal import storage as storage_mod
-
     return storage_mod.current()
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.utils.encoding import dump_json
 
-from portal import clock, db
+from portal import clock, db, storage as storage_mod
 from portal.dicom import FileStore
 from portal.dicom.parse import ReadFile
 from portal.dicom.equivalence import same_apart_from_encoding
@@ -64,12 +64,6 @@ class Job:
     @property
     def key(self) -> str:
         return f"{self.project.id}:{self.read.parsed.sop_instance_uid}"
-
-
-def _storage() -> FileStore:
-    from portal import storage as storage_mod
-
-    return storage_mod.current()
 
 
 class Writer:
@@ -152,7 +146,7 @@ def _fail(job: Job, exc: BaseException) -> None:
 
 
 async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list | None = None) -> None:
-    store = _storage()
+    store = storage_mod.current()
     audits = [j.audit for j in batch if j.audit]
     jobs = [j for j in batch if j.read is not None]
     # What is stored already: one query for the whole batch.
