@@ -197,6 +197,9 @@ def ingest(ctx: click.Context, path: Path, project_name: str, archive_name: str 
 
     _setup()
     files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    # Files are named as inside the folder given (as ingest_path names them): a volume's experiment is its
+    # folder there, never the server's absolute path.
+    name_of = (lambda f: str(f.relative_to(path))) if path.is_dir() else (lambda f: f.name)
     counts: Counter = Counter()
     problems: list[str] = []
 
@@ -218,14 +221,14 @@ def ingest(ctx: click.Context, path: Path, project_name: str, archive_name: str 
             plain = []
             for f in files:
                 if is_zip(f):
-                    count(await ingest_path(f, p, archive, filename=str(f)))
+                    count(await ingest_path(f, p, archive, filename=name_of(f)))
                     bar.update(1)
                 else:
                     plain.append(f)
             # Plain files in chunks: parsing overlaps writing, and each chunk shares the writer's batches.
             for start in range(0, len(plain), 256):
                 chunk = plain[start:start + 256]
-                count(await ingest_files([(f, str(f)) for f in chunk], p, archive))
+                count(await ingest_files([(f, name_of(f)) for f in chunk], p, archive))
                 bar.update(len(chunk))
 
     _run(go())

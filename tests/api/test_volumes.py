@@ -198,7 +198,7 @@ async def test_exports_give_miqa_back_its_files_and_a_round_trip_keeps_every_dec
             assert a == b
 
 
-async def test_ingest_and_zips_take_volumes_and_refuse_bad_ones_storing_nothing(app, tmp_path):
+async def test_ingest_and_zips_take_volumes_and_refuse_bad_ones_storing_nothing(app, tmp_path, lb_env):
     import zipfile
 
     p = await _project()
@@ -208,6 +208,11 @@ async def test_ingest_and_zips_take_volumes_and_refuse_bad_ones_storing_nothing(
     series = await Series.objects().get(Series.series_instance_uid == V.series_uid("miqa", "sub-01", "T1w"))
     assert series.description == "T1w"
     assert [r.status for r in await ingest_path(good, p, filename="sub-01/T1w.nii.gz")] == ["already_stored"] * 10
+    # `lightbox ingest` of the folder names the files as inside it, as ingest_path does: the same experiment
+    # (never the server's absolute path), so the same UIDs: already stored.
+    out = subprocess.run([sys.executable, "-m", "portal.cli", "ingest", str(tmp_path / "in"), "--project", "miqa"],
+                         env={**os.environ, **lb_env}, capture_output=True, text=True)
+    assert out.returncode == 0 and "10 already stored" in out.stdout, out.stdout + out.stderr
 
     bad = tmp_path / "bad"
     bad.mkdir()
