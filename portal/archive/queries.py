@@ -6,7 +6,7 @@ import asyncio
 
 from portal.archive.ingest import storage
 from portal.errors import NotFound
-from portal.tables import Archive, Instance, Patient, Project, Series, Study
+from portal.tables import Archive, Instance, Patient, Project, Series, Study, VolumeSource
 
 
 async def find_patient(archive: Archive, patient_id: str) -> Patient:
@@ -60,40 +60,48 @@ async def count_instances(series_ids: list[int]) -> dict[int, int]:
     return {r["series"]: r["n"] for r in rows}
 
 
-async def _delete_files(keys: list[str]) -> None:
+async def _delete_files(keys: list[str], volume_keys: list[str] = ()) -> None:
+    """After the rows are gone: the instances' files, and the volumes (NIfTI, MGZ, NRRD) no series keeps any
+    more (a volume's copy is content-addressed, so another series may hold the same file)."""
+    still = set(await VolumeSource.select(VolumeSource.file_key).where(
+        VolumeSource.file_key.is_in(list(volume_keys))).output(as_list=True)) if volume_keys else set()
+    gone = keys + [k for k in dict.fromkeys(volume_keys) if k not in still]
     store = storage()
-    await asyncio.to_thread(lambda: [store.delete(k) for k in keys])
+    await asyncio.to_thread(lambda: [store.delete(k) for k in gone])
 
 
-async def _file_keys(where) -> list[str]:
-    return await Instance.select(Instance.file_key).where(where).output(as_list=True)
+async def _file_keys(where, volumes_where) -> tuple[list[str], list[str]]:
+    """The instance files and volume files of the rows a delete removes."""
+    return (await Instance.select(Instance.file_key).where(where).output(as_list=True),
+            await VolumeSource.select(VolumeSource.file_key).where(volumes_where).output(as_list=True))
 
 
 async def delete_series(series: Series) -> int:
     """Delete a series, its instances and their files; a study or patient left empty goes too."""
-    keys = await _file_keys(Instance.series == series.id)
+    keys, volume_keys = await _file_keys(Instance.series == series.id, VolumeSource.series == series.id)
     await Series.delete().where(Series.id == series.id)
     if not await Series.exists().where(Series.study == series.study):
         study = await Study.objects().get(Study.id == series.study)
         if study is not None:
             await Study.delete().where(Study.id == study.id)
             await _drop_empty_patient(study.patient)
-    await _delete_files(keys)
+    await _delete_files(keys, volume_keys)
     return len(keys)
 
 
 async def delete_study(study: Study) -> int:
-    keys = await _file_keys(Instance.series.study == study.id)
+    keys, volume_keys = await _file_keys(Instance.series.study == study.id, VolumeSource.series.study == study.id)
     await Study.delete().where(Study.id == study.id)
     await _drop_empty_patient(study.patient)
-    await _delete_files(keys)
+    await _delete_files(keys, volume_keys)
     return len(keys)
 
 
 async def delete_patient(patient: Patient) -> int:
-    keys = await _file_keys(Instance.series.study.patient == patient.id)
+    keys, volume_keys = await _file_keys(Instance.series.study.patient == patient.id,
+                                         VolumeSource.series.study.patient == patient.id)
     await Patient.delete().where(Patient.id == patient.id)
-    await _delete_files(keys)
+    await _delete_files(keys, volume_keys)
     return len(keys)
 
 

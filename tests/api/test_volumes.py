@@ -135,6 +135,35 @@ async def test_a_changed_file_is_a_new_version_of_the_same_series(app, tmp_path)
     assert sorted(r["current"] for r in rows) == [False, True]
 
 
+async def test_deleting_a_volumes_series_removes_the_stored_volume_once_no_series_keeps_it(app, tmp_path):
+    from portal.archive import queries, storage
+
+    p = await _project()
+    files = _miqa_files(tmp_path / "repo")
+    # A copy of the T1 file is also a second scan of the experiment: one stored copy, kept by two series.
+    copy = tmp_path / "repo" / "E1" / "t1-copy.nii.gz"
+    copy.write_bytes(files[("NCANDA_E1", "t1", "T1")].read_bytes())
+    files[("NCANDA_E1", "t1again", "T1")] = copy
+    await import_file(_csv(tmp_path / "repo" / "miqa.csv", files), p)
+    t1, again, t2 = [await Series.objects().get(Series.series_instance_uid == V.series_uid("miqa", "NCANDA_E1", s))
+                     for s in ("t1", "t1again", "t2")]
+    (shared,) = set(await VolumeSource.select(VolumeSource.file_key).where(
+        VolumeSource.series.is_in([t1.id, again.id])).output(as_list=True))
+    (own,) = await VolumeSource.select(VolumeSource.file_key).where(VolumeSource.series == t2.id).output(as_list=True)
+    store = storage()
+    assert store.exists(shared) and store.exists(own)
+
+    await queries.delete_series(t1)
+    assert store.exists(shared)  # the other scan still keeps it
+    await queries.delete_series(again)
+    assert not store.exists(shared)
+    await queries.delete_study(await Study.objects().get(Study.id == t2.study))
+    assert not store.exists(own)
+    assert await VolumeSource.count().where(VolumeSource.project == p.id) == 2  # E2's volumes stay
+    for key in await VolumeSource.select(VolumeSource.file_key).output(as_list=True):
+        assert store.exists(key)
+
+
 async def test_exports_give_miqa_back_its_files_and_a_round_trip_keeps_every_decision(app, tmp_path, template):
     p = await _project()
     files = _miqa_files(tmp_path / "repo")
