@@ -319,7 +319,7 @@ async def test_cookies_are_secure_when_the_site_is_served_over_https(lb_env):
 async def test_openapi_names_security_schemes_and_the_error_shape(client):
     assert (await client.get("/schema")).headers["content-type"].startswith("text/html")
     doc = (await client.get("/schema/openapi.json")).json()
-    assert set(doc["components"]["securitySchemes"]) == {"token", "cad4tbUser", "cad4tbPassword"}
+    assert set(doc["components"]["securitySchemes"]) == {"token", "cad4tbUser", "cad4tbPassword", "basic", "session"}
     assert doc["components"]["schemas"]["Error"]["required"] == ["error", "suberror", "detail"]
     for path, item in doc["paths"].items():
         for method, operation in item.items():
