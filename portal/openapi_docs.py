@@ -8,6 +8,8 @@ from typing import Any
 from litestar import Request
 from litestar.openapi.plugins import JsonRenderPlugin
 
+from portal.routes._openapi import COMPONENTS
+
 ERROR_SCHEMA = {
     "type": "object", "required": ["error", "suberror", "detail"],
     "properties": {"error": {"type": "string", "description": "error type, e.g. object_not_found"},
@@ -28,7 +30,12 @@ SECURITY_SCHEMES = {
               "description": "`Token KEY`, the key from POST /api-token-auth/"},
     "cad4tbUser": {"type": "apiKey", "in": "header", "name": "X-USERNAME", "description": "CAD4TB-style username"},
     "cad4tbPassword": {"type": "apiKey", "in": "header", "name": "X-PASSWORD", "description": "its password"},
+    # DICOMweb also takes what viewers are configured with (routes/_dicomweb_auth.py).
+    "basic": {"type": "http", "scheme": "basic"},
+    "session": {"type": "apiKey", "in": "cookie", "name": "lightbox_session",
+                "description": "the portal's sign-in, for DICOMweb reads only"},
 }
+API_SECURITY = [{"token": []}, {"cad4tbUser": [], "cad4tbPassword": []}]
 PUBLIC = ("/api-token-auth", "/api-token-auth/", "/healthz")
 
 
@@ -37,9 +44,9 @@ def complete(schema: dict[str, Any]) -> dict[str, Any]:
     if schema.get("x-lightbox-completed"):
         return schema
     components = schema.setdefault("components", {})
-    components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    components.setdefault("schemas", {}).update({"Error": ERROR_SCHEMA, **COMPONENTS})
     components["securitySchemes"] = SECURITY_SCHEMES
-    schema["security"] = [{"token": []}, {"cad4tbUser": [], "cad4tbPassword": []}]
+    schema["security"] = API_SECURITY
     ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for path, item in schema.get("paths", {}).items():
         for method, operation in item.items():
@@ -55,6 +62,7 @@ def complete(schema: dict[str, Any]) -> dict[str, Any]:
                     responses[code] = {"description": description, "content": ref}
                 responses.setdefault(code, {"description": description, "content": ref})
             if path.startswith(DICOMWEB):
+                operation["security"] = [*API_SECURITY, {"basic": []}, *([{"session": []}] if method == "get" else [])]
                 responses.setdefault("406", {"description": "No media type the Accept header allows", "content": ref})
     schema["x-lightbox-completed"] = True
     return schema

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 
+from portal.exchange import records
 from portal.exchange.records import DecisionIn, FrameIn, Parsed, parse_time
 
 COLUMNS = ("project_name", "experiment_name", "scan_name", "scan_type", "frame_number", "file_location",
@@ -145,12 +146,9 @@ def _row(row: dict, line: str, parsed: Parsed, artifacts_known: list[str], seen:
     location = {}
     if row.get("location_of_interest"):
         try:
-            location = json.loads(row["location_of_interest"])
-            if not isinstance(location, dict):
-                raise ValueError
+            location = records.location(json.loads(row["location_of_interest"]), parsed, line, "location_of_interest")
         except ValueError:
             parsed.problem(line, "location_of_interest", 'location_of_interest must look like {"x": 1, "y": 2, "z": 3}.')
-            location = {}
     if creator:
         parsed.decisions.append(DecisionIn(line, row["experiment_name"], row["scan_name"], code, creator, created,
                                            note=row.get("last_decision_note", ""), artifacts=artifacts,

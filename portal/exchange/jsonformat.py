@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from portal.exchange import records
+from portal.forms.validation import is_answer
 from portal.exchange.records import AiIn, DecisionIn, FrameIn, Parsed, SubmissionIn, parse_time
 
 FORMAT, VERSION = "lightbox", 1
@@ -144,10 +146,7 @@ def _decision(d, where, exp_name, scan_name, parsed: Parsed, artifacts_known) ->
                            "artifacts: " + ", ".join(artifacts_known) + ".")
         elif value not in (1, 0, -1):
             parsed.problem(where, "user_identified_artifacts", f"Artifact '{name}' must be 1, 0 or -1.")
-    location = d.get("location") or {}
-    if not isinstance(location, dict):
-        parsed.problem(where, "location", 'location must be an object {"x", "y", "z"}.')
-        location = {}
+    location = records.location(d.get("location"), parsed, where, "location")
     if code and creator and created:
         parsed.decisions.append(DecisionIn(where, exp_name, scan_name, code, creator, created,
                                            note=str(d.get("note", "") or ""),
@@ -162,6 +161,9 @@ def _submission(s, where, exp_name, scan_name, parsed: Parsed) -> None:
         return
     if not isinstance(s.get("entry"), dict):
         parsed.problem(where, "entry", "A form submission's entry must be an object.")
+        return
+    if not all(is_answer(v) for v in s["entry"].values()):
+        parsed.problem(where, "entry", "A form submission's answers are texts, numbers, true/false or lists of texts.")
         return
     created = _time(s.get("created"), where, "created", parsed)
     if created:

@@ -95,6 +95,19 @@ class Parsed:
             self.problems.append(Problem(str(row), field_name, text))
 
 
+def location(value, parsed: Parsed, row: str, field_name: str) -> dict:
+    """A decision's location as decisions.clean_location keeps one ({x, y, z} numbers), or {} and a problem: an
+    import stores what the API would have accepted, no other shape."""
+    from portal.errors import Invalid
+    from portal.review.decisions import clean_location
+
+    try:
+        return clean_location(value) or {}
+    except Invalid as exc:
+        parsed.problem(row, field_name, exc.detail)
+        return {}
+
+
 def parse_time(text: str) -> dt.datetime:
     """An ISO 8601 date and time; seconds and the time zone are kept (no zone means UTC)."""
     text = (text or "").strip()

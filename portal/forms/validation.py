@@ -84,6 +84,12 @@ def _date(field: dict, value) -> str:
     raise ValueError("must be a date written YYYY-MM-DD")
 
 
+def is_answer(value) -> bool:
+    """Whether `value` has the type of a cleaned answer: text, a number, yes/no, or a list of options."""
+    return isinstance(value, (str, bool, int, float)) or (isinstance(value, list)
+                                                          and all(isinstance(v, str) for v in value))
+
+
 CLEANERS = {"text": _text, "long_text": _text, "number": _numeric, "score": _numeric,
             "single_choice": _single, "multiple_choice": _multiple, "yes_no": _yes_no, "date": _date}
 

@@ -33,7 +33,9 @@ MAX_STUDY_BYTES = 8 * 1024**3
 
 def config(project: Project) -> dict:
     conf = projects.settings_of(project).get("dicomweb_sync") or {}
-    return {"node": conf.get("node") or "", "query": dict(conf.get("query") or {}), "days": int(conf.get("days") or 0),
+    # The query as QIDO-RS takes it: text keys and values (what a run records and the pull sends).
+    query = {str(k): str(v) for k, v in (conf.get("query") or {}).items()}
+    return {"node": conf.get("node") or "", "query": query, "days": int(conf.get("days") or 0),
             "every_minutes": int(conf.get("every_minutes") or 0), "push_decisions": bool(conf.get("push_decisions"))}
 
 
@@ -70,7 +72,7 @@ async def due() -> list[Project]:
 
 
 def _query(conf: dict) -> dict:
-    query = {k: str(v) for k, v in conf["query"].items()}
+    query = dict(conf["query"])
     if conf["days"] > 0:
         query["StudyDate"] = (clock.now() - dt.timedelta(days=conf["days"])).strftime("%Y%m%d") + "-"
     query.setdefault("includefield", "NumberOfStudyRelatedInstances")

@@ -22,8 +22,10 @@ DICOM_PARTS = 'multipart/related; type="application/dicom"'
 
 STR: dict = {"type": "string"}
 BOOL: dict = {"type": "boolean"}
+INT: dict = {"type": "integer"}
+NUMBER: dict = {"type": "number"}
+NULL: dict = {"type": "null"}
 BINARY: dict = {"type": "string", "format": "binary"}
-ANY: dict = {}
 
 
 def obj(required: tuple[str, ...] = (), *, closed: bool = False, others: dict | None = None,
@@ -41,10 +43,31 @@ def array(items: dict) -> dict:
     return {"type": "array", "items": items}
 
 
+def nullable(schema: dict) -> dict:
+    return {"oneOf": [NULL, schema]}
+
+
+def enum(values) -> dict:
+    """One of the domain's own values (pass its constants, so that the document follows the code)."""
+    return {"type": "string", "enum": list(values)}
+
+
 def json_or_form(schema: dict) -> dict[str, dict]:
     """What `_body.json_or_form` reads: the same fields as a JSON object or as form fields."""
     return {JSON: schema, FORM: schema, MULTIPART: schema}
 
+
+# DICOM JSON (PS3.18 F.2), what QIDO-RS, WADO-RS metadata and STOW-RS answer: a dataset is an object of
+# attributes by tag; a sequence's values are datasets again, so the dataset is a component that refers to itself
+# (portal/openapi_docs.py adds COMPONENTS to the document).
+VRS = ("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF", "OL", "OV", "OW",
+       "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV")
+DATASET: dict = {"$ref": "#/components/schemas/DicomDataset"}
+_PERSON_NAME = obj(closed=True, Alphabetic=STR, Ideographic=STR, Phonetic=STR)
+_ATTRIBUTE = obj(("vr",), closed=True, vr=enum(VRS),
+                 Value=array({"anyOf": [STR, NUMBER, NULL, _PERSON_NAME, DATASET]}), BulkDataURI=STR, InlineBinary=STR)
+COMPONENTS = {"DicomDataset": {**obj(others=_ATTRIBUTE), "propertyNames": {"pattern": "^[0-9A-F]{8}$"},
+                               "description": "DICOM JSON: attributes by tag (8 hexadecimal digits)"}}
 
 # The CAD4TB-style commands' parameters (seeds/cad4tb-api-v1.txt), as far down the hierarchy as each command goes.
 WHERE = {"Project": "The project; the caller's only project when absent",

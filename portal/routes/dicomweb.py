@@ -26,10 +26,9 @@ _SERIES = _STUDY + "/series/{series:str}"
 _INSTANCE = _SERIES + "/instances/{instance:str}"
 
 # What each kind of DICOMweb answer is in the OpenAPI document (DICOM JSON, or plain JSON when Accept asks for it).
-_DATASETS = doc.array(doc.obj(others=doc.obj(vr=doc.STR)))
+_DATASETS = doc.array(doc.DATASET)
 STOW = doc.documented(body={doc.DICOM_PARTS: doc.BINARY}, body_description="DICOM instances, one a part",
-                      answers={s: {DICOM_JSON: doc.obj(others=doc.ANY), doc.JSON: doc.obj(others=doc.ANY)}
-                               for s in (200, 202, 409)})
+                      answers={s: {DICOM_JSON: doc.DATASET, doc.JSON: doc.DATASET} for s in (200, 202, 409)})
 QIDO = doc.documented(query={
     "limit": "The most matches to return", "offset": "Matches to skip", "includefield": "Attributes to add, or 'all'",
     "fuzzymatching": "true: person names match by word beginnings"},

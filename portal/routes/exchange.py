@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from pathlib import Path
+from typing import Literal, TypedDict
 
 from litestar import Request, get, post
 from litestar.di import Provide
@@ -83,6 +84,87 @@ def _admin_path(me: User, value, what: str) -> str:
 
 # --- API ----------------------------------------------------------------------------------------------
 
+Scalar = int | str | bool | None
+
+
+class Problem(TypedDict):
+    """Where an import file is wrong (records.Problem): its row or JSON path, the field, what to fix."""
+    row: str
+    field: str
+    problem: str
+
+
+class _Run(TypedDict):
+    """runs.as_dict: an export, import or sync (files), or a DICOMweb pull (network/dicomweb_pull)."""
+    id: int
+    project: str
+    kind: Literal["export", "import", "sync", "dicomweb"]  # runs.KINDS and dicomweb_pull.KIND
+    trigger: Literal["portal", "api", "cli", "schedule"]
+    state: Literal["queued", "running", "done", "failed"]
+    format: Literal["", "json", "csv"]
+    path: str
+    options: dict[str, bool | int | str | dict[str, str]]  # de-identification flags; a pull's node, query, days
+    username: str
+    phase: str
+    done: int
+    total: int
+    # Counts and file names; a sync nests its import's and export's summaries ("incoming", "import", "export").
+    summary: dict[str, Scalar | dict[str, Scalar]]
+    problems: list[Problem]
+    message: str
+    queued: str
+    started: str | None
+    finished: str | None
+    active: bool
+    download_url: str | None
+
+
+class Run(_Run, total=False):
+    direct_url: str  # a finished export's file straight from an S3 store (presigned, an hour)
+
+
+class RunStarted(TypedDict):
+    run: Run
+    status_url: str
+
+
+# The JSON file of an export (exporter.snapshot), as a download. MIQA's nesting with Lightbox's additions.
+_LOCATION = doc.nullable(doc.obj(("x", "y", "z"), x=doc.NUMBER, y=doc.NUMBER, z=doc.NUMBER))
+_EXPORTED_DECISION = doc.obj(
+    ("decision", "creator", "note", "created", "user_identified_artifacts", "location"), decision=doc.STR,
+    creator=doc.STR, role=doc.STR, note=doc.STR, created=doc.STR,
+    user_identified_artifacts=doc.obj(others={"type": "integer", "enum": [1, 0, -1]}), location=_LOCATION)
+_ANSWER = {"oneOf": [doc.STR, doc.NUMBER, doc.BOOL, doc.array(doc.STR)]}
+_SCAN = doc.obj(
+    ("type", "frames", "decisions"), type=doc.STR, scan_link=doc.STR, description=doc.STR,
+    frames=doc.obj(others=doc.obj(("file_location",), file_location=doc.STR, sop_instance_uid=doc.STR,
+                                  md5=doc.STR)),
+    last_decision=doc.nullable(_EXPORTED_DECISION), decisions=doc.array(_EXPORTED_DECISION),
+    form_submissions=doc.array(doc.obj(
+        ("form", "form_version", "entry"), form=doc.STR, form_version=doc.INT, creator=doc.STR, email=doc.STR,
+        created=doc.STR, entry=doc.obj(others=_ANSWER), entry_formatted=doc.STR)),
+    ai_results=doc.array(doc.obj(
+        ("model", "results"), model=doc.obj(("name", "version"), name=doc.STR, version=doc.STR),
+        finished=doc.nullable(doc.STR), results=doc.array(doc.obj(
+            ("name", "value"), name=doc.STR, algorithm=doc.STR, value=doc.nullable(doc.NUMBER), text=doc.STR,
+            type=doc.STR)))))
+_EXPORT_DOCUMENT = doc.obj(
+    ("format", "version", "projects"), format=doc.enum(["lightbox"]), version=doc.INT, exported=doc.STR,
+    deidentified=doc.BOOL, missing_files=doc.array(doc.STR),
+    withheld_burned_in=doc.array(doc.obj(("sop_instance_uid", "reason"), sop_instance_uid=doc.STR,
+                                         series_instance_uid=doc.STR, reason=doc.STR)),
+    projects=doc.obj(others=doc.obj(
+        ("experiments",),
+        settings=doc.obj(decisions=doc.array(doc.obj(("code",), code=doc.STR, label=doc.STR, colour=doc.STR,
+                                                     key=doc.STR, roles=doc.array(doc.STR))),
+                         artifacts=doc.array(doc.STR)),
+        forms=doc.array(doc.obj(("name", "version", "fields"), name=doc.STR, version=doc.INT, title=doc.STR,
+                                description=doc.STR, fields=doc.array(doc.obj(
+                                    ("name", "type"), name=doc.STR, type=doc.STR, label=doc.STR)))),
+        experiments=doc.obj(others=doc.obj(
+            ("scans",), notes=doc.STR, subject_id=doc.STR, session_id=doc.STR, archive=doc.STR,
+            scans=doc.obj(others=_SCAN))))))
+
 
 @post("/api/v1/projects/{name:str}/export", dependencies=_api, tags=["projects"], status_code=202,
       summary="Export the project (a task): body {format?, deidentify?, remap_uids?, shift_dates?, clean_descriptors?, "
@@ -90,7 +172,7 @@ def _admin_path(me: User, value, what: str) -> str:
       operation_class=doc.documented(body={doc.JSON: doc.obj(
           format={"enum": ["", "json", "csv"]}, to={"type": ["string", "null"], "description": "administrators"},
           **{k: doc.BOOL for k in DEID_OPTIONS})}, body_required=False))
-async def api_export(request: Request, me: User, name: str) -> dict:
+async def api_export(request: Request, me: User, name: str) -> RunStarted:
     p = await permissions.project_for(me, name, PERMISSION)
     data = await json_object(request, '{"format": "csv"}') if await request.body() else {}
     fmt = data.get("format") or ""
@@ -111,7 +193,7 @@ async def api_export(request: Request, me: User, name: str) -> dict:
                                            doc.JSON: doc.obj(path={"type": ["string", "null"],
                                                                    "description": "administrators"})},
                                      body_required=False))
-async def api_import(request: Request, me: User, name: str) -> dict:
+async def api_import(request: Request, me: User, name: str) -> RunStarted:
     p = await permissions.project_for(me, name, PERMISSION)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     await runs.refuse_if_merging(p)  # before receiving a file that could not be imported now
@@ -129,13 +211,13 @@ async def api_import(request: Request, me: User, name: str) -> dict:
 
 @get("/api/v1/projects/{name:str}/runs", dependencies=_api, tags=["projects"],
      summary="Import/export/sync runs of the project, newest first")
-async def api_runs(me: User, name: str) -> list[dict]:
+async def api_runs(me: User, name: str) -> list[Run]:
     return await runs.history(await permissions.project_for(me, name, PERMISSION))
 
 
 @get("/api/v1/projects/{name:str}/runs/{run_id:int}", dependencies=_api, tags=["projects"],
      summary="One import/export/sync run: state, progress, summary, and every problem of a refused import")
-async def api_run(me: User, name: str, run_id: int) -> dict:
+async def api_run(me: User, name: str, run_id: int) -> Run:
     return await runs.get(await permissions.project_for(me, name, PERMISSION), run_id)
 
 
@@ -148,8 +230,8 @@ async def _export_file(request: Request, me: User, name: str, run_id: int) -> Re
 
 @get("/api/v1/projects/{name:str}/runs/{run_id:int}/file", dependencies=_api, tags=["projects"],
      summary="The file a finished export wrote (its download_url), for the person who started it",
-     operation_class=doc.documented(answers={200: {"text/csv": doc.BINARY, doc.JSON: doc.ANY},
-                                             206: {"text/csv": doc.BINARY, doc.JSON: doc.ANY}}))
+     operation_class=doc.documented(answers={200: {"text/csv": doc.BINARY, doc.JSON: _EXPORT_DOCUMENT},
+                                             206: {"text/csv": doc.BINARY, doc.JSON: doc.BINARY}}))
 async def api_run_file(request: Request, me: User, name: str, run_id: int) -> Response:
     return await _export_file(request, me, name, run_id)
 

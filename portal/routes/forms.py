@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal, TypedDict
 from urllib.parse import urlencode
 
 from litestar import Request, Response, get, post
@@ -266,12 +266,63 @@ async def form_save(request: Request, me: User, project: str, form_name: str) ->
 # --- API: JSON ------------------------------------------------------------------------------------
 
 
+# What the forms API answers (forms.public and the submissions); field types follow forms.schema.FIELD_TYPES.
+FieldType = Literal[tuple(FIELD_TYPES)]  # type: ignore[valid-type]
+Value = str | float | bool  # what a visible_if compares with: text, a number or yes/no
+Answer = str | float | bool | list[str]  # an answer, as forms.validation cleans it (a list: multiple choice)
+
+
+class VisibleEquals(TypedDict):
+    field: str
+    equals: Value
+
+
+VisibleIn = TypedDict("VisibleIn", {"field": str, "in": list[Value]})
+
+
+class FormField(TypedDict):
+    """One field of a definition, every key present (forms.schema.FIELD_KEYS)."""
+    name: str
+    type: FieldType
+    label: str
+    required: bool
+    help: str
+    options: list[str] | None
+    min: float | None
+    max: float | None
+    step: float | None
+    unit: str | None
+    visible_if: VisibleEquals | VisibleIn | None
+
+
+class FormSummary(TypedDict):
+    name: str
+    version: int
+    title: str
+    description: str
+
+
+class FormDefinition(FormSummary):
+    fields: list[FormField]
+
+
+class Submission(TypedDict):
+    id: int
+    entry: dict[str, Answer]
+    entry_formatted: str
+    user: str
+    series: str
+    form: str
+    form_version: int
+    created: str
+
+
 ProjectParam = Annotated[str | None, QueryParameter(name="Project",
                                                    description="The project; the caller's only project when absent")]
 
 
 @get("/api/v1/forms", dependencies=_api, tags=["forms"], summary="The report forms of a project")
-async def api_forms(me: User, project: ProjectParam = None) -> list[dict]:
+async def api_forms(me: User, project: ProjectParam = None) -> list[FormSummary]:
     p = await default_project(me, project, "api_list_forms")
     return [{"name": f["name"], "version": f["version"], "title": f["title"], "description": f["description"]}
             for f in await forms.forms_of(p)]
@@ -281,7 +332,7 @@ async def api_forms(me: User, project: ProjectParam = None) -> list[dict]:
      summary="One report form's definition: its fields, with what a valid FormSubmission must hold")
 async def api_form(me: User, form_name: str, project: ProjectParam = None,
                    version: Annotated[int | None, QueryParameter(
-                       name="Version", description="An earlier version (default: the newest)")] = None) -> dict:
+                       name="Version", description="An earlier version (default: the newest)")] = None) -> FormDefinition:
     p = await default_project(me, project, "api_list_forms")
     form = await forms.find_form(p, form_name)
     if version is not None:
@@ -294,14 +345,14 @@ async def api_form(me: User, form_name: str, project: ProjectParam = None,
 # --- API: the CAD4TB-style reporting commands -----------------------------------------------------
 
 
-def _submission_out(s: dict) -> dict:
+def _submission_out(s: dict) -> Submission:
     return {"id": s["id"], "entry": s["entry"], "entry_formatted": s["entry_formatted"], "user": s["user"],
             "series": s["series"], "form": s["form"], "form_version": s["form_version"], "created": s["created"]}
 
 
 @get("/api/v1/patient/study/series/forms/list/", dependencies=_api, tags=["cad4tb-v1"],
      summary="A series' report form submissions, newest first", operation_class=doc.documented(query=doc.SERIES))
-async def api_submissions_list(request: Request, me: User) -> list[dict]:
+async def api_submissions_list(request: Request, me: User) -> list[Submission]:
     _, series = await api_series(me, dict(request.query_params), "api_list_forms")
     return [_submission_out(s) for s in await forms.submissions_of(series)]
 
@@ -311,15 +362,19 @@ async def _params(request: Request) -> dict:
     return {**dict(request.query_params), **await json_or_form(request)}
 
 
+_ANSWER = {"oneOf": [doc.STR, doc.NUMBER, doc.BOOL, doc.array(doc.STR)]}  # Answer, for the request body
+
+
 @post("/api/v1/patient/study/series/forms/add/", dependencies=_api, tags=["cad4tb-v1"], status_code=200,
       summary="Add a report form submission (FormName, FormSubmission as JSON) to a series",
       operation_class=doc.documented(
           # Each name may come as a query parameter or in the body; the body's win.
           body=doc.json_or_form(doc.obj(**{name: doc.STR for name in doc.SERIES}, FormName=doc.STR, FormSubmission={
+              "oneOf": [doc.obj(others=_ANSWER), doc.STR],
               "description": "The answers {field name: value}: a JSON object, or (in a form) its JSON text"})),
           body_required=False, query={**doc.SERIES, "FormName": "The report form's name",
                                       "FormSubmission": "The answers as JSON text, when not in the body"}))
-async def api_submission_add(request: Request, me: User) -> dict:
+async def api_submission_add(request: Request, me: User) -> Submission:
     params = await _params(request)
     project, series = await api_series(me, params, "api_add_form_submission")
     form = await forms.find_form(project, str(params.get("FormName") or ""))

@@ -193,16 +193,20 @@ async def _series_by_any_uid(me: User, uid: str, project: str | None) -> tuple[P
 
 # The Qure-style answers (results.qure): `success` and a message, then the results once there are some.
 _QURE = doc.obj(("success", "message"), success=doc.BOOL, message=doc.STR)
-_JOB = {"oneOf": [{"type": "null"}, doc.obj(("id", "state"), id={"type": "integer"}, state=doc.STR, model=doc.ANY,
-                                            attempts={"type": "integer"}, error=doc.ANY, queued=doc.ANY,
-                                            started=doc.ANY, finished=doc.ANY)]}
-_SCALARS = doc.array(doc.obj(("name", "value"), name=doc.STR, algorithm=doc.STR, value=doc.ANY))
+_MODEL = doc.obj(("name", "version"), name=doc.STR, version=doc.STR)
+_TIME = doc.nullable(doc.STR)  # UTC ISO 8601, or null while it has not happened
+_JOB = doc.nullable(doc.obj(  # results.job_dict
+    ("id", "state", "model", "attempts", "error", "queued", "started", "finished"), id=doc.INT,
+    state=doc.enum((jobs.QUEUED, jobs.RUNNING, jobs.RETRYING, jobs.DONE, jobs.FAILED, jobs.NOT_APPLICABLE)),
+    model=_MODEL, attempts=doc.INT, error=doc.STR, queued=doc.STR, started=_TIME, finished=_TIME))
+_VALUE = doc.nullable(doc.NUMBER)  # a Result's value (text results have none)
+_SCALARS = doc.array(doc.obj(("name", "algorithm", "value"), name=doc.STR, algorithm=doc.STR, value=_VALUE))
 
 
 @get("/api/v1/compute/{uid:str}", dependencies=_api, tags=["qure"],
      summary="Queue AI computation of a series (SeriesInstanceUID)",
      operation_class=doc.documented(answers={200: {doc.JSON: {**_QURE, "properties": {
-         **_QURE["properties"], "job": _JOB}}}}))
+         **_QURE["properties"], "job": _JOB}, "required": ["success", "message", "job"]}}}))
 async def compute(me: User, uid: str, Project: str | None = None) -> dict:  # noqa: N803
     p, series = await visible_series(me, uid, Project)
     await permissions.project_for(me, p.name, "request_inference")
@@ -218,8 +222,8 @@ async def compute(me: User, uid: str, Project: str | None = None) -> dict:  # no
      operation_class=doc.documented(answers={
          200: {doc.JSON: {**_QURE, "properties": {
              **_QURE["properties"], "triage_status": {"enum": ["Critical", "Routine"]}, "usecase": doc.STR,
-             "model": doc.obj(("name", "version"), name=doc.STR, version=doc.STR),
-             "result": doc.obj(report=doc.STR, scores=doc.obj(others=doc.ANY),
+             "model": _MODEL,
+             "result": doc.obj(("report", "scores", "files"), report=doc.STR, scores=doc.obj(others=_VALUE),
                                files=doc.obj(others=doc.array(doc.STR)))}}},
          404: {doc.JSON: _QURE}}))
 async def qure_results(request: Request, me: User, uid: str, Project: str | None = None) -> Response:  # noqa: N803

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, TypedDict
+
 from litestar import Request, get, post
 from litestar.di import Provide
 from litestar.response import Template
@@ -98,15 +100,32 @@ async def mail_settings_save(request: Request, me: User, project: str) -> Templa
     return _mail_settings(p, notice="Mail settings saved.")
 
 
+class Flagged(TypedDict):
+    """flags.as_dict, queued: the mail goes out through the outbox (`outbox`: its message, when one was needed)."""
+    status: Literal["queued"]
+    id: int
+    series: str
+    sender: str
+    to: list[str]
+    cc: list[str]
+    subject: str
+    note: str
+    outbox: int | None
+    created: str
+
+
+# Recipients as recipients.entries reads them: a list, or one text separated by commas, semicolons or lines.
+_RECIPIENTS = {"oneOf": [doc.STR, doc.array(doc.STR)]}
 _EMAIL_KEYS = {"series", "Project", "to", "cc", "subject", "body", "screenshot", "_csrf_token"}
 
 
 @post("/api/v1/email", dependencies=_api, tags=["mail"], status_code=201, request_max_body_size=_FLAG_BODY,
       summary="Flag a series for discussion by email (recipients: project members and configured addresses only)",
       operation_class=doc.documented(body=doc.json_or_form(doc.obj(
-          ("series",), closed=True, series=doc.STR, Project=doc.STR, to=doc.ANY, cc=doc.ANY, subject=doc.STR,
-          body=doc.STR, screenshot={"description": "a PNG as a data: URL"}, _csrf_token=doc.STR))))
-async def api_email(request: Request, me: User, Project: str | None = None) -> dict:  # noqa: N803
+          ("series",), closed=True, series=doc.STR, Project=doc.STR, to=_RECIPIENTS, cc=_RECIPIENTS, subject=doc.STR,
+          body=doc.STR, screenshot={**doc.STR, "description": "a PNG as a data: URL (or its base64 text)"},
+          _csrf_token=doc.STR))))
+async def api_email(request: Request, me: User, Project: str | None = None) -> Flagged:  # noqa: N803
     body = await json_or_form(request)
     extra = set(body) - _EMAIL_KEYS
     if extra:

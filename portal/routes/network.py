@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal, TypedDict
 
 from litestar import Request, delete, get, post
 from litestar.di import Provide
@@ -17,6 +18,7 @@ from portal.routes._auth import api_user, client_of, portal_user
 from portal.routes import _openapi as doc
 from portal.routes._body import json_object
 from portal.routes._render import page, partial, redirect, flash
+from portal.routes.exchange import Run
 from portal.tables import Project, User
 
 _api = {"me": Provide(api_user)}
@@ -31,11 +33,51 @@ def _enqueue(job: dict) -> None:
     enqueue(job)
 
 
+class NodeOut(TypedDict):
+    """nodes.as_dict: a remote DICOM node (DIMSE address; a DICOMweb root when it has one)."""
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    dicomweb_url: str | None
+    description: str
+    created_at: str | None
+
+
+class Echo(TypedDict):
+    ok: bool
+    detail: str
+
+
+class SendJob(TypedDict):
+    """send.as_dict: a send of some series to a node, over DIMSE or STOW-RS, and how far it got."""
+    id: int
+    project: str
+    node: str
+    via: Literal["dimse", "dicomweb"]
+    series: list[str]
+    state: Literal["queued", "running", "retrying", "done", "failed"]  # send.QUEUED … send.FAILED
+    attempts: int
+    total: int
+    sent: int
+    failed: int
+    error: str
+    username: str
+    queued_at: str
+    started_at: str | None
+    finished_at: str | None
+    status_url: str
+
+
+class PullStarted(Run):
+    status_url: str
+
+
 # --- nodes: API ----------------------------------------------------------------------------------------
 
 
 @get("/api/v1/nodes", dependencies=_api, tags=["nodes"], summary="Remote DICOM nodes (administrators)")
-async def api_nodes(me: User) -> list[dict]:
+async def api_nodes(me: User) -> list[NodeOut]:
     require_admin(me)
     return [nodes.as_dict(n) for n in await nodes.list_nodes()]
 
@@ -45,7 +87,7 @@ async def api_nodes(me: User) -> list[dict]:
       operation_class=doc.documented(body={doc.JSON: doc.obj(
           ("name", "ae_title", "host", "port"), name=doc.STR, ae_title=doc.STR, host=doc.STR,
           port={"type": "integer", "minimum": 1, "maximum": 65535}, dicomweb_url=doc.STR, description=doc.STR)}))
-async def api_node_create(request: Request, me: User) -> dict:
+async def api_node_create(request: Request, me: User) -> NodeOut:
     require_admin(me)
     data = await json_object(request, '{"name": "pacs", "ae_title": "PACS", "host": "10.0.0.5", "port": 104}')
     node = await nodes.create(str(data.get("name") or ""), ae_title=str(data.get("ae_title") or ""),
@@ -56,7 +98,7 @@ async def api_node_create(request: Request, me: User) -> dict:
 
 
 @get("/api/v1/nodes/{name:str}", dependencies=_api, tags=["nodes"], summary="One node (administrators)")
-async def api_node(me: User, name: str) -> dict:
+async def api_node(me: User, name: str) -> NodeOut:
     require_admin(me)
     return nodes.as_dict(await nodes.get(name))
 
@@ -70,7 +112,7 @@ async def api_node_delete(request: Request, me: User, name: str) -> None:
 
 @post("/api/v1/nodes/{name:str}/echo", dependencies=_api, tags=["nodes"], status_code=200,
       summary="C-ECHO the node: {ok, detail} (administrators)")
-async def api_node_echo(me: User, name: str) -> dict:
+async def api_node_echo(me: User, name: str) -> Echo:
     require_admin(me)
     node = await nodes.get(name)
     return (await asyncio.to_thread(nodes.echo, node)).as_dict()
@@ -133,7 +175,7 @@ async def node_delete(request: Request, me: User, name: str) -> Response:
       operation_class=doc.documented(body={doc.JSON: {"oneOf": [
           doc.obj(("node", "series"), node=doc.STR, series=doc.array(doc.STR)),
           doc.obj(("node", "study"), node=doc.STR, study=doc.STR)]}}))
-async def api_send(request: Request, me: User, name: str) -> dict:
+async def api_send(request: Request, me: User, name: str) -> SendJob:
     project = await permissions.project_for(me, name, SEND_PERMISSION)
     data = await json_object(request, '{"node": "pacs", "series": ["1.2.3"]}')
     job = await send.request(project, str(data.get("node") or ""), series=data.get("series"),
@@ -144,21 +186,21 @@ async def api_send(request: Request, me: User, name: str) -> dict:
 
 
 @get("/api/v1/projects/{name:str}/send", dependencies=_api, tags=["projects"], summary="Send jobs, newest first")
-async def api_send_history(me: User, name: str) -> list[dict]:
+async def api_send_history(me: User, name: str) -> list[SendJob]:
     project = await permissions.project_for(me, name, SEND_PERMISSION)
     return await send.history(project)
 
 
 @get("/api/v1/projects/{name:str}/send/{job_id:int}", dependencies=_api, tags=["projects"],
      summary="One send job: state, attempts, instances sent and failed")
-async def api_send_job(me: User, name: str, job_id: int) -> dict:
+async def api_send_job(me: User, name: str, job_id: int) -> SendJob:
     project = await permissions.project_for(me, name, SEND_PERMISSION)
     return await send.get(project, job_id)
 
 
 @post("/api/v1/projects/{name:str}/dicomweb-sync", dependencies=_api, tags=["projects"], status_code=202,
       summary="Pull new studies from the project's DICOMweb node now (its dicomweb_sync setting)")
-async def api_dicomweb_sync(me: User, name: str) -> dict:
+async def api_dicomweb_sync(me: User, name: str) -> PullStarted:
     project = await permissions.project_for(me, name, SEND_PERMISSION)
     run = await dicomweb_pull.create_run(project, trigger="api", user=me)
     from portal.tasks.network import run_pull

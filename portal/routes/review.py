@@ -4,6 +4,7 @@ scan-decisions API."""
 from __future__ import annotations
 
 import json
+from typing import Literal, TypedDict
 
 from litestar import Request, Response, delete, get, post
 from litestar.di import Provide
@@ -197,6 +198,49 @@ async def vocabulary_save(request: Request, me: User, project: str) -> Template 
 
 # --- API --------------------------------------------------------------------------------------------
 
+
+class Artifacts(TypedDict):
+    present: list[str]
+    absent: list[str]
+
+
+class Location(TypedDict):
+    x: float
+    y: float
+    z: float
+
+
+class DecisionOut(TypedDict):
+    """decisions.as_dict: one decision of the history (the code is one of the project's vocabulary)."""
+    id: int
+    series: str
+    decision: str
+    note: str
+    creator: str
+    role: str
+    created: str
+    artifacts: Artifacts
+    location: Location | None
+
+
+class Undone(TypedDict):
+    undone: DecisionOut
+    review_status: Literal["unreviewed", "needs_senior_review", "complete"]  # decisions.REVIEW_STATUSES
+
+
+class Claim(TypedDict):
+    """claims.as_dict, as the API shows it: who holds the series and until when."""
+    username: str
+    claimed: str
+    expires: str
+    mine: bool
+
+
+class ClaimOut(TypedDict):
+    series: str
+    claim: Claim | None
+
+
 _DECISION_KEYS = {"series", "decision", "note", "artifacts", "location"}
 
 
@@ -204,8 +248,10 @@ _DECISION_KEYS = {"series", "decision", "note", "artifacts", "location"}
       summary="Record a QC decision on a series (append-only)",
       operation_class=doc.documented(body={doc.JSON: doc.obj(
           ("series", "decision"), closed=True, series=doc.STR, decision=doc.STR, note=doc.STR,
-          artifacts=doc.obj(closed=True, present=doc.array(doc.STR), absent=doc.array(doc.STR)), location=doc.ANY)}))
-async def api_decide(request: Request, me: User, Project: str | None = None) -> dict:  # noqa: N803
+          artifacts=doc.obj(closed=True, present=doc.array(doc.STR), absent=doc.array(doc.STR)),
+          location={"oneOf": [doc.NULL, doc.obj(("x", "y", "z"), closed=True, x=doc.NUMBER, y=doc.NUMBER,
+                                                z=doc.NUMBER)]})}))
+async def api_decide(request: Request, me: User, Project: str | None = None) -> DecisionOut:  # noqa: N803
     body = await json_object(request, '{"series": "1.2.3", "decision": "U"}')
     extra = set(body) - _DECISION_KEYS
     if extra:
@@ -229,7 +275,7 @@ async def api_decide(request: Request, me: User, Project: str | None = None) -> 
 
 
 @get("/api/v1/claims", dependencies=_api, tags=["review"], summary="Who is reviewing a series now")
-async def api_claim_get(me: User, series: str, Project: str | None = None) -> dict:  # noqa: N803
+async def api_claim_get(me: User, series: str, Project: str | None = None) -> ClaimOut:  # noqa: N803
     _, found = await decisions.visible_series(me, series, Project)
     held = await claims.holder(found, me)
     return {"series": series, "claim": _claim_out(held)}
@@ -238,7 +284,7 @@ async def api_claim_get(me: User, series: str, Project: str | None = None) -> di
 @post("/api/v1/claims", dependencies=_api, tags=["review"], status_code=201,
       summary="Claim a series for review (or renew your claim; seniors may take_over)",
       operation_class=doc.documented(body={doc.JSON: doc.obj(("series",), series=doc.STR, take_over=doc.BOOL)}))
-async def api_claim_post(request: Request, me: User, Project: str | None = None) -> dict:  # noqa: N803
+async def api_claim_post(request: Request, me: User, Project: str | None = None) -> ClaimOut:  # noqa: N803
     body = await json_object(request, '{"series": "1.2.3", "take_over": false}')
     if not isinstance(body.get("series"), str) or not isinstance(body.get("take_over", False), bool):
         raise Invalid("'series' (a SeriesInstanceUID) is required; 'take_over' is true or false.", "no_data_submitted")
@@ -255,20 +301,20 @@ async def api_claim_delete(me: User, series: str, Project: str | None = None) ->
     await claims.release(found, me)
 
 
-def _claim_out(held: dict | None) -> dict | None:
+def _claim_out(held: dict | None) -> Claim | None:
     return None if held is None else {k: held[k] for k in ("username", "claimed", "expires", "mine")}
 
 
 @get("/api/v1/scan-decisions", dependencies=_api, tags=["review"],
      summary="The decision history of a series, newest first")
-async def api_history(me: User, series: str, Project: str | None = None) -> list[dict]:  # noqa: N803
+async def api_history(me: User, series: str, Project: str | None = None) -> list[DecisionOut]:  # noqa: N803
     _, found = await decisions.visible_series(me, series, Project)
     return await decisions.history(found)
 
 
 @post("/api/v1/scan-decisions/{decision_id:int}/undo", dependencies=_api, tags=["review"], status_code=200,
       summary="Take back your own latest decision on a series within 20 seconds (an accidental key press)")
-async def api_undo(request: Request, me: User, decision_id: int) -> dict:
+async def api_undo(request: Request, me: User, decision_id: int) -> Undone:
     row = await Decision.select(Decision.series.series_instance_uid, Decision.project.name).where(
         Decision.id == decision_id).first()
     if row is None:

@@ -17,7 +17,12 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import Failure, FailureGroup
 
+from portal import archive as arch
 from portal.archive import ingest_path
+from portal.auth import accounts
+from portal.exchange import runs
+from portal.network import nodes, send
+from portal.review import claims, decisions
 from portal.dicom import samples
 from tests.helpers import creds, make_project, make_user
 
@@ -76,7 +81,17 @@ async def test_every_generated_request_gets_a_documented_answer(app):
     (stored,) = await ingest_path(samples.sample_path("CT_small.dcm"), project)
     uids = {"study": stored.study_instance_uid, "series": stored.series_instance_uid,
             "instance": stored.sop_instance_uid}
+    # Something behind each id the reads take, so that their answers with content are checked too.
+    series = await arch.find_series(project, uids["series"])
+    root = await accounts.get("root")
+    decision = await decisions.record(project, series, root, "Q?", location={"x": 1, "y": 2, "z": 3})
+    await claims.claim(project, series, root)
+    run = await runs.create(project, "export", trigger="api", user=root)
+    await nodes.create("p", ae_title="P", host="127.0.0.1", port=1)  # "name" is also the project's
+    job = await send.request(project, "p", series=[uids["series"]], by=root)
     known = {"project": "p", "name": "p", "Project": "p", "frames": "1", "uid": uids["series"],
+             "form_name": "cxr-tb-screening", "decision_id": str(decision["id"]), "run_id": str(run["id"]),
+             "job_id": str(job["id"]),
              "series": uids["series"], **uids, "PatientID": stored.patient_id,
              "StudyInstanceUID": uids["study"], "SeriesInstanceUID": uids["series"], "requestType": "WADO",
              "studyUID": uids["study"], "seriesUID": uids["series"], "objectUID": uids["instance"]}

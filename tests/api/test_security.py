@@ -157,6 +157,21 @@ async def test_own_password_change_keeps_this_browser_and_ends_the_others(client
     assert await UserSession.count().where(UserSession.ended_at.is_null()) == 1
 
 
+async def test_admin_user_page_lists_sessions_and_tokens_and_ends_one(client, app):
+    await make_user("root", admin=True)
+    await make_user("ana")
+    await tokens.issue(await accounts.get("ana"), "nightly-sync")
+    async with client_from(app, "10.3.3.3") as ana:
+        await login(ana, "ana")
+        await login(client, "root")
+        page = await client.get("/admin/users/ana")
+        assert page.status_code == 200 and "10.3.3.3" in page.text and "nightly-sync" in page.text
+        (sid,) = [s.id for s in await UserSession.objects().where(UserSession.ended_at.is_null())
+                  if s.client == "10.3.3.3"]
+        assert (await form_post(client, f"/admin/users/ana/sessions/{sid}/end", {})).status_code == 303
+        assert (await ana.get("/account")).status_code == 303  # signed out on the server
+
+
 # --- 3. throttling without lockouts -------------------------------------------------------------
 
 
@@ -258,7 +273,8 @@ async def test_an_oversized_form_field_is_a_readable_413(client):
     assert r.status_code == 413 and "too large" in r.text.lower()
 
 
-@pytest.mark.parametrize("path", ["/api/v1/instance/upload/", "/api/v1/studies", "/api/v1/studies?Project=p"])
+@pytest.mark.parametrize("path", ["/api/v1/instance/upload/", "/api/v1/studies", "/api/v1/studies?Project=p",
+                                  "/dicomweb/p/studies"])
 async def test_upload_permission_is_checked_before_the_body_is_read(client, path):
     await make_project("p", {"vera": "viewer"})
     pulled = []
@@ -319,7 +335,7 @@ async def test_cookies_are_secure_when_the_site_is_served_over_https(lb_env):
 async def test_openapi_names_security_schemes_and_the_error_shape(client):
     assert (await client.get("/schema")).headers["content-type"].startswith("text/html")
     doc = (await client.get("/schema/openapi.json")).json()
-    assert set(doc["components"]["securitySchemes"]) == {"token", "cad4tbUser", "cad4tbPassword"}
+    assert set(doc["components"]["securitySchemes"]) == {"token", "cad4tbUser", "cad4tbPassword", "basic", "session"}
     assert doc["components"]["schemas"]["Error"]["required"] == ["error", "suberror", "detail"]
     for path, item in doc["paths"].items():
         for method, operation in item.items():

@@ -58,6 +58,24 @@ def test_json_structure_problems_name_their_place():
     assert any("Duplicate key 'p'" in p.problem for p in parsed.problems)
 
 
+def test_imported_locations_and_answers_have_the_shapes_the_api_gives():
+    """A decision's location is {x, y, z} numbers and answers are typed as forms.validation cleans them, as the
+    API (and its OpenAPI document) says; anything else is a problem of the file, not stored."""
+    scan = ('{"projects": {"p": {"experiments": {"e": {"scans": {"s": {"frames": {"0": "a.dcm"}, "decisions": ['
+            '{"decision": "U", "creator": "r", "created": "2026-01-01T00:00:00Z", "location": {"i": 4}},'
+            '{"decision": "U", "creator": "r", "created": "2026-01-02T00:00:00Z", "location": {"x": 1, "y": 2, "z": 3}}'
+            '], "form_submissions": [{"form": "f", "form_version": 1, "created": "2026-01-01T00:00:00Z",'
+            '"entry": {"a": {"nested": 1}}}]}}}}}}}')
+    parsed = Parsed(format="json")
+    jsonformat.read(scan, parsed, ARTIFACTS)
+    assert {(p.row, p.field) for p in parsed.problems} == {("e / s / decisions[0]", "location"),
+                                                          ("e / s / form_submissions[0]", "entry")}
+    assert parsed.decisions[1].location == {"x": 1.0, "y": 2.0, "z": 3.0} and not parsed.submissions
+    header = ",".join(csvformat.COLUMNS)
+    parsed = _csv(f'{header}\np,e,s,T1,0,a.dcm,,,,,U,rev,,2026-01-01T00:00:00Z,,"{{""x"": ""left"", ""y"": 0}}"\n')
+    assert [(p.row, p.field) for p in parsed.problems] == [("2", "location_of_interest")]
+
+
 def test_deidentifier_is_consistent_and_keyed(tmp_path):
     a, b = Deidentifier("s", "p", remap_uids=True), Deidentifier("s", "p", remap_uids=True)
     assert a.patient_id("X") == b.patient_id("X") != a.patient_id("Y")
