@@ -130,13 +130,13 @@ async def api_import(request: Request, me: User, name: str) -> dict:
 @get("/api/v1/projects/{name:str}/runs", dependencies=_api, tags=["projects"],
      summary="Import/export/sync runs of the project, newest first")
 async def api_runs(me: User, name: str) -> list[dict]:
-    return await runs.history(await permissions.project_for(me, name, PERMISSION))
+    return await runs.history(await permissions.project_for(me, name, PERMISSION), viewer=me.username)
 
 
 @get("/api/v1/projects/{name:str}/runs/{run_id:int}", dependencies=_api, tags=["projects"],
      summary="One import/export/sync run: state, progress, summary, and every problem of a refused import")
 async def api_run(me: User, name: str, run_id: int) -> dict:
-    return await runs.get(await permissions.project_for(me, name, PERMISSION), run_id)
+    return await runs.get(await permissions.project_for(me, name, PERMISSION), run_id, viewer=me.username)
 
 
 async def _export_file(request: Request, me: User, name: str, run_id: int) -> Response:
