@@ -57,12 +57,14 @@ test-postgres: install-test
 	LIGHTBOX_TEST_DATABASE_URL=$(PG_URL) LIGHTBOX_TEST_QUEUE_URL=$(REDIS_URL) $(BIN)/python -m pytest -q
 
 # The third combination, PostgreSQL + Redis + S3: the tests of what goes through the storage seam (ingest,
-# WADO, export, delete, AI assets, migration, the many-process deployment), with files in moto's S3 server
-# (started by tests/conftest.py on a free port; the wire protocol is real).
+# WADO, export, delete, AI assets, migration, the start-up sweep, the many-process deployment, the Python
+# client's direct downloads), with files in moto's S3 server (started by tests/conftest.py on a free port;
+# the wire protocol is real).
 S3_TESTS := tests/api/test_storage.py tests/api/test_entry_points.py tests/api/test_ingest_batching.py \
 	tests/api/test_dicomweb.py tests/api/test_wado_uri_and_rendered.py tests/api/test_export_download.py \
 	tests/api/test_exchange.py tests/api/test_cad4tb_v1.py tests/api/test_housekeeping.py \
-	tests/api/test_inference.py tests/api/test_ai_dicom_results.py tests/api/test_deployment.py
+	tests/api/test_inference.py tests/api/test_ai_dicom_results.py tests/api/test_deployment.py \
+	tests/api/test_python_client.py tests/api/test_volumes.py
 test-s3: install-test
 	LIGHTBOX_TEST_STORAGE=s3 LIGHTBOX_TEST_DATABASE_URL=$(PG_URL) LIGHTBOX_TEST_QUEUE_URL=$(REDIS_URL) \
 		$(BIN)/python -m pytest -q $(S3_TESTS)

@@ -1,10 +1,11 @@
-"""Clean restarts: what a crash leaves on disk is removed when a server or worker starts.
+"""Clean restarts: what a crash leaves behind is removed when a server or worker starts.
 
-- partial temp files (`.tmp-*.part` of an atomic write that never got its rename), in the image store and
-  under the exports folder;
-- scratch folders and files in the data dir (spooled uploads, expanded zips, demo scratch);
-- image files in the store that no instance row names (placed by an ingest or import that died before its
-  commit).
+- partial temp files of an atomic write that never got its rename: the image store's own (the store removes
+  them: `remove_partials`) and those under the exports folder;
+- scratch folders and files in the data dir (spooled uploads, expanded zips, demo scratch), local to each
+  machine;
+- instance files in the store (local disk or S3, through the storage seam) that no instance row names
+  (placed by an ingest or import that died before its commit).
 
 Only what has not changed for `older_than` (a few minutes) goes: a second process starting beside a running
 one must not take the file another one is writing. The store is left alone while an import runs anywhere,
@@ -13,6 +14,7 @@ since an import places its images first and commits their rows at the end (excha
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -21,12 +23,13 @@ import shutil
 import time
 from pathlib import Path
 
+from portal import clock
+
 log = logging.getLogger("lightbox.cleanup")
 
 ORPHAN_AGE = dt.timedelta(minutes=5)
-_INSTANCE_FILE = re.compile(r"[0-9a-f]{40}\.dcm")  # FileStore.key_for's names: ab/cd/<sha1>.dcm
-_HEX2 = re.compile(r"[0-9a-f]{2}")
-_PARTIAL = re.compile(r"\.tmp-.*\.(part|dcm)|\..+\.[A-Za-z0-9_]{8}\.part")  # store / exporter / de-identifier
+_INSTANCE_KEY = re.compile(r"([0-9a-f]{2})/([0-9a-f]{2})/(\1\2[0-9a-f]{36})\.dcm")  # key_for's: ab/cd/<sha1>.dcm
+_PARTIAL = re.compile(r"\.tmp-.*\.(part|dcm)|\..+\.[A-Za-z0-9_]{8}\.part")  # exporter / de-identifier
 _SCRATCH = re.compile(r"lightbox-zip-.+|tmp[A-Za-z0-9_]{8}")  # zip expansion, demo (tempfile's default names)
 
 
@@ -61,8 +64,10 @@ def _remove(path: Path) -> bool:
         return False
 
 
-def sweep_scratch(data_dir: Path, store_root: Path, older_than: dt.timedelta = ORPHAN_AGE) -> int:
-    """Remove partial temp files and scratch folders unchanged for `older_than`; returns how many."""
+def sweep_scratch(data_dir: Path, store, older_than: dt.timedelta | None = None) -> int:
+    """Remove partial temp files (the store's, and the exports folder's) and the data dir's scratch folders
+    unchanged for `older_than` (default ORPHAN_AGE); returns how many."""
+    older_than = ORPHAN_AGE if older_than is None else older_than
     cutoff = time.time() - older_than.total_seconds()
     removed = 0
     tmp = data_dir / "tmp"  # spooled uploads (routes/_uploads.py), C-STORE scratch (dimse.py)
@@ -78,16 +83,16 @@ def sweep_scratch(data_dir: Path, store_root: Path, older_than: dt.timedelta = O
                 removed += _remove(entry)
         except OSError:
             pass
-    for folder in (store_root, data_dir / "exports"):
-        for root, _dirs, files in os.walk(folder):
-            for name in files:
-                if name.startswith(".") and _PARTIAL.fullmatch(name):
-                    path = Path(root) / name
-                    try:
-                        if _changed(path) < cutoff:
-                            removed += _remove(path)
-                    except OSError:
-                        pass
+    removed += store.remove_partials(older_than)
+    for root, _dirs, files in os.walk(data_dir / "exports"):
+        for name in files:
+            if name.startswith(".") and _PARTIAL.fullmatch(name):
+                path = Path(root) / name
+                try:
+                    if _changed(path) < cutoff:
+                        removed += _remove(path)
+                except OSError:
+                    pass
     return removed
 
 
@@ -105,33 +110,31 @@ async def _instance_keys() -> set[str]:
         last = rows[-1]["id"]
 
 
-async def sweep_store(store_root: Path, older_than: dt.timedelta = ORPHAN_AGE) -> int:
-    """Remove instance files that no instance row names, unchanged for `older_than`; returns how many.
-    Skipped (0) while an import or sync is running, since it has placed files whose rows are not committed."""
+async def sweep_store(store, older_than: dt.timedelta | None = None) -> int:
+    """Remove instance files of `store` that no instance row names, unchanged for `older_than` (default
+    ORPHAN_AGE); returns how many. Skipped (0) while an import or sync is running, since it has placed files
+    whose rows are not committed."""
     from portal.exchange import runs
     from portal.tables import SyncRun
 
     if await SyncRun.exists().where(SyncRun.kind.is_in(list(runs.MERGING)) & (SyncRun.state == runs.RUNNING)):
         log.info("an import is running: stored files are checked at the next start")
         return 0
-    if not store_root.is_dir():
-        return 0
-    cutoff = time.time() - older_than.total_seconds()
+    older_than = ORPHAN_AGE if older_than is None else older_than
+    cutoff = clock.now() - older_than
     keys = await _instance_keys()
-    removed = 0
-    for d1 in sorted(store_root.iterdir()):
-        if not (d1.is_dir() and _HEX2.fullmatch(d1.name)):
-            continue
-        for d2 in sorted(d1.iterdir()):
-            if not (d2.is_dir() and _HEX2.fullmatch(d2.name)):
-                continue
-            for f in d2.iterdir():
-                if not _INSTANCE_FILE.fullmatch(f.name) or f"{d1.name}/{d2.name}/{f.name}" in keys:
-                    continue
+
+    def sweep() -> int:
+        removed = 0
+        # The whole listing (one request per 1,000 objects on S3); only instance files are candidates: the
+        # AI assets, mail attachments and export copies have rows of their own and other names.
+        for entry in store.entries():
+            if entry.modified < cutoff and _INSTANCE_KEY.fullmatch(entry.key) and entry.key not in keys:
                 try:
-                    if _changed(f) < cutoff:
-                        removed += _remove(f)
-                except OSError:
-                    pass
-    # Emptied folders stay: another process may be about to write into one.
-    return removed
+                    store.delete(entry.key)
+                    removed += 1
+                except Exception as exc:  # one object's failure (S3 answering 5xx) leaves the others to go
+                    log.warning("could not remove stored file %s: %s", entry.key, exc)
+        return removed
+
+    return await asyncio.to_thread(sweep)

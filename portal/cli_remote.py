@@ -64,7 +64,7 @@ def export(ctx: click.Context, project: str, fmt: str | None, to: Path | None, d
         fmt = to.suffix.lower().lstrip(".")
     with client(ctx) as c:
         run = c.finished(c.wait(c.start_export(project, fmt, deidentify=deidentify, remap_uids=remap_uids)))
-        written = c.file(run.download_url, to or Path.cwd())
+        written = c.run_file(run, to or Path.cwd())
     click.echo(run.message)
     click.echo(str(written))
 

@@ -7,10 +7,12 @@ never through `path`."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from typing import BinaryIO
 from portal.errors import Invalid
 
 CHUNK = 1 << 20
+_TEMP_PREFIX = ".tmp-"  # an atomic write's temp file beside its destination, until the rename
 _KEY_PART = re.compile(r"^[A-Za-z0-9._-]+$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -28,6 +31,15 @@ class StoredFile:
     key: str
     size: int
     md5: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A stored file as a listing names it: key, size, and when it was last written (UTC)."""
+
+    key: str
+    size: int
+    modified: dt.datetime
 
 
 def check_key(key: str) -> str:
@@ -89,19 +101,42 @@ class FileStore:
             raise FileNotFoundError(path)
         yield path
 
-    def keys(self, prefix: str = "") -> Iterator[tuple[str, int]]:
-        """(key, size) of every stored file under `prefix` (temp files of unfinished writes left out)."""
+    def entries(self, prefix: str = "") -> Iterator[Entry]:
+        """Every stored file under `prefix` (temp files of unfinished writes left out), in key order."""
         base = self.root / prefix if prefix else self.root
         for dirpath, dirs, files in os.walk(base):
             dirs.sort()
             for name in sorted(files):
-                if name.startswith(".tmp-"):
+                if name.startswith(_TEMP_PREFIX):
                     continue
                 full = Path(dirpath, name)
                 try:
-                    yield full.relative_to(self.root).as_posix(), full.stat().st_size
+                    st = full.stat()
                 except FileNotFoundError:
                     continue
+                yield Entry(full.relative_to(self.root).as_posix(), st.st_size,
+                            dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc))
+
+    def keys(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """(key, size) of every stored file under `prefix`."""
+        return ((e.key, e.size) for e in self.entries(prefix))
+
+    def remove_partials(self, older_than: dt.timedelta) -> int:
+        """Remove the temp files of writes that never got their rename (a process killed mid-write), unchanged
+        for `older_than` (a younger one may be another process's write in progress); returns how many."""
+        cutoff = time.time() - older_than.total_seconds()
+        removed = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(_TEMP_PREFIX) and name.endswith(".part"):
+                    full = Path(dirpath, name)
+                    try:
+                        if full.stat().st_mtime < cutoff:
+                            full.unlink()
+                            removed += 1
+                    except FileNotFoundError:
+                        pass
+        return removed
 
     def uri(self, key: str) -> str:
         """How another system on the shared file system names the file: its absolute path."""
@@ -133,7 +168,7 @@ class FileStore:
         dest = self.path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         # The temp file sits in the destination directory so that os.replace is a same-filesystem rename.
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=".part", dir=dest.parent)
         try:
             md5 = hashlib.md5()
             size = 0
@@ -176,7 +211,7 @@ class FileStore:
                 with open(src, "rb") as f:
                     self.put_fileobj(f, key)
         elif data is not None:
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=dest.parent)
+            fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=".part", dir=dest.parent)
             try:
                 with os.fdopen(fd, "wb") as out:
                     out.write(data)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from piccolo.engine.postgres import PostgresEngine
 
-from portal import audit, clock, db, projects, settings as settings_mod
+from portal import audit, clock, db, projects, settings as settings_mod, storage as storage_mod
 from portal.archive import ingest as ingest_mod
 from portal.archive import volumes
 from portal.dicom import DicomRejected, md5_of, read_instance
@@ -88,8 +88,8 @@ class _Guard:
     folder that only other projects export to. A confined import may besides only read under the import
     file's own folder and this project's export and import folders (set by an administrator)."""
 
-    def __init__(self, store_root: Path, allowed: list[Path] | None, folders: list[tuple[Path, bool]]):
-        self.store_root, self.allowed, self.folders = store_root, allowed, folders
+    def __init__(self, allowed: list[Path] | None, folders: list[tuple[Path, bool]]):
+        self.allowed, self.folders = allowed, folders
 
     @classmethod
     async def make(cls, project: Project, path: Path, confined: bool) -> "_Guard":
@@ -101,11 +101,12 @@ class _Guard:
         for other in await Project.objects().where(Project.id != project.id):
             folders += [(f, False) for f in folders_of(other) - own]
         allowed = sorted(own) if confined else None
-        return cls(_local_store_root(), allowed, folders)
+        return cls(allowed, folders)
 
-    def refusal(self, real: Path, own_stored: bool) -> str:
-        """Why `real` (resolved, symlinks followed) may not be read; "" when it may."""
-        if self.store_root == real or self.store_root in real.parents:
+    def refusal(self, real: Path, stored: bool, own_stored: bool) -> str:
+        """Why `real` (resolved, symlinks followed; `stored`: a file of an image store on this disk) may not
+        be read; "" when it may."""
+        if stored:
             return "" if own_stored else "it is in the image store but not one of this project's stored files"
         # The deepest export/import folder holding the file decides: one shared with this project is fine.
         holders = [(len(f.parts), mine) for f, mine in self.folders if f in real.parents]
@@ -233,16 +234,10 @@ def _scratch_root() -> Path:
     return root
 
 
-def _local_store_root() -> Path:
-    """The image store's folder on local disk (on S3 the data dir's unused one: still never importable)."""
-    store = ingest_mod.storage()
-    return Path(getattr(store, "root", None) or settings_mod.current().storage_dir).resolve()
-
-
 async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress) -> None:
     """Find each frame's file; know its series (from the store, or by reading the file's header)."""
     parsed = plan.parsed
-    store_root = _local_store_root()
+    key_on_disk = storage_mod.local_key_finder()
     store = ingest_mod.storage()
     rows = await Instance.select(Instance.file_key, Instance.sop_instance_uid, Instance.md5,
                                  Instance.series.series_instance_uid).where(Instance.project == project.id)
@@ -300,12 +295,13 @@ async def _resolve_frames(plan: Plan, project: Project, conf: dict, on_progress)
         known = own_stored = None
         confined = plan.guard.allowed is not None
         try:
-            if store_root in full.parents:
-                known = own_stored = by_key.get(full.relative_to(store_root).as_posix())
+            stored_key = key_on_disk(full)
+            if stored_key is not None:
+                known = own_stored = by_key.get(stored_key)
             if known is None and frame.sop_instance_uid and frame.md5:
                 candidate = by_sop.get(frame.sop_instance_uid)
                 known = candidate if candidate and candidate["md5"] == frame.md5 else None
-            why = plan.guard.refusal(full, own_stored is not None)
+            why = plan.guard.refusal(full, stored_key is not None, own_stored is not None)
             if why:
                 parsed.problem(frame.row, "file_location", f"{NOT_ALLOWED}: {frame.file_location}." if confined
                                else f"{full} may not be imported: {why}.")

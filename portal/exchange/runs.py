@@ -42,7 +42,8 @@ async def create(project: Project, kind: str, *, trigger: str, user: User | None
     return await get(project, run.id)
 
 
-def as_dict(row: dict, project_name: str = "") -> dict:
+def as_dict(row: dict, project_name: str = "", viewer: str = "") -> dict:
+    """The run as the API answers it; `viewer` (a username) gets `direct_url` when it is their export."""
     if row["state"] == RUNNING and row["id"] in LIVE:
         row = {**row, **dict(zip(("phase", "done", "total"), LIVE[row["id"]]))}
     return {
@@ -53,7 +54,7 @@ def as_dict(row: dict, project_name: str = "") -> dict:
         "queued": clock.iso(row["queued_at"]), "started": clock.iso(row["started_at"]),
         "finished": clock.iso(row["finished_at"]), "active": row["state"] in ACTIVE,
         "download_url": download_url(project_name, row),
-        **direct_url(row),
+        **(direct_url(row) if viewer and viewer == row["username"] else {}),
     }
 
 
@@ -69,7 +70,8 @@ def download_url(project_name: str, row: dict) -> str | None:
 
 def direct_url(row: dict) -> dict:
     """`{"direct_url": …}` for a finished export whose copy is in an S3 store: a presigned URL (an hour) that
-    a client fetches straight from the store; nothing on local disk."""
+    a client fetches straight from the store; nothing on local disk. Only for the person who started the run
+    (`as_dict`'s viewer), as the download_url: whoever holds the URL has the file."""
     if row["kind"] != "export" or row["state"] != DONE:
         return {}
     key = (loads(row["summary"]) or {}).get("stored_key")
@@ -104,16 +106,16 @@ async def export_download(project: Project, run_id: int, user: User) -> tuple[ob
                    "pruned); export again.", "file_not_found")
 
 
-async def get(project: Project, run_id: int) -> dict:
+async def get(project: Project, run_id: int, viewer: str = "") -> dict:
     row = await SyncRun.select().where((SyncRun.id == run_id) & (SyncRun.project == project.id)).first()
     if row is None:
         raise NotFound(f"Project '{project.name}' has no import/export run {run_id}.", "run_not_found")
-    return as_dict(row, project.name)
+    return as_dict(row, project.name, viewer)
 
 
-async def history(project: Project, limit: int = 100) -> list[dict]:
+async def history(project: Project, limit: int = 100, viewer: str = "") -> list[dict]:
     rows = await SyncRun.select().where(SyncRun.project == project.id).order_by(SyncRun.id, ascending=False).limit(limit)
-    return [as_dict(r, project.name) for r in rows]
+    return [as_dict(r, project.name, viewer) for r in rows]
 
 
 # Progress of the runs executing in this process: what an import's transaction cannot show yet on SQLite.

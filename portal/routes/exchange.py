@@ -212,13 +212,13 @@ async def api_import(request: Request, me: User, name: str) -> RunStarted:
 @get("/api/v1/projects/{name:str}/runs", dependencies=_api, tags=["projects"],
      summary="Import/export/sync runs of the project, newest first")
 async def api_runs(me: User, name: str) -> list[Run]:
-    return await runs.history(await permissions.project_for(me, name, PERMISSION))
+    return await runs.history(await permissions.project_for(me, name, PERMISSION), viewer=me.username)
 
 
 @get("/api/v1/projects/{name:str}/runs/{run_id:int}", dependencies=_api, tags=["projects"],
      summary="One import/export/sync run: state, progress, summary, and every problem of a refused import")
 async def api_run(me: User, name: str, run_id: int) -> Run:
-    return await runs.get(await permissions.project_for(me, name, PERMISSION), run_id)
+    return await runs.get(await permissions.project_for(me, name, PERMISSION), run_id, viewer=me.username)
 
 
 async def _export_file(request: Request, me: User, name: str, run_id: int) -> Response:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlparse
 import obstore
 from obstore.store import S3Store as _ObS3
 
-from portal.dicom.store import CHUNK, FileStore, StoredFile, check_key
+from portal.dicom.store import CHUNK, Entry, FileStore, StoredFile, check_key
 from portal.errors import Invalid
 
 MULTIPART_THRESHOLD = 16 << 20
@@ -117,11 +117,21 @@ class S3Store:
         etag = (obstore.head(self._store, check_key(key)).get("e_tag") or "").strip('"')
         return etag if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag) else None
 
-    def keys(self, prefix: str = "") -> Iterator[tuple[str, int]]:
-        """(key, size) of every object under `prefix`."""
+    def entries(self, prefix: str = "") -> Iterator[Entry]:
+        """Every object under `prefix`, with its size and last-modified time (one LIST request per 1,000)."""
         for batch in obstore.list(self._store, prefix=prefix or None, chunk_size=1000):
             for meta in batch:
-                yield meta["path"], meta["size"]
+                yield Entry(meta["path"], meta["size"], meta["last_modified"])
+
+    def keys(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """(key, size) of every object under `prefix`."""
+        return ((e.key, e.size) for e in self.entries(prefix))
+
+    def remove_partials(self, older_than: dt.timedelta) -> int:
+        """Nothing to do: an object appears whole when its PUT returns. (A multipart upload of a process
+        killed mid-way is not an object; a bucket lifecycle rule, AbortIncompleteMultipartUpload, clears its
+        parts.)"""
+        return 0
 
     def uri(self, key: str) -> str:
         """How another system names the object: `s3://BUCKET/PREFIX/key`."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from portal import cleanup, settings as settings_mod
+from portal import cleanup, settings as settings_mod, storage
 from portal.exchange import runs
 from portal.inference import jobs
 from portal.tasks import runner
@@ -34,9 +34,9 @@ def recover_at_start() -> dict:
     run_ids = runner.run(runs.interrupted(runner.is_dead))
     for run_id in run_ids:
         run_exchange(run_id)
-    settings = settings_mod.current()
-    scratch = cleanup.sweep_scratch(settings.data_dir, settings.storage_dir)
-    orphans = runner.run(cleanup.sweep_store(settings.storage_dir))
+    store = storage.current()
+    scratch = cleanup.sweep_scratch(settings_mod.current().data_dir, store)
+    orphans = runner.run(cleanup.sweep_store(store))
     summary = {"jobs": len(job_ids), "runs": len(run_ids), "scratch": scratch, "orphans": orphans}
     if any(summary.values()):
         log.info("after a restart: %(jobs)d job(s) and %(runs)d run(s) queued again, %(scratch)d temp file(s) "

@@ -72,6 +72,14 @@ async def test_the_starter_downloads_the_file_others_do_not(client, consumer, tm
         if suberror:
             assert r.json()["suberror"] == suberror
     assert (await client.get(run["download_url"])).status_code == 401
+    # Nor does another manager get the presigned URL, which is the file to whoever holds it.
+    status_url = f"/api/v1/projects/chest/runs/{run['id']}"
+    assert "direct_url" not in (await client.get(status_url, headers=creds("mgr2"))).json()
+    listed = {r["id"]: r for r in (await client.get("/api/v1/projects/chest/runs", headers=creds("mgr2"))).json()}
+    assert "direct_url" not in listed[run["id"]]
+    if storage.current().kind == "s3":
+        mine = {r["id"]: r for r in (await client.get("/api/v1/projects/chest/runs", headers=creds("mgr"))).json()}
+        assert httpx.get(mine[run["id"]]["direct_url"]).content == first
 
     # A newer export replaces the export file; the first run still hands out what it wrote (its backup).
     await decisions.record(p, series, await accounts.get("mgr"), "U", note="after the first export")

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import zipfile
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -185,6 +186,16 @@ def test_export_as_bytes_or_a_file_then_import_an_edited_copy(lb, tmp_path):
     assert written == tmp_path / "out" / f"{PROJECT}.csv" and written.read_text().startswith("project_name")
     run = lb.runs(PROJECT)[0]
     assert run.kind == "export" and run.state == "done" and run.download_url.endswith(f"/runs/{run.id}/file")
+    # With S3 storage the file comes straight from the store (presigned), without the server in between;
+    # when that URL fails (expired, store unreachable from here) it comes through the server instead.
+    assert (run.direct_url is not None) == (os.environ.get("LIGHTBOX_TEST_STORAGE") == "s3")
+    if run.direct_url:
+        assert lb.run_file(replace(run, download_url="/no-such-route")) == written.read_bytes()
+        assert lb.run_file(replace(run, download_url="/no-such-route"), tmp_path / "out" / "d") == tmp_path / "out" / "d"
+        (tmp_path / "direct").mkdir()
+        assert lb.run_file(run, tmp_path / "direct") == tmp_path / "direct" / f"{PROJECT}.csv"
+    broken = replace(run, direct_url=lb.url + "/no-such-object")
+    assert lb.run_file(broken) == written.read_bytes()
 
     # Someone edits the export elsewhere (a decision added), the client brings it back.
     scans[uid]["decisions"].append({"decision": "U", "creator": "admin", "role": "", "note": "from the notebook",

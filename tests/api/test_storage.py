@@ -1,8 +1,11 @@
 """The storage seam against a real S3-protocol server (moto's server mode): objects, multipart uploads,
-ranges, presigned URLs, deletes; `lightbox storage migrate` from local files into S3, verified and resumable."""
+ranges, presigned URLs, listings, deletes; `lightbox storage migrate` from local files into S3, verified and
+resumable; a restart's sweep of files without a row, in the configured store (local disk or S3)."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import hashlib
 import io
 import os
@@ -46,6 +49,10 @@ def test_objects_ranges_presigned_urls_and_deletes():
     assert store.uri("ab/cd/x.dcm").startswith(f"s3://{store.bucket}/{store.prefix}/")
     assert store.key_of_uri(store.uri("ab/cd/x.dcm")) == "ab/cd/x.dcm"
     assert [k for k, _ in store.keys()] == ["ab/cd/x.dcm"]
+    (entry,) = store.entries("ab/")
+    assert (entry.key, entry.size) == ("ab/cd/x.dcm", 10)
+    assert abs((dt.datetime.now(dt.timezone.utc) - entry.modified).total_seconds()) < 60  # when it was PUT
+    assert list(store.entries("cd/")) == []
     store.delete("ab/cd/x.dcm")
     assert not store.exists("ab/cd/x.dcm") and list(store.keys()) == []
     store.delete("ab/cd/x.dcm")  # deleting what is gone is fine
@@ -128,3 +135,40 @@ async def test_migrate_copies_verifies_and_resumes(app, client, lb_env, settings
     with zipfile.ZipFile(io.BytesIO(r.content)) as z:
         got = sorted(hashlib.md5(z.read(n)).hexdigest() for n in z.namelist())
     assert got == sorted(hashlib.md5(f.read_bytes()).hexdigest() for f in files)
+
+
+async def test_a_restart_removes_stored_files_without_a_row_through_the_store(app, tmp_path, monkeypatch):
+    """An ingest or import killed between placing a file and committing its row leaves an orphan; the next
+    start deletes it from the configured store (local disk, or S3 with LIGHTBOX_TEST_STORAGE=s3), once it is
+    old enough that no running process can be about to commit it, and never while an import is placing files."""
+    from portal import cleanup, clock
+    from portal.tables import SyncRun
+    from portal.tasks import maintenance, runner
+
+    p = await make_project("chest")
+    f = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "s", 1)[0]
+    assert (await ingest_file(f, p)).ok
+    store = storage.current()
+    kept = (await Instance.select(Instance.file_key).first())["file_key"]
+    orphan = store.key_for(f"{p.id}/1.2.3.4.5/deadbeef")  # placed, its row never committed
+    store.put_bytes(orphan, b"orphaned instance")
+    asset = "ai/999/json"  # not an instance file: never taken for an orphan
+    store.put_bytes(asset, b"{}")
+    present = lambda: {k for k, _ in store.keys()}  # noqa: E731
+
+    importing = SyncRun(project=p.id, kind="import", trigger="portal", state="running", queued_at=clock.now(),
+                        worker=runner.worker_id())
+    await importing.save()
+    monkeypatch.setattr(cleanup, "ORPHAN_AGE", dt.timedelta(0))
+    summary = await asyncio.to_thread(maintenance.recover_at_start)
+    assert summary["orphans"] == 0 and orphan in present()  # an import is placing files: the store waits
+    await SyncRun.update({SyncRun.state: "done"}).where(SyncRun.id == importing.id)
+
+    monkeypatch.setattr(cleanup, "ORPHAN_AGE", dt.timedelta(minutes=5))
+    summary = await asyncio.to_thread(maintenance.recover_at_start)
+    assert summary["orphans"] == 0 and orphan in present()  # just written: maybe about to be committed
+
+    monkeypatch.setattr(cleanup, "ORPHAN_AGE", dt.timedelta(0))
+    summary = await asyncio.to_thread(maintenance.recover_at_start)
+    assert summary["orphans"] == 1 and present() == {kept, asset}
+    assert store.read_bytes(kept) == f.read_bytes()

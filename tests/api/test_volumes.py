@@ -92,7 +92,8 @@ async def test_csv_import_makes_series_with_miqa_names_and_the_affines_geometry(
         series = await Series.objects().get(Series.series_instance_uid == V.series_uid("miqa", exp, scan))
         rows = await Instance.select(Instance.file_key, Instance.instance_number).where(
             Instance.series == series.id).order_by(Instance.instance_number)
-        ds = open_dataset(storage().path(rows[2]["file_key"]))
+        with storage().local_copy(rows[2]["file_key"]) as stored:  # read through the seam: local disk or S3
+            ds = open_dataset(stored)
         affine = {"t1": vs.oblique_affine(), "t2": vs.oblique_affine(35), "bold": np.diag([3.0, 3.0, 4.0, 1.0]),
                   "aseg": vs.oblique_affine(-15), "dwi": vs.oblique_affine(10)}[scan]
         np.testing.assert_allclose(vs.voxel_from_dicom(ds, 7, 11), vs.voxel_world_lps(affine, 7, 11, 2), atol=1e-4)

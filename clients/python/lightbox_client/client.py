@@ -12,7 +12,7 @@ from urllib.parse import quote
 import httpx
 
 from lightbox_client import _qido
-from lightbox_client.errors import BadRequest, RunFailed, Timeout, error_for
+from lightbox_client.errors import ApiError, BadRequest, LightboxError, RunFailed, Timeout, error_for
 from lightbox_client.models import Decision, Project, Results, Run, SendJob, Series, Study, UploadResult
 
 __all__ = ["Client"]
@@ -45,6 +45,10 @@ class Client:
         self.retries, self.backoff, self.progress = retries, backoff, progress
         self._http = httpx.Client(base_url=self.url, timeout=timeout, verify=verify, transport=transport,
                                   headers={"User-Agent": f"lightbox-client/{__version__}"})
+        # For presigned object-store URLs: no Authorization header (the signature is the credential, and S3
+        # refuses a request that carries two), no base URL.
+        self._direct = httpx.Client(timeout=timeout, verify=verify,
+                                    headers={"User-Agent": f"lightbox-client/{__version__}"})
         if token is None:
             if not (username and password):
                 raise ValueError("Give token=… or both username=… and password=….")
@@ -57,6 +61,7 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
+        self._direct.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -100,11 +105,14 @@ class Client:
     def _json(self, method: str, path: str, **kw) -> Any:
         return self._request(method, path, **kw).json()
 
-    def _download(self, url: str, to: Optional[Path]) -> Union[bytes, Path]:
-        """GET a file: its bytes, or streamed into `to` (a file, or a folder for the server's file name),
-        written under a temporary name and renamed when complete."""
+    def _download(self, url: str, to: Optional[Path], *, direct: bool = False,
+                  name: str = "") -> Union[bytes, Path]:
+        """GET a file: its bytes, or streamed into `to` (a file, or a folder for the server's file name, or
+        `name`), written under a temporary name and renamed when complete. `direct`: a presigned URL of the
+        object store, fetched without the account's token."""
+        http = self._direct if direct else self._http
         for attempt in range(self.retries + 1):
-            with self._http.stream("GET", url) as response:
+            with http.stream("GET", url) as response:
                 if response.status_code in RETRY_STATUSES and attempt < self.retries:
                     response.read()
                     self._wait_before_retry(response, attempt)
@@ -114,7 +122,7 @@ class Client:
                     raise error_for(response.status_code, _body(response))
                 if to is None:
                     return response.read()
-                dest = to / _filename(response, url) if to.is_dir() else to
+                dest = to / (name or _filename(response, url)) if to.is_dir() else to
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
                 try:
@@ -268,7 +276,7 @@ class Client:
 
     def start_export(self, project: str, format: Optional[str] = None, *, deidentify: bool = False,
                      remap_uids: bool = False) -> Run:
-        """Queue an export on the server; `wait` for it, then fetch `file(run.download_url)`."""
+        """Queue an export on the server; `wait` for it, then fetch `run_file(run)`."""
         body: Dict[str, Any] = {"deidentify": deidentify, "remap_uids": remap_uids}
         if format:
             body["format"] = format
@@ -279,8 +287,24 @@ class Client:
         """Export a project (JSON or MIQA CSV; default: the project's format) and download the file: its bytes,
         or the local file written at `to` (a folder takes the server's file name)."""
         run = self.start_export(project, format, deidentify=deidentify, remap_uids=remap_uids)
-        run = self.finished(self.wait(run, timeout))
-        return self._download(run.download_url, Path(to) if to is not None else None)
+        return self.run_file(self.finished(self.wait(run, timeout)), to)
+
+    def run_file(self, run: Run, to: Optional[PathLike] = None) -> Union[bytes, Path]:
+        """The file of a finished export run (one this account started): its bytes, or the local file written
+        at `to` (a folder takes the server's file name). Straight from the object store when the server gave a
+        presigned `direct_url` (S3 storage); through the server's `download_url` otherwise, or when that fails
+        (expired, or the store is not reachable from here)."""
+        dest = Path(to) if to is not None else None
+        if run.direct_url:
+            name = Path(str(run.summary.get("path") or run.path)).name
+            try:
+                return self._download(run.direct_url, dest, direct=True, name=name)
+            except (ApiError, httpx.HTTPError):
+                pass
+        if not run.download_url:
+            raise LightboxError(f"{run.kind.capitalize()} run {run.id} of '{run.project}' has no file to download "
+                                f"(state {run.state}).")
+        return self._download(run.download_url, dest)
 
     def import_(self, project: str, path: PathLike, *, wait: bool = True, timeout: float = 3600.0) -> Run:
         """Upload a CSV (MIQA columns) or JSON file to merge into a project. The server checks the whole file

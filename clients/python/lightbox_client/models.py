@@ -129,6 +129,7 @@ class Run:
     summary: Dict[str, Any] = field(default_factory=dict)
     problems: List[Dict[str, Any]] = field(default_factory=list)
     download_url: Optional[str] = None
+    direct_url: Optional[str] = None  # S3 storage: a presigned URL of the file, for whoever started the export
     queued: Optional[dt.datetime] = None
     finished: Optional[dt.datetime] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False)
@@ -146,7 +147,7 @@ class Run:
         return cls(id=d["id"], project=d.get("project") or "", kind=d["kind"], state=d["state"],
                    format=d.get("format") or "", path=d.get("path") or "", message=d.get("message") or "",
                    summary=d.get("summary") or {}, problems=list(d.get("problems") or []),
-                   download_url=d.get("download_url"), queued=parse_time(d.get("queued")),
+                   download_url=d.get("download_url"), direct_url=d.get("direct_url"), queued=parse_time(d.get("queued")),
                    finished=parse_time(d.get("finished")), raw=d)
 
 
