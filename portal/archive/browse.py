@@ -15,6 +15,11 @@ SORTS = {  # URL value → SQL ORDER BY expression (never user text in SQL)
     "description": "s.description", "series": "s.n_series", "updated": "s.updated_at",
     "ai": "COALESCE(s.ai_min, 2)",  # worst AI score of the study's series; unscored sort last (an indexed expression)
 }
+# The search: patient ID and name, accession, description and the series' descriptions (a MIQA scan type,
+# T1, FMRI…, is its series' description), in one text per study kept by triggers and indexed by trigrams
+# (migration 2026-12-03T16:40), so a search reads the studies that match, not every study.
+SEARCH = {"sqlite": "s.id IN (SELECT rowid FROM lb_study_text WHERE search_text LIKE {})",
+          "postgres": "s.search_text LIKE {}"}
 # AI filter → condition on the study's worst series score (the built-in model's quality, 0-1).
 # critical/low are written as the sort's expression so they use its index.
 AI_FILTERS = {"critical": "COALESCE(s.ai_min, 2) < 0.3", "low": "COALESCE(s.ai_min, 2) < 0.5",
@@ -84,12 +89,8 @@ async def search_studies(project: Project, query: StudyQuery) -> StudyPage:
     """
     where, args = ["s.project = {}"], [project.id]
     if query.q:
-        like = f"%{query.q.lower()}%"
-        # A series description matches too: a MIQA scan type (T1, FMRI…) is its series' description.
-        where.append("(LOWER(p.patient_id) LIKE {} OR LOWER(p.patient_name) LIKE {} "
-                     "OR LOWER(s.accession_number) LIKE {} OR LOWER(s.description) LIKE {} "
-                     "OR EXISTS (SELECT 1 FROM lb_series sd WHERE sd.study = s.id AND LOWER(sd.description) LIKE {}))")
-        args += [like] * 5
+        where.append(SEARCH[Study._meta.db.engine_type])
+        args.append(f"%{query.q.lower()}%")
     if query.modality:
         where.append("s.modalities LIKE {}")
         args.append(f"%{query.modality.upper()}%")
@@ -104,10 +105,10 @@ async def search_studies(project: Project, query: StudyQuery) -> StudyPage:
         args.append(query.status)
     if query.ai:
         where.append(AI_FILTERS[query.ai])
-    counted, counted_args = _matching(project, where, args, patient=bool(query.q))
+    counted, counted_args = _matching(project, where, args, patient=False)
     total = (await Study.raw(f"SELECT COUNT(*) AS n FROM (SELECT 1 {counted} LIMIT {COUNT_CAP + 1}) m",
                              *counted_args))[0]["n"]
-    base, args = _matching(project, where, args, patient=bool(query.q) or query.sort in ("patient", "name"))
+    base, args = _matching(project, where, args, patient=query.sort in ("patient", "name"))
     direction = "DESC" if query.desc else "ASC"
     ids = [r["id"] for r in await Study.raw(
         f"SELECT s.id {base} ORDER BY {SORTS[query.sort]} {direction}, s.id {direction} "
@@ -119,8 +120,8 @@ async def search_studies(project: Project, query: StudyQuery) -> StudyPage:
 
 
 def _matching(project: Project, where: list[str], args: list, *, patient: bool) -> tuple[str, list]:
-    """FROM ... WHERE ... of the matching studies, joining the patient only when the search or the sort
-    needs it (the count does without a patient sort's join)."""
+    """FROM ... WHERE ... of the matching studies, joining the patient only when the sort needs it (the
+    search has its own text; the count does without a patient sort's join)."""
     base, head = "FROM lb_study s", []
     if patient:
         # p.project repeats what s.project says; stated, it lets a patient sort walk lb_patient's index.
