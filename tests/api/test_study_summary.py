@@ -220,3 +220,23 @@ async def test_dashboard_and_ai_page_tallies_follow_every_write(client, tmp_path
 
     await Project.delete().where(Project.id == project.id)
     assert await Tally.count().where(Tally.project == project.id) == 0
+
+
+async def test_tallies_hold_when_one_statement_inserts_many_decisions(client, tmp_path, project):
+    """An import or a bulk load inserts many decisions in one statement (PostgreSQL's statement trigger
+    counts distinct series per reviewer from the whole statement)."""
+    a, b = await _upload(client, tmp_path, pydicom.uid.generate_uid(), 2, "BULK-1")
+    series = [await Series.objects().get(Series.series_instance_uid == u) for u in (a, b)]
+    rev = await User.objects().get(User.username == "rev")
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def row(s, code, username="rev", role="reviewer"):
+        return Decision(project=project.id, series=s.id, user=rev.id, username=username, role=role, code=code,
+                        created_at=now)
+
+    await Decision.insert(row(series[0], "Q?"), row(series[0], "U"), row(series[1], "U"))
+    tallied = await _tallied(project)
+    assert tallied == await _recounted(project)
+    # Again on a series the reviewer already decided (not a new one for them), and a new reviewer.
+    await Decision.insert(row(series[0], "UN"), row(series[1], "UE"), row(series[1], "U", "other", "reviewer"))
+    assert await _tallied(project) == await _recounted(project)
