@@ -9,7 +9,7 @@ from itertools import combinations
 
 from portal import clock
 from portal.review import progress
-from portal.tables import Decision, InferenceJob, Project, Result
+from portal.tables import Decision, Project, Result
 
 
 def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
@@ -68,43 +68,49 @@ CRITICAL, CLEAR = "critical", "not critical"
 async def ai_agreement(project: Project, conf: dict) -> list[dict]:
     """Per model version: how its call (critical or not, by the project's threshold) meets the final decision
     (the latest code) on the series both a finished job and a reviewer have spoken on. The latest finished job
-    of each series and version counts. [{model, version, meaning, n, codes, rows: [{call, counts, total}]}]."""
+    of each series and version counts. [{model, version, meaning, n, codes, rows: [{call, counts, total}]}].
+
+    The database does the counting in one grouped query: the final decision is the series row's own
+    (lb_series.decision_code, kept by triggers, so no decision is read), the call is made in SQL from each
+    installed model's critical rule, and the page gets a row per version, call and code, never a row per series."""
     from portal.inference import alerting, models
 
-    final: dict[int, str] = {}
-    for r in await Decision.select(Decision.series, Decision.code).where(
-            Decision.project == project.id).order_by(Decision.created_at).order_by(Decision.id):
-        final[r["series"]] = r["code"]
-    if not final:
-        return []
-    rows = await Result.select(Result.job, Result.series, Result.name, Result.value, Result.model_name,
-                               Result.model_version).where(
-        (Result.job.project == project.id) & (Result.job.state == "done"))
-    latest_job: dict[tuple, int] = {}
-    scores: dict[int, dict[str, float]] = defaultdict(dict)
+    manifests: dict[tuple[str, str], dict] = {}
+    for m in models.installed():  # one scan of the model folders (the first of a name and version is the one)
+        manifests.setdefault((m["name"], m["version"]), m)
+    rules = {key: rule for key, m in manifests.items() if (rule := alerting.critical_rule(m, conf)) is not None}
+    if not rules:
+        return []  # a model without a critical rule makes no call to compare
+    critical, args = [], []
+    for (name, version), rule in rules.items():
+        op = "<" if rule["side"] == "below" else ">"
+        critical.append(f"(r.model_name = {{}} AND r.model_version = {{}} AND r.name = {{}} "
+                        f"AND CAST(r.value AS DOUBLE PRECISION) {op} CAST({{}} AS DOUBLE PRECISION))")
+        args += [name, version, rule["output"], rule[rule["side"]]]
+    names = sorted({name for name, _ in rules})
+    # One pass over the decided series' results (lb_series by project, lb_result by series, the job by its key),
+    # no per-row subquery: each result row scores 2·job, +1 when it is the critical output past the threshold, so
+    # the greatest is the latest finished job's (the one that counts), odd exactly when that job called critical.
+    rows = await Result.raw(
+        f"""SELECT model_name, model_version, code, top % 2 AS critical, COUNT(*) AS n FROM (
+              SELECT r.model_name, r.model_version, s.decision_code AS code,
+                     MAX(2 * CAST(r.job AS BIGINT) + CASE WHEN {" OR ".join(critical)} THEN 1 ELSE 0 END) AS top
+              FROM lb_series s JOIN lb_result r ON r.series = s.id JOIN lb_inference_job j ON j.id = r.job
+              WHERE s.project = {{}} AND s.decision_code IS NOT NULL AND j.project = {{}} AND j.state = 'done'
+                AND r.model_name IN ({", ".join("{}" for _ in names)})
+              GROUP BY r.model_name, r.model_version, r.series, s.decision_code) t
+            GROUP BY model_name, model_version, code, top % 2""",
+        *args, project.id, project.id, *names)
+    tables: dict[tuple, dict[str, Counter]] = defaultdict(lambda: {CRITICAL: Counter(), CLEAR: Counter()})
     for r in rows:
-        if r["series"] not in final:
-            continue
-        key = (r["model_name"], r["model_version"], r["series"])
-        latest_job[key] = max(latest_job.get(key, 0), r["job"])
-        if r["value"] is not None:
-            scores[r["job"]][r["name"]] = float(r["value"])
-    tables: dict[tuple, Counter] = defaultdict(Counter)
-    for (name, version, series), job in latest_job.items():
-        tables[(name, version)][job, series] = 1
+        if (r["model_name"], r["model_version"]) in rules:  # other versions of these models make no call
+            tables[(r["model_name"], r["model_version"])][CRITICAL if r["critical"] else CLEAR][r["code"]] += r["n"]
     out = []
-    for (name, version), jobs_of in sorted(tables.items()):
-        manifest = models.manifest_for(name, project.name, version) or {"name": name}
-        rule = alerting.critical_rule(manifest, conf)
-        if rule is None:
-            continue  # a model without a critical rule makes no call to compare
-        counts = {CRITICAL: Counter(), CLEAR: Counter()}
-        for job, series in jobs_of:
-            call = CRITICAL if alerting.is_critical(manifest, scores[job], conf) else CLEAR
-            counts[call][final[series]] += 1
+    for (name, version), counts in sorted(tables.items()):
         codes = [v["code"] for v in conf["decisions"]]
         codes += sorted({c for k in counts.values() for c in k} - set(codes))
-        out.append({"model": name, "version": version, "meaning": rule["meaning"], "n": len(jobs_of), "codes": codes,
+        out.append({"model": name, "version": version, "meaning": rules[(name, version)]["meaning"],
+                    "n": sum(sum(c.values()) for c in counts.values()), "codes": codes,
                     "rows": [{"call": call, "counts": dict(counts[call]), "total": sum(counts[call].values())}
                              for call in (CRITICAL, CLEAR)]})
     return out

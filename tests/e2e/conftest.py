@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import datetime as dt
+import itertools
 import os
+import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -47,6 +53,37 @@ class LiveServer:
         """Call the server's API as the admin (CAD4TB-style headers)."""
         headers = {"X-USERNAME": "admin", "X-PASSWORD": ADMIN_PASSWORD, **kw.pop("headers", {})}
         return httpx.request(method, self.url + path, headers=headers, timeout=60, **kw)
+
+    def sql(self, query: str, *params) -> list[tuple]:
+        """Run one statement (`?` placeholders) on the server's own database and return its rows: for rows no
+        page or API call makes on demand, such as a model's results without running the model."""
+        from portal import settings as settings_mod
+
+        settings = settings_mod.load(self.env)
+        if settings.database_kind != "postgres":
+            # As Piccolo stores them on SQLite: UTC, str() form.
+            params = tuple(str(p.astimezone(dt.timezone.utc)) if isinstance(p, dt.datetime) else p for p in params)
+            con = sqlite3.connect(settings.sqlite_path, timeout=30)
+            try:
+                with con:
+                    return con.execute(query, params).fetchall()
+            finally:
+                con.close()
+        import asyncpg
+
+        numbers = itertools.count(1)
+        query = re.sub(r"\?", lambda _: f"${next(numbers)}", query)
+
+        async def go():
+            con = await asyncpg.connect(**settings.postgres_params())
+            try:
+                return [tuple(r) for r in await con.fetch(query, *params)]
+            finally:
+                await con.close()
+
+        # In a thread: Playwright's sync API keeps an event loop running in this one.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, go()).result()
 
     def cli(self, *args: str) -> str:
         out = subprocess.run([sys.executable, "-m", "portal.cli", *args], env={**os.environ, **self.env},

@@ -216,4 +216,3 @@ def test_the_settings_page_shows_one_section_at_a_time(page, live_server, desk, 
     box = tabs.bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= size["width"] + 1
     shot(page, tmp_path, f"settings-tabs-{size['width']}")
-    page.screenshot(path=f"/tmp/i15-settings-{size['width']}.png")

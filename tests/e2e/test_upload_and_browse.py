@@ -145,4 +145,4 @@ def test_a_filter_change_keeps_the_sort_and_filter_labels_are_whole(page, live_s
     expect(page.locator("#studies .count")).to_contain_text("8 studies")
     expect(rows.first.locator("td").first).to_have_text("SO-000")
     expect(rows.last.locator("td").first).to_have_text("SO-007")
-    page.screenshot(path="/tmp/i15-filters-sorted.png")
+    page.screenshot(path=str(tmp_path / "filters-sorted.png"))
