@@ -15,7 +15,6 @@ from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
@@ -25,7 +24,7 @@ from litestar.template import TemplateConfig
 from portal import __version__, db, settings as settings_mod, templates_env
 from portal import headers as security
 from portal.headers import security_headers
-from portal.openapi_docs import DocumentedJson
+from portal.openapi_docs import DocumentedJson, DocumentedRedoc, DocumentedSwagger
 from portal.errors import Invalid, LightboxError, NotFound, Unauthenticated
 from portal.routes import admin, api_accounts, api_projects, api_v1, health, projects, qure, session, studies, upload
 from portal.routes import dicomweb, inference, review
@@ -205,8 +204,8 @@ def create_app(settings: Settings | None = None, *, lifespans: Sequence = ()) ->
         request_max_body_size=MAX_FORM_BODY,
         openapi_config=OpenAPIConfig(title="Lightbox", version=__version__, path="/schema", render_plugins=[
             # Vendored, pinned bundles (static/vendor/update.sh): the docs load nothing from a CDN.
-            RedocRenderPlugin(js_url=f"{_VENDOR}/redoc-2.5.4.standalone.js", favicon=_FAVICON, google_fonts=False),
-            SwaggerRenderPlugin(js_url=f"{_VENDOR}/swagger-ui-bundle-5.35.0.js",
+            DocumentedRedoc(js_url=f"{_VENDOR}/redoc-2.5.4.standalone.js", favicon=_FAVICON, google_fonts=False),
+            DocumentedSwagger(js_url=f"{_VENDOR}/swagger-ui-bundle-5.35.0.js",
                                 css_url=f"{_VENDOR}/swagger-ui-5.35.0.css",
                                 standalone_preset_js_url=f"{_VENDOR}/swagger-ui-standalone-preset-5.35.0.js",
                                 favicon=_FAVICON),

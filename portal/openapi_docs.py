@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request
-from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin, RedocRenderPlugin, SwaggerRenderPlugin
 
 from portal.routes._openapi import COMPONENTS
 
@@ -70,6 +70,21 @@ def complete(schema: dict[str, Any]) -> dict[str, Any]:
 
 class DocumentedJson(JsonRenderPlugin):
     """/schema/openapi.json, completed (the Swagger UI and Redoc pages read it from there)."""
+
+    def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
+        return super().render(request, complete(openapi_schema))
+
+
+class DocumentedRedoc(RedocRenderPlugin):
+    """/schema/redoc, with the completed document: Redoc embeds the document in its page (its references to
+    the shared components, such as DicomDataset, must resolve there)."""
+
+    def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
+        return super().render(request, complete(openapi_schema))
+
+
+class DocumentedSwagger(SwaggerRenderPlugin):
+    """/schema/swagger, with the completed document, as Redoc."""
 
     def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
         return super().render(request, complete(openapi_schema))
