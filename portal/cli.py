@@ -75,10 +75,11 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
     """Serve the portal and APIs, with queue consumer threads in the same process."""
     import uvicorn
 
-    from portal import bootstrap
+    from portal import bootstrap, heap
     from portal.app import create_app
     from portal.tasks import queue
 
+    heap.return_freed_memory()
     settings = _setup()
     _run(db.migrate())
     click.echo(_run(bootstrap.ensure_admin(settings)))
@@ -118,8 +119,10 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
               help="Run periodic (scheduled) tasks; enable on exactly one worker.")
 def worker(threads: int, periodic: bool) -> None:
     """Run queue consumers only (scale out: as many machines as needed, periodic on one)."""
+    from portal import heap
     from portal.tasks import maintenance, queue
 
+    heap.return_freed_memory()
     _setup()
     queue.load_tasks()
     maintenance.recover_in_background()  # what a crash of this machine's previous worker left

@@ -9,6 +9,7 @@ conflict / rejected.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import tempfile
@@ -126,6 +127,10 @@ async def ingest_files(files: list[tuple[Path | bytes, str]], project: Project, 
     def read_and_place(chunk: list) -> tuple:
         """One thread hop per chunk: parse and hash each file, apply the project's policy, place the files."""
         reads = [prepare(data=src) if isinstance(src, bytes | bytearray) else prepare(src) for src, _ in chunk]
+        if move:  # a spooled file is renamed into place: its bytes are not needed once parsed and hashed
+            reads = [dataclasses.replace(r, data=None)
+                     if isinstance(r, ReadFile) and not isinstance(src, bytes | bytearray) else r
+                     for r, (src, _) in zip(reads, chunk)]
         refused = {}
         for j, (r, (_, name)) in enumerate(zip(reads, chunk)):
             if accept is not None and isinstance(r, ReadFile) and (why := accept(r.parsed)):
