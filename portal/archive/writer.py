@@ -286,8 +286,8 @@ async def _same_dataset(store: FileStore, job: Job, existing: dict) -> bool:
     encoding (another transfer syntax, same attributes and pixels: portal/dicom/equivalence.py)."""
     def compare() -> bool:
         with contextlib.ExitStack() as files:
-            mine = job.read.data if job.read.data is not None else job.src
-            if mine is None:  # placed by its caller (an import): read back from the store
+            mine = job.read.data if job.read.data is not None else (None if job.move else job.src)
+            if mine is None:  # moved into place, or placed by its caller (an import): read back from the store
                 mine = files.enter_context(store.local_copy(job.file_key))
             stored = files.enter_context(store.local_copy(existing["file_key"]))
             return dataset_md5(mine) == dataset_md5(stored) or same_apart_from_encoding(mine, stored)

@@ -230,3 +230,22 @@ async def test_raced_rows_and_a_second_series_of_a_study(app, tmp_path):
     (study,) = await Study.select(Study.id, Study.modalities)
     assert study["modalities"] == "CT\\MR"
     assert await Series.count().where(Series.study == study["id"]) == 2
+
+
+async def test_a_spooled_resend_differing_only_in_file_meta_is_already_stored(app, tmp_path):
+    """A spooled upload is renamed into place and its bytes let go once hashed: the comparison with the stored
+    copy reads the file back from where it was placed (the spooled path is gone by then)."""
+    p = await _project()
+    (f,) = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "s", 1)
+    (first,) = await ingest.ingest_files([(f, "first.dcm")], p)
+    ds = pydicom.dcmread(f)
+    ds.file_meta.ImplementationVersionName = "OTHER_SCU_1"
+    spooled = tmp_path / "spool" / "part-1.bin"
+    spooled.parent.mkdir()
+    ds.save_as(spooled)
+    assert hashlib.md5(spooled.read_bytes()).hexdigest() != hashlib.md5(f.read_bytes()).hexdigest()
+    (again,) = await ingest.ingest_files([(spooled, "again.dcm")], p, move=True)
+    assert (first.status, again.status) == ("stored", "already_stored")
+    assert not spooled.exists()  # moved into place, then removed as the stored copy was kept
+    assert await Instance.count() == 1
+    assert set(stored_keys()) == {r["file_key"] for r in await Instance.select(Instance.file_key)}
