@@ -9,7 +9,6 @@ conflict / rejected.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
 import tempfile
@@ -76,10 +75,12 @@ def _result(status: str, p: ParsedInstance, patient_id: str, filename: str, reas
                         sop_instance_uid=p.sop_instance_uid, sop_class_uid=p.sop_class_uid)
 
 
-def prepare(path: str | Path | None = None, data: bytes | None = None) -> ReadFile | DicomRejected:
-    """Read a file (or bytes) once: parsed, hashed and kept for placing; what is unfit comes back as the refusal."""
+def prepare(path: str | Path | None = None, data: bytes | None = None, *,
+            keep: bool = True) -> ReadFile | DicomRejected:
+    """Read a file (or bytes) once: parsed, hashed and (`keep`) kept for placing; what is unfit comes back as
+    the refusal."""
     try:
-        return read_once(path, data)
+        return read_once(path, data, keep=keep)
     except DicomRejected as exc:
         return exc
 
@@ -98,7 +99,7 @@ async def ingest_file(path: str | Path, project: Project, archive: Archive | Non
     caller's transaction, `after_commit` collects what must wait for its commit (callables run by the
     caller once committed): a rollback must not leave the rows pointing at a deleted file."""
     filename = filename or Path(path).name
-    read = await asyncio.to_thread(prepare, path)
+    read = await asyncio.to_thread(prepare, path, keep=not move)
     (result,) = await ingest_prepared([(read, Path(path), filename)], project, archive, move=move,
                                       after_commit=after_commit, return_exceptions=False)
     return result
@@ -126,11 +127,8 @@ async def ingest_files(files: list[tuple[Path | bytes, str]], project: Project, 
 
     def read_and_place(chunk: list) -> tuple:
         """One thread hop per chunk: parse and hash each file, apply the project's policy, place the files."""
-        reads = [prepare(data=src) if isinstance(src, bytes | bytearray) else prepare(src) for src, _ in chunk]
-        if move:  # a spooled file is renamed into place: its bytes are not needed once parsed and hashed
-            reads = [dataclasses.replace(r, data=None)
-                     if isinstance(r, ReadFile) and not isinstance(src, bytes | bytearray) else r
-                     for r, (src, _) in zip(reads, chunk)]
+        reads = [prepare(data=src) if isinstance(src, bytes | bytearray) else prepare(src, keep=not move)
+                 for src, _ in chunk]
         refused = {}
         for j, (r, (_, name)) in enumerate(zip(reads, chunk)):
             if accept is not None and isinstance(r, ReadFile) and (why := accept(r.parsed)):

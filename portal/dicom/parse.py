@@ -98,8 +98,9 @@ class ReadFile:
     data: bytes | None
 
 
-def read_once(path: str | Path | None = None, data: bytes | None = None) -> ReadFile:
-    """Parse and hash a file (or bytes already in memory) in one read; DicomRejected if unfit."""
+def read_once(path: str | Path | None = None, data: bytes | None = None, *, keep: bool = True) -> ReadFile:
+    """Parse and hash a file (or bytes already in memory) in one read; DicomRejected if unfit. Without `keep`
+    a file's bytes are let go once read (a spooled upload is renamed into place, never written from them)."""
     if data is None:
         with open(path, "rb") as f:
             size = _size(f)
@@ -118,7 +119,7 @@ def read_once(path: str | Path | None = None, data: bytes | None = None) -> Read
     ds = _dcmread(f, len(data), defer_size=DEFER_SIZE)
     _check_complete(ds, f, len(data))
     parsed = _instance_from(ds)
-    return ReadFile(parsed, hashlib.md5(data).hexdigest(), len(data), data)
+    return ReadFile(parsed, hashlib.md5(data).hexdigest(), len(data), data if keep or path is None else None)
 
 
 def open_dataset(path: str | Path, *, defer_size: str | int | None = DEFER_SIZE,
