@@ -63,14 +63,15 @@ async def _alert_mails() -> list[dict]:
 
 
 async def test_a_recent_study_alerts_once_naming_patient_accession_date_and_description(client, tmp_path, project):
-    a, b = await _study(client, tmp_path, clock.now() - dt.timedelta(hours=2))
+    acquired = clock.now() - dt.timedelta(hours=2)  # just after midnight this is yesterday: compare with it, not today
+    a, b = await _study(client, tmp_path, acquired)
     await _score(project, a)
     await _score(project, b)  # a second critical series of the same study: no second alert
     assert await AiAlert.count() == 1
     rows = await _alert_mails()
     assert len(rows) == 1
     body, subject = rows[0]["body"], rows[0]["subject"]
-    for needed in ("PAT-42", "ACC-77", "Head CT follow-up", clock.now().strftime("%Y-%m-%d"),
+    for needed in ("PAT-42", "ACC-77", "Head CT follow-up", acquired.strftime("%Y-%m-%d"),
                    f"/projects/al/series/{a.series_instance_uid}", "repeat the scan while the patient is there"):
         assert needed in body, needed
     assert "PAT-42" in subject and "ACC-77" in subject

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import email
 import email.policy
 import inspect
@@ -373,8 +374,8 @@ async def test_audit_page_filters_and_csv(client, case):
         assert f'data-action="{action}"' in page.text, action
     only_view = await client.get("/admin/audit", params={"user": "view", "action": "download"})
     assert only_view.text.count('data-action="download"') == 2 and 'data-action="decision"' not in only_view.text
-    today = clock.now().strftime("%Y-%m-%d")
-    csv = await client.get("/admin/audit", params={"since": today, "until": today, "object": uid, "format": "csv"})
+    today, yesterday = clock.now().strftime("%Y-%m-%d"), (clock.now() - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    csv = await client.get("/admin/audit", params={"since": yesterday, "until": today, "object": uid, "format": "csv"})
     assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
     lines = csv.text.strip().splitlines()
     assert lines[0] == "time,user,action,object,client,detail" and len(lines) >= 5
