@@ -15,7 +15,6 @@ from functools import reduce
 from piccolo.columns import Column
 from piccolo.columns.combination import Where
 from piccolo.columns.operators.comparison import ComparisonOperator
-from piccolo.query.functions.aggregate import Count
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from portal.archive import count_instances
@@ -262,7 +261,7 @@ async def search(project: Project, level: str, params: Iterable[tuple[str, str]]
 
 
 async def _counts(level: str, ids: list[int]) -> dict[int, dict[str, int]]:
-    """The Number...Related... attributes of each study or series, in two grouped queries at most."""
+    """The Number...Related... attributes of each study or series, in one grouped query."""
     out: dict[int, dict[str, int]] = {i: {} for i in ids}
     if not ids or level == INSTANCE:
         return out
@@ -270,16 +269,15 @@ async def _counts(level: str, ids: list[int]) -> dict[int, dict[str, int]]:
         for series_id, n in (await count_instances(ids)).items():
             out[series_id]["NumberOfSeriesRelatedInstances"] = n
         return out
-    series = await Series.select(Series.study.as_alias("k"), Count(alias="n")).where(
-        Series.study.is_in(ids)).group_by(Series.study)
-    # From the page's series to their instances (an inner join the planner can start from the series side;
-    # Piccolo's LEFT JOIN from lb_instance read every instance of the database).
-    instances = await Instance.raw(
-        "SELECT se.study AS k, COUNT(*) AS n FROM lb_series se JOIN lb_instance i ON i.series = se.id "
+    # One pass from the page's studies to their series (lb_series_study), each series' instances counted by
+    # its own index probe: a join let the planner merge along every series of the database instead.
+    rows = await Instance.raw(
+        "SELECT se.study AS k, COUNT(*) AS n_series, "
+        "SUM((SELECT COUNT(*) FROM lb_instance i WHERE i.series = se.id)) AS n_instances FROM lb_series se "
         f"WHERE se.study IN ({', '.join(str(int(i)) for i in ids)}) GROUP BY se.study")
-    for keyword, rows in (("NumberOfStudyRelatedSeries", series), ("NumberOfStudyRelatedInstances", instances)):
-        for r in rows:
-            out[r["k"]][keyword] = r["n"]
+    for r in rows:
+        out[r["k"]].update(NumberOfStudyRelatedSeries=int(r["n_series"]),
+                           NumberOfStudyRelatedInstances=int(r["n_instances"] or 0))
     return out
 
 

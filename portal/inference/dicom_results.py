@@ -1,15 +1,15 @@
 """AI results as DICOM, for the PACS: a Comprehensive SR with every score, the model's name and version and the
 findings; a secondary capture of the heatmap over the image it was computed on; the report as encapsulated PDF.
 
-Made with highdicom (SR, SC) and pydicom (encapsulated PDF); `build()` is plain CPU work (run in a thread),
-`publish()` puts each into the scored study as a new series through the one ingest path.
+Made with highdicom (SR, SC) and pydicom (encapsulated PDF). `build()` is plain CPU work that needs ~100 MB of
+libraries: it runs where the model runs (portal/tasks/offload.py), never imported by the web process;
+portal/inference/publish.py puts what it made into the scored study.
 """
 
 from __future__ import annotations
 
 import io
 import textwrap
-from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
@@ -33,14 +33,6 @@ def _code(value: str, meaning: str) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(value=value[:16], scheme_designator=_SCHEME, meaning=meaning[:64])
 
 
-@dataclass
-class Outputs:
-    sr: bytes
-    sc: bytes | None
-    pdf: bytes  # the PDF document itself
-    pdf_dicom: bytes  # the same, encapsulated
-
-
 def _encoded(ds: Dataset) -> bytes:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
@@ -48,13 +40,15 @@ def _encoded(ds: Dataset) -> bytes:
 
 
 def build(source_path: str, frame: int, scores: dict[str, float], model: dict, report: str,
-          heatmap_png: bytes | None, flagged: list[str] | None = None, critical: bool = False) -> Outputs:
-    """The three objects for one scored series; `source_path`/`frame` (0-based) is the representative image."""
+          heatmap_png: bytes | None, flagged: list[str] | None = None, critical: bool = False) -> dict[str, bytes | None]:
+    """The three objects for one scored series; `source_path`/`frame` (0-based) is the representative image.
+    A plain dict ({"sr", "sc" (None without a heatmap), "pdf" (the document itself), "pdf_dicom" (the same,
+    encapsulated)}): it crosses a process boundary without importing this module on the other side."""
     source = dcmread(source_path, stop_before_pixels=False)
-    return Outputs(sr=_encoded(_sr(source, scores, model, report, flagged or [], critical)),
-                   sc=_encoded(_sc(source, frame, heatmap_png)) if heatmap_png else None,
-                   pdf=(pdf := _pdf_document(source, scores, model, report)),
-                   pdf_dicom=_encoded(_encapsulated_pdf(source, pdf, model)))
+    pdf = _pdf_document(source, scores, model, report)
+    return {"sr": _encoded(_sr(source, scores, model, report, flagged or [], critical)),
+            "sc": _encoded(_sc(source, frame, heatmap_png)) if heatmap_png else None,
+            "pdf": pdf, "pdf_dicom": _encoded(_encapsulated_pdf(source, pdf, model))}
 
 
 def _sr(source: Dataset, scores: dict, model: dict, report: str, flagged: list[str], critical: bool) -> Dataset:
@@ -156,61 +150,3 @@ def _encapsulated_pdf(source: Dataset, pdf: bytes, model: dict) -> Dataset:
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return ds
-
-
-# --- into the archive (and to the project's node) ---------------------------------------------------------
-
-
-async def publish(job, outcome: dict) -> dict[str, str]:
-    """Build the outputs of a finished job, ingest them into the scored study (the series' archive), keep them as
-    the job's `sr`, `sc` and `pdf` assets, and send them to the project's `results_node` when it names one.
-    Returns {kind: SeriesInstanceUID}."""
-    import asyncio
-    import uuid
-
-    from portal import archive as arch, clock, projects, settings as settings_mod
-    from portal.review.decisions import DERIVED
-    from portal.tables import Archive, Asset, Patient, Project, Series, Study
-    rep = outcome.get("representative") or {}
-    if not rep.get("path") or await Asset.exists().where((Asset.job == job.id) & (Asset.kind == "sr")):
-        return {}  # nothing to show, or made already (a job finished twice)
-    built = await asyncio.to_thread(build, str(rep["path"]), int(rep.get("frame") or 0), outcome.get("scores") or {},
-                                    outcome.get("model") or {"name": job.model_name, "version": job.model_version},
-                                    outcome.get("report") or "", outcome.get("heatmap_png"),
-                                    list(outcome.get("flagged") or []), bool(outcome.get("critical")))
-    project = await Project.objects().get(Project.id == job.project)
-    series = await Series.objects().get(Series.id == job.series)
-    study = await Study.objects().get(Study.id == series.study)
-    patient = await Patient.objects().get(Patient.id == study.patient)
-    archive = await Archive.objects().get(Archive.id == patient.archive)
-    tmp = settings_mod.current().data_dir / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    made: dict[str, str] = {}
-    store = arch.storage()
-    for kind, data, asset_media, asset_data in (("sr", built.sr, "application/dicom", built.sr),
-                                                ("sc", built.sc, "application/dicom", built.sc),
-                                                ("pdf", built.pdf_dicom, "application/pdf", built.pdf)):
-        if not data:
-            continue
-        path = tmp / f"ai-{job.id}-{kind}-{uuid.uuid4().hex}.dcm"
-        path.write_bytes(data)
-        try:
-            result = await arch.ingest_file(path, project, archive, filename=f"ai-{kind}.dcm")
-        finally:
-            path.unlink(missing_ok=True)
-        if result.ok:
-            made[kind] = result.series_instance_uid
-            await Series.update({Series.review_status: DERIVED}).where(
-                (Series.project == project.id) & (Series.series_instance_uid == result.series_instance_uid))
-        key = f"ai/{job.id}/{kind}"
-        await asyncio.to_thread(store.put_fileobj, io.BytesIO(asset_data), key)
-        await Asset.insert(Asset(job=job.id, series=job.series, kind=kind, media_type=asset_media, file_key=key,
-                                 created_at=clock.now()))
-    node = projects.settings_of(project).get("results_node") or ""
-    if node and made:
-        from portal.network import send
-        from portal.tasks.network import enqueue
-
-        queued = await send.request(project, node, series=list(made.values()))
-        enqueue(queued)
-    return made

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import io
 import logging
 import json
 
@@ -147,9 +146,9 @@ async def finish(job_id: int, outcome: dict) -> None:
         await Asset.insert(Asset(job=job_id, series=job.series, kind=kind, media_type=media, file_key=key,
                                  created_at=now))
     try:  # the SR, SC and PDF for the PACS; the scores stand even if these cannot be made
-        from portal.inference import dicom_results
+        from portal.inference import publish
 
-        await dicom_results.publish(job, outcome)
+        await publish.publish(job, outcome)
     except Exception:
         logging.getLogger("lightbox.inference").exception("job %s: could not make the DICOM results", job_id)
     headline = manifest.get("critical", {}).get("output", "quality")

@@ -1,5 +1,6 @@
 """Inference tasks: score a series once it has been quiet, run a job (the model in a child process under
-`lightbox serve`, in the worker thread in `lightbox worker`), recover jobs whose worker died."""
+`lightbox serve`, portal/tasks/offload.py; in the worker thread in `lightbox worker`), recover jobs whose worker
+died."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from huey import crontab
 from portal import projects, storage as storage_mod
 from portal.archive import ingest
 from portal.inference import jobs, retrain as retraining
-from portal.tasks import model_process, offload, runner
+from portal.tasks import offload, runner
 from portal.tasks.queue import huey
 
 log = logging.getLogger("lightbox.inference")
@@ -40,17 +41,26 @@ def run_job(job_id: int) -> None:
     with contextlib.ExitStack() as copies:
         try:
             if not ctx["model_dir"]:
-                raise model_process.ModelWorkFailed(f"RuntimeError: Model '{ctx['model_name']}' is not installed.")
-            paths = copies.enter_context(storage_mod.local_copies(ctx["keys"]))
-            # In a child process under `lightbox serve` (torch stays out of the web process); heartbeats meanwhile.
-            outcome = runner.run(jobs.beating(job_id, model_process.score(paths, ctx["model_dir"])))
+                raise RuntimeError(f"Model '{ctx['model_name']}' is not installed.")
+            paths = [str(p) for p in copies.enter_context(storage_mod.local_copies(ctx["keys"]))]
+            # In the model's child process under `lightbox serve` (torch stays out of the web process);
+            # heartbeats meanwhile.
+            outcome = runner.run(jobs.beating(job_id, offload.run("portal.tasks.inference:score", paths,
+                                                                  ctx["model_dir"], lane="model")))
         except Exception as exc:  # any failure is recorded with its reason; the portal carries on
-            reason = str(exc) if isinstance(exc, model_process.ModelWorkFailed) else f"{type(exc).__name__}: {exc}"
+            reason = str(exc) if isinstance(exc, offload.OffloadFailed) else f"{type(exc).__name__}: {exc}"
             log.warning("inference job %s failed (attempt %s): %s", job_id, ctx["attempts"], reason)
             if runner.run(jobs.fail(job_id, reason)):
                 run_job.schedule((job_id,), delay=RETRY_DELAY_S)
             return
         runner.run(jobs.finish(job_id, outcome))
+
+
+def score(paths: list[str], model_dir: str) -> dict:
+    """The model's outcome for a series' files, in whichever process scores (torch is imported here only)."""
+    from portal.ai.infer import score_series
+
+    return score_series(paths, model_dir)
 
 
 @huey.periodic_task(crontab(minute="*"))

@@ -67,9 +67,9 @@ def start_embedded(threads: int) -> Consumer | None:
     if threads <= 0:
         return None
     load_tasks()
-    from portal.tasks import maintenance, model_process
+    from portal.tasks import maintenance, offload
 
-    model_process.isolate()
+    offload.isolate()
     maintenance.recover_in_background()
     consumer = EmbeddedConsumer(huey, workers=threads, worker_type="thread", periodic=True)
     consumer.start()
@@ -81,7 +81,6 @@ def stop_embedded(consumer: Consumer | None) -> None:
     if consumer is not None:
         # Graceful: in-flight tasks finish before the process exits.
         consumer.stop(graceful=True)
-        from portal.tasks import model_process, offload
+        from portal.tasks import offload
 
-        model_process.isolate(False)  # and the model's child process ends
-        offload.shutdown()  # and the one of exports, imports and retraining
+        offload.isolate(False)  # and the child processes of models, exports, imports and retraining end

@@ -84,7 +84,7 @@ def _dead_worker() -> str:
 async def test_a_long_job_sends_heartbeats_and_runs_once(app, tmp_path, monkeypatch):
     """A job running well past the stuck-job timeout is never taken for stuck: its heartbeat is sent while the
     model runs, so the periodic recovery finds nothing and the job runs once."""
-    from portal.tasks import model_process
+    from portal.tasks import inference
     from portal.tasks.inference import run_job
 
     p, series = await _series(tmp_path)
@@ -96,9 +96,9 @@ async def test_a_long_job_sends_heartbeats_and_runs_once(app, tmp_path, monkeypa
     def slow_model(paths, model_dir):
         runs.append(paths)
         time.sleep(4)
-        return True, {"scores": {"quality": 0.9}, "report": "fine", "heatmap_png": b""}
+        return {"scores": {"quality": 0.9}, "report": "fine", "heatmap_png": b""}
 
-    monkeypatch.setattr(model_process, "_score", slow_model)
+    monkeypatch.setattr(inference, "score", slow_model)
     worker = asyncio.ensure_future(asyncio.to_thread(run_job.call_local, job_id))
     recovered = []
     while not worker.done():
@@ -213,23 +213,26 @@ async def test_an_export_of_more_ai_jobs_than_a_query_takes_arguments(app, tmp_p
 
 
 async def test_embedded_exports_and_imports_run_in_a_child_process(client, consumer, tmp_path):
-    """Under `lightbox serve` (model work isolated), an export's CPU work runs in a child process, not on the
+    """Under `lightbox serve` (offloaded work isolated), an export's CPU work runs in a child process, not on the
     web process's threads (they share its GIL); the run ends done all the same, and progress the child keeps
-    in memory (an SQLite import's) comes back to the portal's process."""
+    in memory (an SQLite import's) comes back to the portal's process. Model work has a process of its own."""
     from pathlib import Path
 
     from portal import projects
     from portal.exchange import runs
-    from portal.tasks import model_process, offload
+    from portal.tasks import offload
     from tests.helpers import creds
 
     p = await make_project("off", {"mgr": "manager"})
     for f in samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "s", 2):
         await ingest.ingest_file(f, p)
     await projects.update_settings(p, {"export_path": str(tmp_path / "out" / "off.json")})
-    model_process.isolate()
+    offload.isolate()
     try:
-        assert await asyncio.to_thread(offload.call, "os:getpid") != os.getpid()
+        worker_pid = await asyncio.to_thread(offload.call, "os:getpid")
+        model_pid = await offload.run("os:getpid", lane="model")
+        assert len({os.getpid(), worker_pid, model_pid}) == 3
+        assert await offload.run("os:getpid", lane="model") == model_pid  # kept: the model stays loaded
         r = await client.post("/api/v1/projects/off/export", headers=creds("mgr"), json={"format": "json"})
         assert r.status_code == 202, r.text
         url = r.json()["status_url"]
@@ -262,5 +265,4 @@ async def test_embedded_exports_and_imports_run_in_a_child_process(client, consu
         else:
             raise AssertionError("a failure in the child was not reported")
     finally:
-        model_process.isolate(False)
-        offload.shutdown()
+        offload.isolate(False)
