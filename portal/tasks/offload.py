@@ -155,7 +155,11 @@ def _answer(answer: tuple):
 
 
 def _broken(lane: str, exc: Exception) -> OffloadFailed:
-    shutdown()  # the child died (memory?): fresh ones next time
+    # The lane's child died (memory?): a fresh pool for it next time; the other lane's work carries on.
+    with _lock:
+        pool = _pools.pop(lane, None)
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
     return OffloadFailed("BrokenProcessPool", f"The {lane} process stopped ({exc}).")
 
 
