@@ -20,6 +20,11 @@ SORTS = {  # URL value → SQL ORDER BY expression (never user text in SQL)
 # (migration 2026-12-03T16:40), so a search reads the studies that match, not every study.
 SEARCH = {"sqlite": "s.id IN (SELECT rowid FROM lb_study_text WHERE search_text LIKE {})",
           "postgres": "s.search_text LIKE {}"}
+# SQLite cannot weigh the trigram index against the project's own rows (PostgreSQL's planner does, from its
+# statistics): in a small project beside a big one, a common word would read every match in the database.
+# Up to SMALL_PROJECT studies, each of the project's studies is looked up in the text table by rowid instead.
+SMALL_PROJECT = 5000
+SEARCH_SMALL_SQLITE = "EXISTS (SELECT 1 FROM lb_study_text t WHERE t.rowid = s.id AND t.search_text LIKE {})"
 # AI filter → condition on the study's worst series score (the built-in model's quality, 0-1).
 # critical/low are written as the sort's expression so they use its index.
 AI_FILTERS = {"critical": "COALESCE(s.ai_min, 2) < 0.3", "low": "COALESCE(s.ai_min, 2) < 0.5",
@@ -89,7 +94,9 @@ async def search_studies(project: Project, query: StudyQuery) -> StudyPage:
     """
     where, args = ["s.project = {}"], [project.id]
     if query.q:
-        where.append(SEARCH[Study._meta.db.engine_type])
+        engine = Study._meta.db.engine_type
+        small = engine == "sqlite" and await _studies_at_most(project, SMALL_PROJECT)
+        where.append(SEARCH_SMALL_SQLITE if small else SEARCH[engine])
         args.append(f"%{query.q.lower()}%")
     if query.modality:
         where.append("s.modalities LIKE {}")
@@ -117,6 +124,13 @@ async def search_studies(project: Project, query: StudyQuery) -> StudyPage:
     modalities = await _modalities(project)
     return StudyPage(rows=rows, total=min(total, COUNT_CAP), query=query, modalities=modalities,
                      capped=total > COUNT_CAP)
+
+
+async def _studies_at_most(project: Project, n: int) -> bool:
+    """Whether the project holds at most `n` studies (reads at most n + 1 index entries)."""
+    rows = await Study.raw("SELECT COUNT(*) AS n FROM (SELECT 1 FROM lb_study WHERE project = {} LIMIT {}) m",
+                           project.id, n + 1)
+    return rows[0]["n"] <= n
 
 
 def _matching(project: Project, where: list[str], args: list, *, patient: bool) -> tuple[str, list]:

@@ -17,8 +17,12 @@ from tests.helpers import creds, make_project
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
-@pytest.fixture
-async def projects_ab(app):
+@pytest.fixture(params=["per-study", "trigram index"])
+async def projects_ab(app, request, monkeypatch):
+    # Both ways a search runs on SQLite (a small project checks its own studies, a big one reads the index);
+    # on PostgreSQL the planner chooses, so both params run the same query there.
+    if request.param == "trigram index":
+        monkeypatch.setattr(browse, "SMALL_PROJECT", 0)
     a = await make_project("finda", {"rev": "reviewer"})
     b = await make_project("findb", {"rev": "reviewer"})
     return a, b
