@@ -54,7 +54,7 @@ def free_port() -> int:
 
 
 def start_lightbox(data_dir: Path, workers: int = 0, settings: dict | None = None, *, database_url: str = "",
-                   dicom_port: int | None = None) -> tuple[subprocess.Popen, str]:
+                   dicom_port: int | None = None, processes: int = 1) -> tuple[subprocess.Popen, str]:
     """A Lightbox on a free port with project 'bench' (its `settings` changed as given)."""
     env = {**os.environ, "LIGHTBOX_DATA_DIR": str(data_dir), "LIGHTBOX_ADMIN_PASSWORD": ADMIN_PASSWORD}
     if database_url:
@@ -68,7 +68,7 @@ def start_lightbox(data_dir: Path, workers: int = 0, settings: dict | None = Non
                 "async def go():\n    p = await Project.objects().get(Project.name == 'bench')\n"
                 "    await projects.update_settings(p, json.loads(sys.argv[1]))\ncli._run(go())")
         subprocess.run([sys.executable, "-c", code, json.dumps(settings)], env=env, check=True, capture_output=True)
-    extra = ["--dicom-port", str(dicom_port)] if dicom_port else []
+    extra = (["--dicom-port", str(dicom_port)] if dicom_port else []) + ["--processes", str(processes)]
     proc = subprocess.Popen([*lb, "serve", "--port", str(port), "--workers", str(workers), *extra], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -237,11 +237,14 @@ def side_by_side(args, tmp: Path) -> None:
     finally:
         orthanc.terminate()
         orthanc.wait(timeout=60)
-    backends = [("sqlite", "")] + ([("postgres", args.postgres)] if args.postgres else [])
-    for name, url in backends:
+    backends = [(f"{db}{'' if n == 1 else f' x{n}'}", url, n)
+                for db, url in [("sqlite", "")] + ([("postgres", args.postgres)] if args.postgres else [])
+                for n in args.processes]
+    for name, url, n_proc in backends:
         db_url = _fresh_pg(url) if url else ""
         dicom_port = free_port()
-        proc, base = start_lightbox(tmp / f"lb-{name}", database_url=db_url, dicom_port=dicom_port)
+        proc, base = start_lightbox(tmp / f"lb-{name.replace(' ', '')}", database_url=db_url, dicom_port=dicom_port,
+                                    processes=n_proc)
         try:
             hdr = {"X-USERNAME": "admin", "X-PASSWORD": ADMIN_PASSWORD}
             n = len(sets["http"])
@@ -258,20 +261,21 @@ def side_by_side(args, tmp: Path) -> None:
             proc.terminate()
             proc.wait(timeout=60)
     print(f"\n{args.n} CT 512x512 instances; {args.k} clients for HTTP and STOW; 16 clients for retrieval")
-    print(f"{'test':44} {'backend':9} {'Lightbox':>10} {'Orthanc':>10} {'ratio':>7}")
+    print(f"{'test':44} {'backend':12} {'Lightbox':>10} {'Orthanc':>10} {'ratio':>7}")
     labels = {"http": "HTTP one instance per request (inst/s)", "stow": f"STOW-RS {args.stow_per}/request (inst/s)",
               "dimse": f"storescu, one association of {args.dimse_n} (inst/s)"}
-    for name, _ in backends:
+    print("(sqlite xN: `lightbox serve --processes N`, N web processes on one port; RSS is the first process's)")
+    for name, _, _ in backends:
         for test, label in labels.items():
             lb, ot = figures[test, name], figures[test, "orthanc"]
-            print(f"{label:44} {name:9} {lb:10.1f} {ot:10.1f} {lb / ot:6.2f}x")
+            print(f"{label:44} {name:12} {lb:10.1f} {ot:10.1f} {lb / ot:6.2f}x")
         for key, label in (("metadata_ms", "WADO metadata, 100-instance series (ms p50)"),
                            ("series_rps", "WADO series retrieve, 16 clients (req/s)"),
                            ("instance_rps", "WADO instance retrieve, 16 clients (req/s)")):
             lb, ot = figures["wado", name][key], figures["wado", "orthanc"][key]
             ratio = ot / lb if key.endswith("_ms") else lb / ot
-            print(f"{label:44} {name:9} {lb:10.1f} {ot:10.1f} {ratio:6.2f}x")
-        print(f"{'server peak RSS (MB)':44} {name:9} {figures['rss', name]:10.0f}")
+            print(f"{label:44} {name:12} {lb:10.1f} {ot:10.1f} {ratio:6.2f}x")
+        print(f"{'server peak RSS (MB)':44} {name:12} {figures['rss', name]:10.0f}")
 
 
 def _wado(series_url: str, sops: list[str], headers: dict, args) -> dict:
@@ -324,6 +328,8 @@ def main() -> None:
     ap.add_argument("--stow-n", type=int, default=500, help="instances sent by STOW-RS")
     ap.add_argument("--stow-per", type=int, default=50, help="instances per STOW-RS request")
     ap.add_argument("--dimse-n", type=int, default=500, help="instances in the storescu association")
+    ap.add_argument("--processes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
+                    help="with --orthanc: Lightbox's web processes, one run per value (default 1,2)")
     ap.add_argument("--repeat", type=int, default=9, help="repeats of the metadata request")
     args = ap.parse_args()
 

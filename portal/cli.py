@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import subprocess
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -71,7 +74,12 @@ def migrate() -> None:
 @click.option("--dicom-port", default=None, type=int, help="Also run a DICOM C-STORE receiver on this port.")
 @click.option("--dicom-default-project", default=None, metavar="NAME",
               help="Project for C-STORE calls whose called AE title names no project (else they are rejected).")
-def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_default_project: str | None) -> None:
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Web server processes sharing the port (one per CPU core uses them all); the first also runs "
+                   "the queue consumer threads and the C-STORE receiver.")
+@click.option("--socket-fd", default=None, type=int, hidden=True)  # set for the other processes of --processes
+def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_default_project: str | None,
+          processes: int, socket_fd: int | None) -> None:
     """Serve the portal and APIs, with queue consumer threads in the same process."""
     import uvicorn
 
@@ -81,6 +89,11 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
 
     heap.return_freed_memory()
     settings = _setup()
+    if socket_fd is not None:  # one of the other web processes of --processes: requests only
+        sock = socket.socket(fileno=socket_fd)
+        uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning",
+                                      timeout_graceful_shutdown=30)).run(sockets=[sock])
+        return
     _run(db.migrate())
     click.echo(_run(bootstrap.ensure_admin(settings)))
     receiver = None
@@ -106,11 +119,42 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
     app = create_app(settings, lifespans=[*([receiver.serving] if receiver else []), consuming])
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
                                            timeout_graceful_shutdown=30))
+    sockets, others = None, []
+    if processes > 1:
+        # One listening socket, accepted on by every process: the kernel hands each connection to one of them.
+        sock = socket.create_server((host, port), backlog=2048)
+        sockets = [sock]
+        others = [_web_process(host, port, sock) for _ in range(processes - 1)]
     click.echo(f"Lightbox is serving on http://{host}:{port} ({settings.database_kind} database, "
-               f"{settings.queue_kind} queue, {workers} worker thread(s))")
+               f"{settings.queue_kind} queue, {workers} worker thread(s), {processes} web process(es))")
     # uvicorn owns SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish, runs the lifespan's
-    # shutdown (consumer, receiver, pool), then returns.
-    server.run()
+    # shutdown (consumer, receiver, pool), then returns; the other web processes are then stopped alike.
+    try:
+        server.run(sockets=sockets)
+    finally:
+        for proc in others:
+            proc.terminate()
+        for proc in others:
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _die_with_parent() -> None:
+    """In a child before exec (Linux): SIGTERM when the parent dies, even by kill -9, so none is orphaned."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _web_process(host: str, port: int, sock: socket.socket) -> subprocess.Popen:
+    """Another web process of `serve --processes`, serving requests on `sock` (no consumer, no receiver)."""
+    fd = sock.fileno()
+    return subprocess.Popen([sys.executable, "-m", "portal.cli", "serve", "--host", host, "--port", str(port),
+                             "--workers", "0", "--socket-fd", str(fd)], pass_fds=[fd], preexec_fn=_die_with_parent)
 
 
 @main.command()
