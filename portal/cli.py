@@ -121,10 +121,15 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
                                            timeout_graceful_shutdown=30))
     sockets, others = None, []
     if processes > 1:
-        # One listening socket, accepted on by every process: the kernel hands each connection to one of them.
-        sock = socket.create_server((host, port), backlog=2048)
-        sockets = [sock]
-        others = [_web_process(host, port, sock) for _ in range(processes - 1)]
+        # A listening socket per process on the one port (SO_REUSEPORT): the kernel spreads new connections
+        # over them by address hash. (With one shared socket, whichever process sat idle in accept() took
+        # nearly every connection, and the others served little.) Each is bound here, so a port in use
+        # fails at once, and then belongs to its process alone: when one dies, its share goes to the rest.
+        sockets = [_listening(host, port)]
+        for _ in range(processes - 1):
+            sock = _listening(host, port)
+            others.append(_web_process(host, port, sock))
+            sock.close()
     click.echo(f"Lightbox is serving on http://{host}:{port} ({settings.database_kind} database, "
                f"{settings.queue_kind} queue, {workers} worker thread(s), {processes} web process(es))")
     # uvicorn owns SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish, runs the lifespan's
@@ -139,6 +144,11 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
                 proc.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _listening(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048, reuse_port=True)
 
 
 def _die_with_parent() -> None:
