@@ -240,3 +240,31 @@ async def test_tallies_hold_when_one_statement_inserts_many_decisions(client, tm
     # Again on a series the reviewer already decided (not a new one for them), and a new reviewer.
     await Decision.insert(row(series[0], "UN"), row(series[1], "UE"), row(series[1], "U", "other", "reviewer"))
     assert await _tallied(project) == await _recounted(project)
+
+
+async def test_summaries_and_search_hold_when_one_statement_inserts_many_series(client, tmp_path, project):
+    """A bulk load or an import inserts many series of several studies in one statement (PostgreSQL
+    summarises them per statement): each study's counts, the tallies and the search text as if one by one."""
+    s1, s2 = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    await _upload(client, tmp_path, s1, 1, "MANY-1")
+    await _upload(client, tmp_path, s2, 1, "MANY-2")
+    studies = {uid: await Study.objects().get(Study.study_instance_uid == uid) for uid in (s1, s2)}
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def row(study, status, description=""):
+        uid = pydicom.uid.generate_uid()
+        return Series(key=f"{project.id}:{uid}", project=project.id, study=study.id, series_instance_uid=uid,
+                      modality="CT", description=description, review_status=status, last_instance_at=now,
+                      created_at=now)
+
+    await Series.insert(row(studies[s1], "complete", "Zebrafinch localiser"), row(studies[s1], "needs_senior_review"),
+                        row(studies[s2], "complete"), row(studies[s2], "complete", "zebrafinch axial"))
+    assert await _summary(s1) == {"n_series": 3, "n_unreviewed": 1, "n_senior": 1, "review_status": "unreviewed",
+                                  "ai_min": None}
+    assert await _summary(s2) == {"n_series": 3, "n_unreviewed": 1, "n_senior": 0, "review_status": "unreviewed",
+                                  "ai_min": None}
+    assert await _tallied(project) == await _recounted(project)
+    found = await browse.search_studies(project, browse.StudyQuery(q="zebrafinch"))
+    assert sorted(r["study_instance_uid"] for r in found.rows) == sorted([s1, s2])
+    found = await browse.search_studies(project, browse.StudyQuery(q="localiser"))
+    assert [r["study_instance_uid"] for r in found.rows] == [s1]
