@@ -1,4 +1,5 @@
-"""PostgreSQL: new series summarised once per statement, not once per row (issue 12: bulk loads).
+"""PostgreSQL: new series and new decisions summarised once per statement, not once per row (issue 12:
+bulk loads and imports).
 
 Two row triggers ran for every inserted series: lb_series_summary recounted its study (and wrote the study
 row) and bumped three tallies; lb_series_search rewrote the study row again for its search text. A COPY of
@@ -6,7 +7,8 @@ row) and bumped three tallies; lb_series_search rewrote the study row again for 
 among them) and 900k tally upserts: about 12 minutes. One statement trigger with the inserted rows as a
 transition table does the same once per statement: each touched study locked (in id order), recounted and
 given its search text in one write, and each tally bumped once per (project, key). A single-series ingest
-costs what it did. Updates and deletes keep their row triggers (a cascade deletes a study's series at once,
+costs what it did. New decisions likewise: the per-reviewer and per-day tallies bumped once per key, and each
+decided series' reader count and latest decision recomputed once. Updates and deletes keep their row triggers (a cascade deletes a study's series at once,
 which the row triggers already handle); SQLite keeps its row triggers (it has no statement triggers).
 """
 
@@ -17,7 +19,7 @@ from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 
 ID = "2026-12-04T18:10:00:000000"
 VERSION = "1.38.0"
-DESCRIPTION = "lb_series inserts summarised per statement (PostgreSQL)"
+DESCRIPTION = "lb_series and lb_decision inserts summarised per statement (PostgreSQL)"
 
 
 def _earlier(name: str):
@@ -52,8 +54,32 @@ FUNCTION = f"""CREATE OR REPLACE FUNCTION lb_series_added() RETURNS trigger AS $
         RETURN NULL;
     END $$ LANGUAGE plpgsql"""
 
+
+def _bump(name: str, key: str) -> str:
+    return f"""INSERT INTO lb_tally (project, name, key, n)
+        SELECT a.project, '{name}', {key}, COUNT(*) FROM added a
+        WHERE EXISTS (SELECT 1 FROM lb_project WHERE id = a.project)
+        GROUP BY a.project, {key}
+        ON CONFLICT (project, name, key) DO UPDATE SET n = lb_tally.n + excluded.n"""
+
+
+DECISIONS = f"""CREATE OR REPLACE FUNCTION lb_decision_added() RETURNS trigger AS $$
+    BEGIN
+        {_bump('reviewer', _summary.REVIEWER.format(r='a'))};
+        {_bump('day', _summary.POSTGRES_DAY.format(r='a') + " || '|' || a.code")};
+        {_summary.READERS} WHERE id IN (SELECT DISTINCT series FROM added);
+        RETURN NULL;
+    END $$ LANGUAGE plpgsql"""
+
 FORWARDS = [
     FUNCTION,
+    DECISIONS,
+    "DROP TRIGGER IF EXISTS lb_decision_summary_write ON lb_decision",
+    "CREATE TRIGGER lb_decision_summary_write AFTER DELETE ON lb_decision FOR EACH ROW "
+    "EXECUTE FUNCTION lb_decision_summary()",
+    "DROP TRIGGER IF EXISTS lb_decision_added ON lb_decision",
+    "CREATE TRIGGER lb_decision_added AFTER INSERT ON lb_decision REFERENCING NEW TABLE AS added "
+    "FOR EACH STATEMENT EXECUTE FUNCTION lb_decision_added()",
     "DROP TRIGGER IF EXISTS lb_series_summary_write ON lb_series",
     "CREATE TRIGGER lb_series_summary_write AFTER DELETE ON lb_series FOR EACH ROW EXECUTE FUNCTION lb_series_summary()",
     "DROP TRIGGER IF EXISTS lb_series_search_write ON lb_series",
@@ -66,6 +92,11 @@ FORWARDS = [
 BACKWARDS = [
     "DROP TRIGGER IF EXISTS lb_series_added ON lb_series",
     "DROP FUNCTION IF EXISTS lb_series_added()",
+    "DROP TRIGGER IF EXISTS lb_decision_added ON lb_decision",
+    "DROP FUNCTION IF EXISTS lb_decision_added()",
+    "DROP TRIGGER IF EXISTS lb_decision_summary_write ON lb_decision",
+    "CREATE TRIGGER lb_decision_summary_write AFTER INSERT OR DELETE ON lb_decision "
+    "FOR EACH ROW EXECUTE FUNCTION lb_decision_summary()",
     "DROP TRIGGER IF EXISTS lb_series_summary_write ON lb_series",
     "CREATE TRIGGER lb_series_summary_write AFTER INSERT OR DELETE ON lb_series "
     "FOR EACH ROW EXECUTE FUNCTION lb_series_summary()",
