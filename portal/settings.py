@@ -97,7 +97,10 @@ class Settings:
         timeout = query.get("statement_timeout", str(STATEMENT_TIMEOUT_MS))
         if not timeout.isdigit():
             raise ValueError(f"statement_timeout in LIGHTBOX_DATABASE_URL must be milliseconds, not {timeout!r}")
-        params["server_settings"] = {"statement_timeout": timeout,
+        # Every statement planned for its own parameters: asyncpg prepares them, and after five runs PostgreSQL
+        # may switch to one generic plan for any project. Projects differ in size by orders of magnitude,
+        # and a plan fit for the average one read all 100k studies of a big project to page a small one's 20.
+        params["server_settings"] = {"statement_timeout": timeout, "plan_cache_mode": "force_custom_plan",
                                      "application_name": query.get("application_name", "lightbox")}
         return params
 

@@ -24,7 +24,8 @@ def test_defaults_and_statement_timeout(tmp_path):
     assert "password" not in p and "ssl" not in p
     assert p["server_settings"]["statement_timeout"] == "60000"
     p = params("postgres://u@h/db?statement_timeout=2500&application_name=worker-3", tmp_path)
-    assert p["server_settings"] == {"statement_timeout": "2500", "application_name": "worker-3"}
+    assert p["server_settings"] == {"statement_timeout": "2500", "plan_cache_mode": "force_custom_plan",
+                                    "application_name": "worker-3"}
     with pytest.raises(ValueError, match="statement_timeout"):
         params("postgres://u@h/db?statement_timeout=soon", tmp_path)
 
