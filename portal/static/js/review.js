@@ -89,13 +89,16 @@ document.addEventListener("keydown", (e) => {
   if (e.target.closest("textarea, select, [contenteditable], input:not([type=checkbox]):not([type=radio]):not([type=button]):not([type=submit])")
       || e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
   const key = e.key.toLowerCase();
+  // A panel just swapped in is wired by htmx only when it settles (~20 ms later): a key pressed before that
+  // would submit the bare form natively (a GET of this page). Wiring it first is a no-op once it is wired.
+  const wired = (el) => { if (window.htmx) htmx.process(el); return el; };
   if (key === "z") {
     const undo = document.getElementById("undo-decision");
-    if (undo) { e.preventDefault(); undo.click(); }
+    if (undo) { e.preventDefault(); wired(undo).click(); }
     return;
   }
   const button = panel()?.querySelector(`button.decision[data-key="${key}"]:not([disabled])`);
-  if (button) { e.preventDefault(); button.click(); }
+  if (button) { e.preventDefault(); wired(button.form); button.click(); }
 });
 
 document.body.addEventListener("htmx:afterSwap", (e) => { if (e.detail.target.id === "review-panel" || e.detail.elt.id === "review-panel") wire(); });
