@@ -127,6 +127,14 @@ def live_server(template, tmp_path_factory, live_server_env):
     log.close()
 
 
+def sign_out(page) -> None:
+    """Drop the browser's cookies, after leaving the page: a request of the page still in flight (a viewer
+    loading its images) would otherwise set a fresh CSRF cookie over the one the next sign-in form was made
+    with, and that sign-in would be refused (403)."""
+    page.goto("about:blank")
+    page.context.clear_cookies()
+
+
 def sign_in(page, server: LiveServer, username: str = "admin", password: str = ADMIN_PASSWORD) -> None:
     page.goto(server.url + "/login")
     page.get_by_label("Username").fill(username)

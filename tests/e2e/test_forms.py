@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from portal.dicom import samples
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import sign_in, sign_out
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_reviewer_reports_and_manager_edits_the_form(page, live_server, series_u
     if add.count():
         add.click()
     expect(page.locator("#assigned-cxr-tb-screening")).to_be_visible()
-    page.context.clear_cookies()
+    sign_out(page)
 
     # A reviewer opens the series' forms and fills the TB report with a mistake.
     sign_in(page, live_server, "rita", "rita-password-1")
@@ -74,7 +74,7 @@ def test_reviewer_reports_and_manager_edits_the_form(page, live_server, series_u
     expect(entry.locator("time")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
     expect(entry.locator("time")).to_have_attribute("datetime", re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"))
     page.screenshot(path=str(tmp_path / "forms-panel.png"), full_page=True)
-    page.context.clear_cookies()
+    sign_out(page)
 
     # The manager adds a question in the builder and saves version 2.
     sign_in(page, live_server, "mark", "mark-password-1")

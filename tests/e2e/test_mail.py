@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from portal.dicom import samples
 from tests.api.test_mail import Inbox, free_port
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import sign_in, sign_out
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_flag_a_case_and_see_it_everywhere(page, live_server, inbox, tmp_path):
     assert len(shots) == 1 and shots[0].get_content()[:4] == b"\x89PNG" and len(shots[0].get_content()) > 1000
 
     # The colleague's bell counts it; the badge is there for everyone.
-    page.context.clear_cookies()  # signed out (GET /logout is refused: logout is POST only)
+    sign_out(page)  # (GET /logout is refused: logout is POST only)
     sign_in(page, live_server, "senior", "senior-password")
     expect(page.locator("#bell .bell-count")).to_have_text("1")
     page.locator("#bell").click()
@@ -71,7 +71,7 @@ def test_flag_a_case_and_see_it_everywhere(page, live_server, inbox, tmp_path):
     expect(page.locator("#flagged-badge")).to_be_visible()
 
     # The admin's audit page lists who looked at and flagged the case, and the mail.
-    page.context.clear_cookies()  # signed out (GET /logout is refused: logout is POST only)
+    sign_out(page)  # (GET /logout is refused: logout is POST only)
     sign_in(page, live_server)
     page.goto(f"{live_server.url}/admin/audit?object={uid}")
     rows = page.locator("table.audit tbody tr")

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from portal.dicom import samples
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import sign_in, sign_out
 
 DESKTOP = {"width": 1280, "height": 800}
 HEADER_WINDOW = (40, 400)  # centre, width: what both series' headers say
@@ -106,7 +106,7 @@ def test_a_series_is_downloaded_linked_and_deleted(browser, live_server, series)
     page.goto(address)
     expect(page.locator("#housekeeping #download")).to_be_visible()
     expect(page.locator("#housekeeping #delete")).to_have_count(0)
-    page.context.clear_cookies()
+    sign_out(page)
 
     sign_in(page, live_server, "meg", "meg-password")
     page.goto(address)
