@@ -104,6 +104,12 @@ def related(paths: list[Path]):
     return body(), f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
+def settle() -> None:
+    """Write back what the previous test left dirty (Orthanc does not fsync its files) before the clock starts:
+    otherwise the next server's fsyncs wait behind the last one's writeback."""
+    os.sync()
+
+
 def send_all(files: list[Path], url: str, k: int, raw: bool, headers: dict) -> float:
     local = threading.local()
 
@@ -118,6 +124,7 @@ def send_all(files: list[Path], url: str, k: int, raw: bool, headers: dict) -> f
         if r.status_code >= 300:
             raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
 
+    settle()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(k) as pool:
         list(pool.map(one, files))
@@ -159,6 +166,7 @@ def form_upload(files: list[Path], url: str, k: int, headers: dict) -> float:
         if r.status_code >= 300:
             raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
 
+    settle()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(k) as pool:
         list(pool.map(one, files))
@@ -174,6 +182,7 @@ def stow(files: list[Path], url: str, k: int, per: int, headers: dict) -> float:
         if r.status_code >= 300:
             raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
 
+    settle()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(k) as pool:
         list(pool.map(one, groups))
@@ -182,6 +191,7 @@ def stow(files: list[Path], url: str, k: int, per: int, headers: dict) -> float:
 
 def storescu(files: list[Path], port: int, aet: str) -> float:
     """One association sending every file (dcmtk; TCP_NODELAY on)."""
+    settle()
     t0 = time.perf_counter()
     subprocess.run(["storescu", "-aec", aet, "-aet", "BENCHSCU", "127.0.0.1", str(port), *map(str, files)],
                    check=True, capture_output=True, env={**os.environ, "TCP_NODELAY": "1"})
@@ -201,6 +211,7 @@ def timed_gets(urls: list[str], k: int, headers: dict) -> float:
         if r.status_code != 200:
             raise RuntimeError(f"{url}: {r.status_code}: {r.text[:200]}")
 
+    settle()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(k) as pool:
         list(pool.map(one, urls))
@@ -352,6 +363,7 @@ def main() -> None:
                 files = [samples.restamp(one, tmp / "big" / f"{i}.dcm") for i in range(count)]
                 total = sum(f.stat().st_size for f in files)
                 body, ctype = related(files)
+                settle()
                 t0 = time.perf_counter()
                 r = httpx.post(url, content=body, headers={**headers, "Content-Type": ctype}, timeout=3600)
                 dt = time.perf_counter() - t0

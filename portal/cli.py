@@ -89,9 +89,15 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
 
     heap.return_freed_memory()
     settings = _setup()
+
+    @asynccontextmanager
+    async def started(_app):
+        heap.freeze_startup_objects()  # entered last: everything start-up made is there
+        yield
+
     if socket_fd is not None:  # one of the other web processes of --processes: requests only
         sock = socket.socket(fileno=socket_fd)
-        uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning",
+        uvicorn.Server(uvicorn.Config(create_app(settings, lifespans=[started]), log_level="warning",
                                       timeout_graceful_shutdown=30)).run(sockets=[sock])
         return
     _run(db.migrate())
@@ -116,7 +122,7 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
             # In a thread: stopping waits for running tasks, whose queries need this loop to stay free.
             await asyncio.to_thread(queue.stop_embedded, consumer)
 
-    app = create_app(settings, lifespans=[*([receiver.serving] if receiver else []), consuming])
+    app = create_app(settings, lifespans=[*([receiver.serving] if receiver else []), consuming, started])
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
                                            timeout_graceful_shutdown=30))
     sockets, others = None, []

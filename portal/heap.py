@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 
 log = logging.getLogger("lightbox")
@@ -32,3 +33,12 @@ def return_freed_memory() -> bool:
     if not ok:
         log.debug("mallopt refused the memory policy")
     return ok
+
+
+def freeze_startup_objects() -> None:
+    """Move everything alive after start-up (modules, routes, templates, caches) out of the collector's
+    reach, and collect the young generation less often: a request allocates thousands of short-lived objects,
+    and the full collections they set off walked the whole start-up heap again and again."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)

@@ -101,18 +101,23 @@ async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: "
     """Split a multipart body into parts: file parts land in `tmpdir` (a folder or a Spool), small fields stay
     in memory. With `memory`, file parts are kept in memory (`Part.data`) while the request's total stays
     within that many bytes: they are parsed, hashed and written to the store from there, never spooled and
-    read back. Zips always go to disk (they are expanded from a file)."""
+    read back. Zips always go to disk (they are expanded from a file).
+
+    The body accumulates in one buffer and is read by offset: a part kept in memory is copied out of it once,
+    whatever the sizes of the chunks the server hands over (no per-chunk slices, joins or re-growing copies)."""
     spool = _spool(tmpdir)
     room = memory
     if not boundary or len(boundary) > 200:
         raise Invalid("The multipart body has no usable boundary parameter.", "no_boundary")
     delim = b"\r\n--" + boundary.encode("latin-1")
+    tail = len(delim) - 1  # bytes at the buffer's end that may be the start of a delimiter
     it = chunks.__aiter__()
     buf = bytearray(b"\r\n")  # lets the first boundary match the same delimiter as the others
+    pos = 0  # where the unread data starts in buf; offsets held across more() are kept relative to it
     total = 0
 
     async def more() -> bool:
-        nonlocal total
+        nonlocal total, pos
         try:
             chunk = await it.__anext__()
         except StopAsyncIteration:
@@ -120,34 +125,47 @@ async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: "
         total += len(chunk)
         if total > max_total:
             raise TooLarge(f"The upload is larger than the limit of {max_total // 2**20} MB.", "too_large")
+        if pos > 65536 and 2 * pos >= len(buf):  # drop what was read (rarely: a part in memory holds pos)
+            del buf[:pos]
+            pos = 0
         buf.extend(chunk)
         return True
 
-    while (i := buf.find(delim)) < 0:
-        del buf[:max(0, len(buf) - len(delim))]
+    def take(start: int, end: int) -> bytes:
+        with memoryview(buf) as view:
+            return bytes(view[start:end])
+
+    def write(out, start: int, end: int) -> None:
+        with memoryview(buf) as view:
+            out.write(view[start:end])
+
+    while (i := buf.find(delim, pos)) < 0:
+        pos = max(pos, len(buf) - tail)  # the preamble is ignored
         if not await more():
             raise Invalid("The body is not multipart: its boundary never appears.", "no_data_submitted")
-    del buf[:i + len(delim)]
+    pos = i + len(delim)
 
     parts: list[Part] = []
     while True:
-        while len(buf) < 2:
+        while len(buf) - pos < 2:
             if not await more():
                 raise Invalid("The multipart body ends early (truncated).", "truncated")
-        if buf[:2] == b"--":
+        if buf[pos:pos + 2] == b"--":
             return parts
-        while (eol := buf.find(b"\r\n")) < 0:
-            if len(buf) > MAX_HEADER_BYTES or not await more():
+        while (eol := buf.find(b"\r\n", pos)) < 0:  # the rest of the boundary line (transport padding)
+            if len(buf) - pos > MAX_HEADER_BYTES or not await more():
                 raise Invalid("The multipart body is malformed.", "malformed_multipart")
-        del buf[:eol + 2]
-        if buf[:2] == b"\r\n":
-            headers, start = {}, 2
+        pos = eol + 2
+        while len(buf) - pos < 2:
+            if not await more():
+                raise Invalid("The multipart body ends early (truncated).", "truncated")
+        if buf[pos:pos + 2] == b"\r\n":
+            headers, pos = {}, pos + 2
         else:
-            while (end := buf.find(b"\r\n\r\n")) < 0:
-                if len(buf) > MAX_HEADER_BYTES or not await more():
+            while (end := buf.find(b"\r\n\r\n", pos)) < 0:
+                if len(buf) - pos > MAX_HEADER_BYTES or not await more():
                     raise Invalid("A part's headers are malformed or too long.", "malformed_multipart")
-            headers, start = _parse_headers(bytes(buf[:end])), end + 4
-        del buf[:start]
+            headers, pos = _parse_headers(bytes(buf[pos:end])), end + 4
         if len(parts) >= max_parts:
             raise TooLarge(f"More than {max_parts} parts in one request.", "too_many_parts")
         disp = _disposition(headers.get("content-disposition", ""))
@@ -160,41 +178,42 @@ async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: "
             if room <= 0:
                 out, part.path = spool.create("part-", ".bin")
             part.filename = sanitize_filename(part.filename or f"part-{len(parts) + 1}")
-        value = bytearray()
 
-        def write(data) -> None:
-            nonlocal out
-            part.size += len(data)
-            if out is not None:
-                out.write(data)
+        def settle(upto: int) -> None:
+            """What is known to be this part's, up to `upto`: to disk when it goes there, else checked."""
+            nonlocal out, pos
+            if upto <= pos:
                 return
-            value.extend(data)
-            if not is_file:
-                if len(value) > MAX_FIELD_BYTES:
-                    raise TooLarge(f"Form field '{part.name}' is too long.", "field_too_long")
-            elif len(value) > room or value[:4] == ZIP_MAGIC:  # past the memory allowed: to disk
-                out, part.path = spool.create("part-", ".bin")
-                out.write(value)
-                value.clear()
+            if out is None and is_file and (upto - pos > room or buf[pos:pos + 4] == ZIP_MAGIC):
+                out, part.path = spool.create("part-", ".bin")  # past the memory allowed, or a zip: to disk
+            if out is not None:
+                write(out, pos, upto)
+                part.size += upto - pos
+                pos = upto
+            elif not is_file and upto - pos > MAX_FIELD_BYTES:
+                raise TooLarge(f"Form field '{part.name}' is too long.", "field_too_long")
 
         try:
-            while (i := buf.find(delim)) < 0:
-                keep = len(delim) - 1
-                if len(buf) > keep:
-                    write(buf[:-keep])
-                    del buf[:-keep]
+            scan = pos
+            while (i := buf.find(delim, scan)) < 0:
+                settle(len(buf) - tail)
+                ahead = max(len(buf) - tail, pos) - pos  # searched already, relative to pos
                 if not await more():
                     raise Invalid("The multipart body ends early (truncated).", "truncated")
-            write(buf[:i])
-            del buf[:i + len(delim)]
+                scan = pos + ahead
+            settle(i)
+            if out is None:
+                value = take(pos, i)
+                part.size = len(value)
+                if is_file:
+                    part.data = value
+                    room -= len(value)
+                else:
+                    part.value = value
+            pos = i + len(delim)
         finally:
             if out is not None:
                 out.close()
-        if is_file and out is None:
-            part.data = bytes(value)
-            room -= len(part.data)
-        else:
-            part.value = bytes(value)
         parts.append(part)
 
 

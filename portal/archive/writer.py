@@ -148,58 +148,30 @@ def _fail(job: Job, exc: BaseException) -> None:
 async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list | None = None) -> None:
     store = storage_mod.current()
     audits = [j.audit for j in batch if j.audit]
-    jobs = [j for j in batch if j.read is not None]
-    # What is stored already: one query for the whole batch.
-    keys = list({j.key for j in jobs})
-    existing = {}
-    if keys:  # raw: the ORM's query building cost more than the query
-        for row in await Instance.raw('SELECT "id", "key", "md5", "file_key" FROM lb_instance WHERE "key" IN ('
-                                      + ", ".join(["{}"] * len(keys)) + ")", *keys):
-            existing[row["key"]] = row
-    seen: set[str] = set()
-    todo: list[Job] = []
-    later: list[Job] = []
-    for job in jobs:
+    jobs = []
+    for job in batch:
+        if job.read is None:
+            continue
         if not job.placed:
             _fail(job, job.error or RuntimeError("the file was not written"))
-            continue
-        if job.key in seen:  # a second copy in this batch: answered after the first is committed
-            later.append(job)
-            continue
-        row = existing.get(job.key)
-        if row is not None:
-            if row["md5"] == job.read.md5 or await _same_dataset(store, job, row):
-                await _drop_unless_kept(store, job, row)
-                _done(job, ALREADY_STORED)
-                continue
-            if not job.allow_overwrite:
-                await _drop_unless_kept(store, job, row)
-                _done(job, CONFLICT)
-                continue
-            job.replace = row
-        seen.add(job.key)
-        todo.append(job)
-    placed = todo
-    results: dict[int, tuple] = {}
-    try:
-        if placed or audits:
-            results = await _transact(_batch(placed, audits))
-        audits = []
-    except Exception as exc:
-        if len(placed) <= 1 and not audits:
-            for job in placed:
-                await _delete_orphan(store, job.file_key)
-                _fail(job, exc)
-            placed = []
         else:
-            log.warning("ingest batch of %d failed; storing its instances one by one", len(placed), exc_info=True)
-            results = {}
-            for job in placed:
-                try:
-                    results.update(await _transact(_write_rows([job])))
-                except Exception as exc:
-                    await _delete_orphan(store, job.file_key)
-                    _fail(job, exc)
+            jobs.append(job)
+    # The usual batch (nothing in it stored already) is looked up and written in one transaction: one hop to
+    # SQLite's thread, one connection on PostgreSQL. A batch that meets stored rows goes the long way below.
+    written = None
+    if jobs:
+        try:
+            existing, written = await _transact(_unless_stored(jobs, audits))
+        except Exception:  # written one by one below, where a bad instance fails alone
+            existing = None
+    else:
+        existing = {}
+    later: list[Job] = []
+    if written is not None:
+        placed, later, results = written
+        audits = []
+    else:
+        placed, later, results, audits = await _against_stored(store, jobs, existing, audits)
     if audits:
         try:
             await _transact(_write_audits(audits))
@@ -242,6 +214,78 @@ async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list
             w.queue.extendleft(reversed(later))
         else:
             await commit_batch(later, None, after_commit=after_commit)
+
+
+def _first_copies(jobs: list[Job]) -> tuple[list[Job], list[Job]]:
+    """(first copy of each SOP Instance UID, the second copies: answered in the next batch, after the first)."""
+    seen: set[str] = set()
+    todo, later = [], []
+    for job in jobs:
+        (later if job.key in seen else todo).append(job)
+        seen.add(job.key)
+    return todo, later
+
+
+def _stored_rows(keys: list[str]):
+    """{key: row} of the instances stored already under these keys."""
+    rows = yield from _fetch('SELECT "id", "key", "md5", "file_key" FROM lb_instance WHERE "key" IN '
+                             + _in(keys), keys)
+    return {r["key"]: r for r in rows}
+
+
+def _unless_stored(jobs: list[Job], audits: list[dict]):
+    """(stored rows, None) when any instance of the batch is stored already (nothing written), else
+    ({}, (written jobs, second copies, their results)) with the batch and its audit rows written."""
+    existing = yield from _stored_rows(list({j.key for j in jobs}))
+    if existing:
+        return existing, None
+    todo, later = _first_copies(jobs)
+    return {}, (todo, later, (yield from _batch(todo, audits)))
+
+
+async def _against_stored(store: FileStore, jobs: list[Job], existing: dict | None, audits: list[dict]) -> tuple:
+    """A batch that meets stored rows (or whose one-transaction write failed): same bytes are already stored,
+    other bytes a conflict or an allowed overwrite; the rest written together, or one by one when that fails.
+    (written jobs, second copies, their results, audit rows still to write)."""
+    if existing is None:
+        existing = await _transact(_stored_rows(list({j.key for j in jobs}))) if jobs else {}
+    candidates, later = _first_copies(jobs)
+    todo: list[Job] = []
+    for job in candidates:
+        row = existing.get(job.key)
+        if row is not None:
+            if row["md5"] == job.read.md5 or await _same_dataset(store, job, row):
+                await _drop_unless_kept(store, job, row)
+                _done(job, ALREADY_STORED)
+                continue
+            if not job.allow_overwrite:
+                await _drop_unless_kept(store, job, row)
+                _done(job, CONFLICT)
+                continue
+            job.replace = row
+        todo.append(job)
+    placed = todo
+    results: dict[int, tuple] = {}
+    try:
+        if placed or audits:
+            results = await _transact(_batch(placed, audits))
+        audits = []
+    except Exception as exc:
+        if len(placed) <= 1 and not audits:
+            for job in placed:
+                await _delete_orphan(store, job.file_key)
+                _fail(job, exc)
+            placed = []
+        else:
+            log.warning("ingest batch of %d failed; storing its instances one by one", len(placed), exc_info=True)
+            results = {}
+            for job in placed:
+                try:
+                    results.update(await _transact(_write_rows([job])))
+                except Exception as exc:
+                    await _delete_orphan(store, job.file_key)
+                    _fail(job, exc)
+    return placed, later, results, audits
 
 
 _placers = ThreadPoolExecutor(8, thread_name_prefix="lightbox-place")
