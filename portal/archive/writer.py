@@ -235,14 +235,27 @@ def _stored_rows(keys: list[str]):
     return {r["key"]: r for r in rows}
 
 
+def _series_key(job: Job) -> str:
+    return f"{job.project.id}:{job.read.parsed.series_instance_uid}"
+
+
 def _unless_stored(jobs: list[Job], audits: list[dict]):
     """(stored rows, None) when any instance of the batch is stored already (nothing written), else
-    ({}, (written jobs, second copies, their results)) with the batch and its audit rows written."""
-    existing = yield from _stored_rows(list({j.key for j in jobs}))
+    ({}, (written jobs, second copies, their results)) with the batch and its audit rows written.
+
+    One statement looks up both the batch's instances and its series (a round trip less on PostgreSQL)."""
+    keys, series_keys = list({j.key for j in jobs}), list({_series_key(j) for j in jobs})
+    rows = yield from _fetch(
+        'SELECT \'i\' AS "kind", "id", "key", "md5", "file_key", CAST(NULL AS BIGINT) AS "study", '
+        f'CAST(NULL AS TEXT) AS "ai_status" FROM lb_instance WHERE "key" IN {_in(keys)} UNION ALL '
+        'SELECT \'s\', "id", "key", NULL, NULL, "study", "ai_status" FROM lb_series '
+        f'WHERE "key" IN {_in(series_keys)}', keys + series_keys)
+    existing = {r["key"]: r for r in rows if r["kind"] == "i"}
     if existing:
         return existing, None
+    known = {r["key"]: r for r in rows if r["kind"] == "s"}
     todo, later = _first_copies(jobs)
-    return {}, (todo, later, (yield from _batch(todo, audits)))
+    return {}, (todo, later, (yield from _batch(todo, audits, known)))
 
 
 async def _against_stored(store: FileStore, jobs: list[Job], existing: dict | None, audits: list[dict]) -> tuple:
@@ -482,16 +495,18 @@ def _by_key(table: str, columns: tuple[str, ...], keys: list[str]):
     return {r["key"]: r for r in rows}
 
 
-def _batch(jobs: list[Job], audits: list[dict]):
-    """The statements of one batch: its instances' rows, then its requests' audit rows."""
-    results = yield from _write_rows(jobs)
+def _batch(jobs: list[Job], audits: list[dict], known: dict | None = None):
+    """The statements of one batch: its instances' rows, then its requests' audit rows (`known`: see
+    _write_rows)."""
+    results = yield from _write_rows(jobs, known)
     if audits:
         yield from _write_audits(audits)
     return results
 
 
-def _write_rows(jobs: list[Job]):
+def _write_rows(jobs: list[Job], known: dict | None = None):
     """The rows of `jobs` (in the caller's transaction): {id(job): (what happened, series id or raced row)}.
+    `known`: the series rows of the jobs' series keys, when looked up already in this transaction.
 
     A statement per table per batch (multi-row INSERT … ON CONFLICT DO NOTHING, then a look-up by key), with
     the same answers as the instance-by-instance upserts they replace."""
@@ -499,11 +514,14 @@ def _write_rows(jobs: list[Job]):
         return {}
     now = clock.now()
     out: dict[int, tuple] = {}
-    series_keys = list({f"{j.project.id}:{j.read.parsed.series_instance_uid}" for j in jobs})
-    known = yield from _by_key("lb_series", ("id", "key", "study", "ai_status"), series_keys)
+    if known is None:
+        known = yield from _by_key("lb_series", ("id", "key", "study", "ai_status"),
+                                   list({_series_key(j) for j in jobs}))
+    else:
+        known = dict(known)
     fresh: dict[str, Job] = {}  # series key -> the batch's first instance of a new series
     for job in jobs:
-        skey = f"{job.project.id}:{job.read.parsed.series_instance_uid}"
+        skey = _series_key(job)
         if skey not in known and skey not in fresh:
             fresh[skey] = job
     if fresh:
@@ -523,7 +541,7 @@ def _write_rows(jobs: list[Job]):
     rows = []
     for job in new:
         p = job.read.parsed
-        s = known[f"{job.project.id}:{p.series_instance_uid}"]
+        s = known[_series_key(job)]
         rows.append([job.key, job.project.id, s["id"], p.sop_instance_uid, p.sop_class_uid, p.instance_number,
                      p.transfer_syntax_uid, p.rows or 0, p.columns or 0, p.number_of_frames, job.file_key,
                      job.read.size, job.read.md5, now])
@@ -535,7 +553,7 @@ def _write_rows(jobs: list[Job]):
     hooked: set[str] = set()
     for job in new:
         p = job.read.parsed
-        skey = f"{job.project.id}:{p.series_instance_uid}"
+        skey = _series_key(job)
         s = known[skey]
         if job.key not in inserted:
             raced = raced_rows.get(job.key)
