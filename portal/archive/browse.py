@@ -21,10 +21,16 @@ SORTS = {  # URL value → SQL ORDER BY expression (never user text in SQL)
 SEARCH = {"sqlite": "s.id IN (SELECT rowid FROM lb_study_text WHERE search_text LIKE {})",
           "postgres": "s.search_text LIKE {}"}
 # SQLite cannot weigh the trigram index against the project's own rows (PostgreSQL's planner does, from its
-# statistics): in a small project beside a big one, a common word would read every match in the database.
-# Up to SMALL_PROJECT studies, each of the project's studies is looked up in the text table by rowid instead.
+# statistics), so the search picks its form:
+# - a small project (up to SMALL_PROJECT studies) walks its own studies and reads each one's text by rowid
+#   (a word common elsewhere in the database costs nothing here);
+# - in a big one, the count runs from the trigram index (and stops at COUNT_CAP); when that many match, the
+#   page walks the sort's index, reading each study's text by rowid until the page is full (a common word
+#   fills it at once), else it takes the index's matches (a rare one: few to sort).
 SMALL_PROJECT = 5000
-SEARCH_SMALL_SQLITE = "EXISTS (SELECT 1 FROM lb_study_text t WHERE t.rowid = s.id AND t.search_text LIKE {})"
+SQLITE_WALK_FROM = COUNT_CAP  # matches past which a big project's page walks the sort's index
+SQLITE_TEXT_OF_STUDY = "(SELECT t.search_text FROM lb_study_text t WHERE t.rowid = s.id) LIKE {}"
+SQLITE_TEXT_FIRST = "FROM lb_study_text t CROSS JOIN lb_study s ON s.id = t.rowid WHERE t.search_text LIKE {} AND "
 # AI filter → condition on the study's worst series score (the built-in model's quality, 0-1).
 # critical/low are written as the sort's expression so they use its index.
 AI_FILTERS = {"critical": "COALESCE(s.ai_min, 2) < 0.3", "low": "COALESCE(s.ai_min, 2) < 0.5",
@@ -93,11 +99,6 @@ async def search_studies(project: Project, query: StudyQuery) -> StudyPage:
     count stops at COUNT_CAP matches.
     """
     where, args = ["s.project = {}"], [project.id]
-    if query.q:
-        engine = Study._meta.db.engine_type
-        small = engine == "sqlite" and await _studies_at_most(project, SMALL_PROJECT)
-        where.append(SEARCH_SMALL_SQLITE if small else SEARCH[engine])
-        args.append(f"%{query.q.lower()}%")
     if query.modality:
         where.append("s.modalities LIKE {}")
         args.append(f"%{query.modality.upper()}%")
@@ -112,9 +113,24 @@ async def search_studies(project: Project, query: StudyQuery) -> StudyPage:
         args.append(query.status)
     if query.ai:
         where.append(AI_FILTERS[query.ai])
-    counted, counted_args = _matching(project, where, args, patient=False)
+    pattern = f"%{query.q.lower()}%"
+    text_first = False
+    if query.q:
+        if Study._meta.db.engine_type != "sqlite":
+            where, args = where + [SEARCH["postgres"]], args + [pattern]
+        elif await _studies_at_most(project, SMALL_PROJECT):
+            where, args = where + [SQLITE_TEXT_OF_STUDY], args + [pattern]
+        else:
+            text_first = True
+    if text_first:
+        counted, counted_args = SQLITE_TEXT_FIRST + " AND ".join(where), [pattern, *args]
+    else:
+        counted, counted_args = _matching(project, where, args, patient=False)
     total = (await Study.raw(f"SELECT COUNT(*) AS n FROM (SELECT 1 {counted} LIMIT {COUNT_CAP + 1}) m",
                              *counted_args))[0]["n"]
+    if text_first:
+        walk = total > SQLITE_WALK_FROM
+        where, args = where + [SQLITE_TEXT_OF_STUDY if walk else SEARCH["sqlite"]], args + [pattern]
     base, args = _matching(project, where, args, patient=query.sort in ("patient", "name"))
     direction = "DESC" if query.desc else "ASC"
     ids = [r["id"] for r in await Study.raw(

@@ -17,12 +17,15 @@ from tests.helpers import creds, make_project
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
-@pytest.fixture(params=["per-study", "trigram index"])
+@pytest.fixture(params=["per-study", "trigram index", "common word"])
 async def projects_ab(app, request, monkeypatch):
-    # Both ways a search runs on SQLite (a small project checks its own studies, a big one reads the index);
-    # on PostgreSQL the planner chooses, so both params run the same query there.
-    if request.param == "trigram index":
+    # The ways a search runs on SQLite (a small project checks its own studies; a big one counts from the
+    # index, then pages through the index's matches or, when very many match, walks the sort's order checking
+    # each study's text); on PostgreSQL the planner chooses, so every param runs the same query there.
+    if request.param != "per-study":
         monkeypatch.setattr(browse, "SMALL_PROJECT", 0)
+    if request.param == "common word":
+        monkeypatch.setattr(browse, "SQLITE_WALK_FROM", 0)
     a = await make_project("finda", {"rev": "reviewer"})
     b = await make_project("findb", {"rev": "reviewer"})
     return a, b
