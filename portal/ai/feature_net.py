@@ -271,12 +271,21 @@ class FeatureNet(nn.Module):
             # For each output, the share of clean views (training sources, each scored by a model trained without
             # it) that scored at or above this one; quality maps the smallest share, a p-value, to [0, 1] on a log
             # scale: 1 = as clean as a typical clean image, 0.5 = rarer than 1 in 100 clean images, 0 = 1 in 10^4.
+            # The count of clean views at or below is interpolated linearly between neighbouring table entries, so
+            # that quality has a gradient (fine-tuning from reviewers' labels trains through it).
             table = self.clean_logits
-            counts = torch.searchsorted(table, raw[:, :n].T.contiguous(), right=True).float()  # (n, B)
-            share = 1.0 - counts / float(table.shape[1] + 1)
+            k = table.shape[1]
+            x = raw[:, :n].T.contiguous()  # (n, B)
+            counts = torch.searchsorted(table, x, right=True)
+            lo = torch.gather(table, 1, torch.clamp(counts - 1, min=0))
+            hi = torch.gather(table, 1, torch.clamp(counts, max=k - 1))
+            frac = torch.clamp((x - lo) / torch.clamp(hi - lo, min=1e-6), 0.0, 1.0)
+            inside = (counts > 0) & (counts < k)
+            rank = counts.float() + torch.where(inside, frac, torch.zeros_like(frac))
+            share = 1.0 - rank / float(k + 1)
             # beyond the most extreme clean view, the share keeps falling (by e per unit of logit), so that a worse
             # image still scores lower
-            share = share * torch.exp(-torch.clamp(raw[:, :n].T - table[:, -1:], min=0.0))
+            share = share * torch.exp(-torch.clamp(x - table[:, -1:], min=0.0))
             p_value = share.amin(dim=0)[:, None]
             quality = torch.clamp(1.0 + torch.log10(p_value + 1e-4) / 4.0, 0.0, 1.0)
         else:
