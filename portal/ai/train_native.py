@@ -671,6 +671,13 @@ def _f(v, pct: bool = False) -> str:
     return f"{100 * v:.1f}%" if pct else f"{v:.3f}"
 
 
+# What 1.3.0's report says of how it was chosen (the history of that one training, not of the recipe).
+FORKING_1_3_0 = (" *Said openly:* one earlier candidate (the same model with 1.2.0's single severe head) was measured "
+                 "on the held-out figures too, and was not better (severe caught 29.4%); the calibrated quality that "
+                 "replaced it was chosen on validation and left-out-source figures, but it was tried after that "
+                 "held-out result was seen, so these held-out figures are not wholly untouched by the choice.")
+
+
 def markdown(ev: dict, manifest: dict, info: dict | None) -> str:
     b, a, val = ev["test_B"], ev["test_A"], ev["val"]
     fa, det = b["critical"]["false_alert_rate"], b["critical"]["severe_detection"]
@@ -743,7 +750,8 @@ def markdown(ev: dict, manifest: dict, info: dict | None) -> str:
                      if old_model else
                      "The rule is 1.2.0's, unchanged, fixed before this version was trained; everything this version "
                      "chose (the training implementations, the quality head, the threshold, the series policy) was "
-                     "chosen on the validation sources with training-side implementations only."), ""]
+                     "chosen on the validation sources with training-side implementations only."
+                     + (FORKING_1_3_0 if manifest["version"] == "1.3.0" else "")), ""]
     lines += [
         "## Data, splits and implementations", "",
         "Clean images: the DICOM samples of pydicom and pydicom-data, grouped into sources (one acquisition); every "
