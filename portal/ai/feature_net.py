@@ -12,8 +12,11 @@ statistics that physics says each artifact family changes, then a two-layer MLP 
 - ghosts and aliasing: the autocorrelation of the image and of its edges along each axis (replicas at FOV/n);
 - shading: the spread of the local mean of the foreground on an 8x8 grid; fold-over: the brightness of the borders.
 
-Outputs: quality = 1 - p(severe), from a dedicated head trained on "an artifact of severity ≥ 0.7"; then the
-probability of each artifact. Everything is TorchScript-able; `forward(x) -> (N, 7)`.
+Outputs: quality, then the probability of each artifact. 1.2.0: quality = 1 - p(severe), from a dedicated head
+trained on "an artifact of severity ≥ 0.7" (`severe_heads=6`: the largest of six per-family heads). 1.3.0
+(`calibrated=True`): quality says how unusual the most unusual artifact output is for a *clean* image, from a table
+of the outputs of clean training views scored out of fold (buffer `clean_logits`): 1 + log10(p) / 4, p the share
+of clean views scoring at least as high (0.5: 1 in 100). Everything is TorchScript-able; `forward(x) -> (N, 7)`.
 """
 
 from __future__ import annotations
@@ -40,9 +43,15 @@ def _radius(size: int) -> torch.Tensor:
 
 class FeatureNet(nn.Module):
     def __init__(self, outputs: Sequence[str] = OUTPUTS, hidden: int = 64, n_features: int = 0,
-                 dropout: float = 0.3):
+                 dropout: float = 0.3, severe_heads: int = 1, extra_stats: bool = False, calibrated: bool = False):
         super().__init__()
         self.output_names = list(outputs)
+        self.n_artifacts = len(self.output_names) - 1
+        self.severe_heads = severe_heads  # 1: one "severe" logit (1.2.0); n_artifacts: one per family (1.3.0)
+        self.extra_stats = extra_stats  # 1.3.0's statistics after 1.2.0's (which stay the first columns, unchanged)
+        # 1.3.0's quality: how unusual the most unusual artifact output is *for a clean image* (see `scores`)
+        self.calibrated = calibrated
+        self.register_buffer("clean_logits", torch.zeros(self.n_artifacts, 1))
         self.radial_bins = RADIAL_BINS
         self.axis_bins = AXIS_BINS
         self.size = SIZE
@@ -57,14 +66,18 @@ class FeatureNet(nn.Module):
         gy, gx = gy.flatten(), gx.flatten()
         self.register_buffer("poly", torch.stack([torch.ones_like(gx), gx, gy, gx * gx, gx * gy, gy * gy,
                                                   gx ** 3, gy ** 3, gx * gx * gy, gx * gy * gy], 1))
+        g4 = (torch.arange(4, dtype=torch.float32) + 0.5) / 2.0 - 1.0
+        hy, hx = torch.meshgrid(g4, g4, indexing="ij")
+        hy, hx = hy.flatten(), hx.flatten()
+        self.register_buffer("poly4", torch.stack([torch.ones_like(hx), hx, hy, hx * hx, hx * hy, hy * hy], 1))
         lap = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
         self.register_buffer("laplacian", lap[None, None])
         n = n_features or self.feature_count()
         self.register_buffer("mean", torch.zeros(n))
         self.register_buffer("std", torch.ones(n))
-        n_art = len(self.output_names) - 1
+        n_art = self.n_artifacts
         self.mlp = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden),
-                                 nn.ReLU(), nn.Linear(hidden, n_art + 1))
+                                 nn.ReLU(), nn.Linear(hidden, n_art + severe_heads))
 
     def feature_count(self) -> int:
         with torch.no_grad():
@@ -178,6 +191,52 @@ class FeatureNet(nn.Module):
         return torch.cat([ratio[:, None], (sd / (mu + 1e-3))[:, None], t_range[:, None], resid[:, None],
                           lin[:, None], sides, dark[:, None], qs, fg.mean(dim=(1, 2))[:, None]], 1)
 
+    def _trend(self, values: torch.Tensor, weight: torch.Tensor, poly: torch.Tensor) -> torch.Tensor:
+        """A weighted smooth (polynomial) fit of `values` (B, cells) on the grid: its range over the weighted cells,
+        the residual spread around it, and the size of its linear part."""
+        ok = weight > 0
+        a = poly[None] * weight[:, :, None]
+        ata = torch.matmul(poly.T[None], a) + 1e-2 * torch.eye(poly.shape[1], device=values.device)[None]
+        beta = torch.linalg.solve(ata, torch.matmul(a.transpose(1, 2), values[:, :, None]))
+        trend = torch.matmul(poly[None], beta)[:, :, 0]
+        big = torch.full_like(trend, 1e3)
+        has = ok.any(1)
+        t_range = torch.where(has, torch.where(ok, trend, -big).amax(1) - torch.where(ok, trend, big).amin(1),
+                              torch.zeros_like(trend[:, 0]))
+        cnt = ok.float().sum(1).clamp(min=1)
+        resid = torch.sqrt((((values - trend) ** 2) * ok).sum(1) / cnt)
+        lin = torch.sqrt(beta[:, 1, 0] ** 2 + beta[:, 2, 0] ** 2)
+        return torch.stack([t_range, resid, lin], 1)
+
+    def _extra(self, img: torch.Tensor) -> torch.Tensor:
+        """1.3.0's statistics, rotation- and flip-invariant: shading of the *brightest* tissue of each cell (a bias
+        field scales it; the mix of tissues in a cell barely moves it) on 8x8 and 4x4 grids, and the structure
+        left in the smoothed background (ghosts and fold-over put signal there; noise averages out)."""
+        fg = (img > 0.1).float()
+        smooth = F.avg_pool2d(img[:, None], 4)  # (B, 1, 64, 64)
+        parts: list[torch.Tensor] = []
+        for cell, poly in ((8, self.poly), (16, self.poly4)):
+            hi = F.max_pool2d(smooth, cell)[:, 0].flatten(1)
+            c = F.avg_pool2d(fg[:, None], cell * 4)[:, 0].flatten(1)
+            w = torch.where(c > 0.3, c, torch.zeros_like(c))
+            loghi = torch.log(hi + 0.02)
+            parts.append(self._trend(loghi, w, poly))
+            big = torch.full_like(loghi, 1e3)
+            spread = torch.where(w > 0, loghi, -big).amax(1) - torch.where(w > 0, loghi, big).amin(1)
+            parts.append(torch.where((w > 0).any(1), spread, torch.zeros_like(spread))[:, None])
+        flat = smooth.flatten(1)
+        dark = flat <= torch.quantile(flat, 0.25, dim=1, keepdim=True)
+        cnt = dark.float().sum(1).clamp(min=1)
+        mu = (flat * dark).sum(1) / cnt
+        sd = torch.sqrt((((flat - mu[:, None]) ** 2) * dark).sum(1) / cnt)
+        fine = img.flatten(1)
+        fdark = fine <= torch.quantile(fine[:, ::4], 0.25, dim=1, keepdim=True)
+        fcnt = fdark.float().sum(1).clamp(min=1)
+        fmu = (fine * fdark).sum(1) / fcnt
+        fsd = torch.sqrt((((fine - fmu[:, None]) ** 2) * fdark).sum(1) / fcnt)
+        parts.append(torch.stack([torch.log(mu + 1e-3), torch.log(sd + 1e-4), torch.log(sd + 1e-4) - torch.log(fsd + 1e-4)], 1))
+        return torch.cat(parts, 1)
+
     def features_raw(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2, 256, 256) → (B, F) statistics, before standardisation."""
         x = x.float()
@@ -188,11 +247,14 @@ class FeatureNet(nn.Module):
         parts = [self._noise(crop), self._noise(whole), self._gradients(crop), self._gradients(whole),
                  self._spectrum(crop), self._spectrum(whole), self._autocorr(whole), self._autocorr(edges),
                  self._layout(whole)]
+        if self.extra_stats:
+            parts.append(self._extra(whole))
         f = torch.cat(parts, dim=1)
         return torch.nan_to_num(f, nan=0.0, posinf=30.0, neginf=-30.0)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 2, 256, 256) → (B, artifacts + 1) logits: each artifact's presence, then "severe"."""
+        """(B, 2, 256, 256) → (B, artifacts + severe heads) logits: each artifact's presence, then "severe" (one
+        logit, or one per family)."""
         f = (self.features_raw(x) - self.mean) / self.std
         return self.mlp(f.clamp(-10.0, 10.0))
 
@@ -203,9 +265,31 @@ class FeatureNet(nn.Module):
 
     @torch.jit.export
     def scores(self, raw: torch.Tensor) -> torch.Tensor:
-        n = raw.shape[1] - 1
+        n = self.n_artifacts
         presence = torch.sigmoid(raw[:, :n])
-        quality = 1.0 - torch.sigmoid(raw[:, n:])
+        if self.calibrated:
+            # For each output, the share of clean views (training sources, each scored by a model trained without
+            # it) that scored at or above this one; quality maps the smallest share, a p-value, to [0, 1] on a log
+            # scale: 1 = as clean as a typical clean image, 0.5 = rarer than 1 in 100 clean images, 0 = 1 in 10^4.
+            # The count of clean views at or below is interpolated linearly between neighbouring table entries, so
+            # that quality has a gradient (fine-tuning from reviewers' labels trains through it).
+            table = self.clean_logits
+            k = table.shape[1]
+            x = raw[:, :n].T.contiguous()  # (n, B)
+            counts = torch.searchsorted(table, x, right=True)
+            lo = torch.gather(table, 1, torch.clamp(counts - 1, min=0))
+            hi = torch.gather(table, 1, torch.clamp(counts, max=k - 1))
+            frac = torch.clamp((x - lo) / torch.clamp(hi - lo, min=1e-6), 0.0, 1.0)
+            inside = (counts > 0) & (counts < k)
+            rank = counts.float() + torch.where(inside, frac, torch.zeros_like(frac))
+            share = 1.0 - rank / float(k + 1)
+            # beyond the most extreme clean view, the share keeps falling (by e per unit of logit), so that a worse
+            # image still scores lower
+            share = share * torch.exp(-torch.clamp(x - table[:, -1:], min=0.0))
+            p_value = share.amin(dim=0)[:, None]
+            quality = torch.clamp(1.0 + torch.log10(p_value + 1e-4) / 4.0, 0.0, 1.0)
+        else:
+            quality = 1.0 - torch.sigmoid(raw[:, n:]).amax(dim=1, keepdim=True)  # the most likely severe family
         return torch.cat([quality, presence], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

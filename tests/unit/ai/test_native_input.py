@@ -109,6 +109,42 @@ def test_scripted_network_matches_and_gives_probabilities(net):
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
 
 
+def test_extra_statistics_of_1_3_0_come_after_1_2_0_s_unchanged_and_see_shading(net):
+    from portal.ai.feature_net import FeatureNet
+
+    extra = FeatureNet(extra_stats=True).eval()
+    img = _phantom(320, 320)
+    shaded = impl_a.bias_field(img, 1.0, 2)
+    f_old, f_new = _stats(net, [img, shaded]), _stats(extra, [img, shaded])
+    n = f_old.shape[1]
+    assert f_new.shape[1] == n + 11
+    np.testing.assert_array_equal(f_new[:, :n], f_old)  # 1.2.0's statistics, exactly
+    assert f_new[1, n] > f_new[0, n] + 0.3  # the trend of the brightest tissue per cell spans more
+    turned = _stats(extra, [img, np.rot90(img).copy(), img[:, ::-1].copy()])[:, n:]
+    scale = np.abs(turned[0]) + 1.0
+    assert (np.abs(turned[1:] - turned[0]) / scale).max() < 0.35
+
+
+def test_calibrated_quality_reads_each_output_against_clean_views():
+    """1.3.0: quality = 1 + log10(p) / 4, p the share of clean views whose output is at least as high, on the output
+    where the view is most unusual; beyond the most extreme clean view it keeps falling."""
+    from portal.ai.feature_net import FeatureNet
+
+    m = FeatureNet(calibrated=True).eval()
+    m.clean_logits = torch.sort(torch.linspace(-5.0, 0.0, 999).repeat(6, 1), dim=1).values  # 999 clean views
+    raw = torch.full((4, 7), -6.0)
+    raw[1, 2] = -0.05  # above ~989 of the 999 clean views on one output: p about 1/100
+    raw[2, 2], raw[2, 4] = -0.05, -2.5  # the most unusual output decides
+    raw[3, 5] = 3.0  # far beyond every clean view
+    q = m.scores(raw)[:, 0]
+    assert float(q[0]) == pytest.approx(1.0, abs=1e-3)
+    assert float(q[1]) == pytest.approx(0.5, abs=0.02)
+    assert float(q[2]) == pytest.approx(float(q[1]))
+    assert 0.0 <= float(q[3]) < 0.2
+    scripted = torch.jit.script(m)
+    torch.testing.assert_close(scripted.scores(raw), m.scores(raw))
+
+
 def test_a_native_crop_model_scores_a_series_through_the_registry(tmp_path, net):
     """A manifest asking for "native-crop" (2 channels) is accepted, fed (N, 2, 256, 256) and heat-mapped (by
     occlusion: the statistics have no feature maps), without any training: an untrained FeatureNet."""

@@ -1,5 +1,5 @@
 """The built-in quality models: preprocessing, prediction, heatmaps, and that they see strong artifacts (1.1.0, the
-1-channel CNN, still installed; 1.2.0, the native-crop model in use)."""
+1-channel CNN, still installed; 1.3.0, the native-crop model in use)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def runner():
 @pytest.fixture(scope="module")
 def native_runner():
     runner = load_model(builtin_model_dir(), device="cpu")
-    assert runner.version == "1.2.0"
+    assert runner.version == "1.3.0"
     return runner
 
 
@@ -117,7 +117,7 @@ def test_device_choice(monkeypatch):
 
 @pytest.mark.parametrize("name", ["MR2_UNCI.dcm", "693_UNCI.dcm"])
 def test_native_model_sees_noise_and_a_spike_at_the_native_matrix(native_runner, name):
-    """1.2.0: artifacts added at the frame's own matrix (where 1.1.0 missed noise), then its own preprocessing."""
+    """1.3.0: artifacts added at the frame's own matrix (where 1.1.0 missed noise), then its own preprocessing."""
     clean = qm.normalise(qm.frame_values(sample_path(name)))
     noisy = artifacts.noise(clean, 0.8, 1)
     spiked = artifacts.spike(clean, 1.0, 1)
