@@ -398,7 +398,8 @@ def _turn(conn) -> int | None:
     """The ingest writers' turn on this database file, across processes (`serve --processes`): a blocking
     flock wakes the next writer the moment the last one commits, where SQLite's busy handler polls with
     sleeps of 1, 2, 5, 10… ms. Other writers (the ORM's) still meet the busy timeout as before."""
-    (_, _, path), *_ = conn.execute("PRAGMA database_list").fetchall()
+    main = conn.execute("PRAGMA database_list").fetchone()  # the main database comes first
+    path = main["file"] if isinstance(main, dict) else main[2]  # pooled connections give dict rows
     if not path:  # in memory: one process
         return None
     fd = _lock_files.get(path)
