@@ -54,6 +54,22 @@ def test_upload_files_zip_and_junk(page, live_server, tmp_path):
     expect(page.locator("#viewer")).to_be_visible()
 
 
+def test_files_chosen_before_the_page_script_runs_are_sent(page, live_server, tmp_path):
+    """On a slow page load a person may pick files before upload.js has run: they are sent, not dropped."""
+    assert live_server.api("POST", "/api/v1/projects", json={"name": "early"}).status_code == 201
+    ct = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "ct", 2, patient_id="EARLY")
+    held = []
+    page.route("**/static/js/upload.js", lambda route: held.append(route))  # the script waits
+    sign_in(page, live_server)
+    page.goto(live_server.url + "/projects/early/upload", wait_until="commit")  # deferred scripts hold back DOMContentLoaded
+    page.set_input_files("#pick-files", [str(p) for p in ct])
+    page.wait_for_timeout(300)
+    assert held and page.locator("#upload-summary").inner_text() == ""  # nothing could have run yet
+    held[0].continue_()
+    expect(page.locator("#upload-summary")).to_contain_text("Done.", timeout=30000)
+    expect(page.locator("#upload-results tr[data-status=stored]")).to_have_count(2)
+
+
 def test_studies_table_searches_filters_sorts_and_pages(page, live_server, tmp_path):
     assert live_server.api("POST", "/api/v1/projects", json={"name": "many"}).status_code == 201
     files = []

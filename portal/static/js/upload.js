@@ -111,4 +111,9 @@
   document.getElementById("pick-folder").addEventListener("change", (e) => {
     add([...e.target.files].map((f) => ({ file: f, name: f.webkitRelativePath || f.name }))); e.target.value = "";
   });
+  // Files chosen before this script ran (a quick pick on a slow page load) are sent too, not silently dropped.
+  for (const id of ["pick-files", "pick-folder"]) {
+    const input = document.getElementById(id);
+    if (input.files && input.files.length) input.dispatchEvent(new Event("change"));
+  }
 })();
