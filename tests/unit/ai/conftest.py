@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from portal.ai.registry import builtin_model_dir, clear_cache
@@ -35,3 +36,12 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "/tests/unit/ai/" in str(item.fspath) and not str(item.fspath).endswith("test_artifacts.py"):
             item.add_marker(skip)
+
+
+@pytest.fixture
+def square() -> np.ndarray:
+    """A bright square on a dark background with a little texture: edges for ringing and ghosts."""
+    img = np.full((128, 96), 0.1)
+    img[32:96, 24:72] = 0.8
+    img += 0.02 * np.sin(np.arange(96) / 3.0)[None, :]
+    return img

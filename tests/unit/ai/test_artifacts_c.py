@@ -9,14 +9,6 @@ import pytest
 from portal.ai import artifacts_c as impl_c
 
 
-@pytest.fixture
-def square() -> np.ndarray:
-    """A bright square on a dark background with a little texture: edges for ringing and ghosts."""
-    img = np.full((128, 96), 0.1)
-    img[32:96, 24:72] = 0.8
-    img += 0.02 * np.sin(np.arange(96) / 3.0)[None, :]
-    return img
-
 
 @pytest.mark.parametrize("name", list(impl_c.ARTIFACT_FUNCTIONS))
 def test_c_keeps_the_contract_and_is_seeded(square, name):

@@ -10,14 +10,6 @@ from portal.ai import artifacts as impl_a, artifacts_alt as impl_b
 from portal.ai.content import no_content_reason
 
 
-@pytest.fixture
-def square() -> np.ndarray:
-    """A bright square on a dark background with a little texture: edges for ringing and ghosts."""
-    img = np.full((128, 96), 0.1)
-    img[32:96, 24:72] = 0.8
-    img += 0.02 * np.sin(np.arange(96) / 3.0)[None, :]
-    return img
-
 
 @pytest.mark.parametrize("name", list(impl_b.ARTIFACT_FUNCTIONS))
 def test_b_keeps_the_contract_and_is_seeded(square, name):
