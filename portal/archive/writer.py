@@ -168,7 +168,6 @@ async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list
             existing = None
     else:
         existing = {}
-    later: list[Job] = []
     if written is not None:
         placed, later, results = written
         audits = []
@@ -228,11 +227,7 @@ def _first_copies(jobs: list[Job]) -> tuple[list[Job], list[Job]]:
     return todo, later
 
 
-def _stored_rows(keys: list[str]):
-    """{key: row} of the instances stored already under these keys."""
-    rows = yield from _fetch('SELECT "id", "key", "md5", "file_key" FROM lb_instance WHERE "key" IN '
-                             + _in(keys), keys)
-    return {r["key"]: r for r in rows}
+_STORED_COLUMNS = ("id", "key", "md5", "file_key")  # what an instance stored already is compared by
 
 
 def _series_key(job: Job) -> str:
@@ -263,7 +258,8 @@ async def _against_stored(store: FileStore, jobs: list[Job], existing: dict | No
     other bytes a conflict or an allowed overwrite; the rest written together, or one by one when that fails.
     (written jobs, second copies, their results, audit rows still to write)."""
     if existing is None:
-        existing = await _transact(_stored_rows(list({j.key for j in jobs}))) if jobs else {}
+        keys = list({j.key for j in jobs})
+        existing = await _transact(_by_key("lb_instance", _STORED_COLUMNS, keys)) if keys else {}
     candidates, later = _first_copies(jobs)
     todo: list[Job] = []
     for job in candidates:
@@ -402,9 +398,8 @@ def _turn(conn) -> int | None:
     path = main["file"] if isinstance(main, dict) else main[2]  # pooled connections give dict rows
     if not path:  # in memory: one process
         return None
-    fd = _lock_files.get(path)
-    if fd is None:
-        fd = _lock_files.setdefault(path, os.open(path + "-ingest.lock", os.O_RDWR | os.O_CREAT, 0o600))
+    if (fd := _lock_files.get(path)) is None:
+        fd = _lock_files[path] = os.open(path + "-ingest.lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
 
@@ -548,7 +543,7 @@ def _write_rows(jobs: list[Job], known: dict | None = None):
                      job.read.size, job.read.md5, now])
     inserted = {r["key"] for r in (yield from _insert("lb_instance", _INSTANCE_COLUMNS, rows, returning='"key"'))}
     lost = list({j.key for j in new if j.key not in inserted})
-    raced_rows = yield from _by_key("lb_instance", ("id", "key", "md5", "file_key"), lost)
+    raced_rows = yield from _by_key("lb_instance", _STORED_COLUMNS, lost)
     touched: dict[int, int] = {}  # series id -> study id
     rescore: set[int] = set()
     hooked: set[str] = set()
