@@ -88,6 +88,39 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` and every process under it (`serve --processes N` forks)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(d.name)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick)  # ppid, utime + stime
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo += [c for c, (ppid, _) in stats.items() if ppid == p]
+    return total
+
+
+def with_cpu(pid: int, n: int, timed) -> tuple[float, float, float]:
+    """(instances/s, server CPU ms per instance, this client's CPU ms per instance) of `timed()` (which returns
+    its seconds): where the two cores go, the server's share and the client's, side by side."""
+    import resource
+
+    def mine() -> float:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+
+    s0, c0 = cpu_seconds(pid), mine()
+    dt = timed()
+    return n / dt, (cpu_seconds(pid) - s0) * 1000 / n, (mine() - c0) * 1000 / n
+
+
 def related(paths: list[Path]):
     """A streamed multipart/related body (files are read in chunks, never all in memory)."""
     boundary = uuid.uuid4().hex
@@ -239,7 +272,8 @@ def side_by_side(args, tmp: Path) -> None:
     figures: dict = {}
     try:
         n = len(sets["http"])
-        figures["http", "orthanc"] = n / send_all(sets["http"], o + "/instances", args.k, True, {})
+        figures["http", "orthanc"], *figures["cpu", "orthanc"] = with_cpu(
+            orthanc.pid, n, lambda: send_all(sets["http"], o + "/instances", args.k, True, {}))
         figures["stow", "orthanc"] = len(sets["stow"]) / stow(sets["stow"], o + "/dicom-web/studies", args.k,
                                                               args.stow_per, {})
         figures["dimse", "orthanc"] = len(sets["dimse"]) / storescu(sets["dimse"], ORTHANC_DICOM, "ORTHANC")
@@ -259,8 +293,8 @@ def side_by_side(args, tmp: Path) -> None:
         try:
             hdr = {"X-USERNAME": "admin", "X-PASSWORD": ADMIN_PASSWORD}
             n = len(sets["http"])
-            figures["http", name] = n / form_upload(sets["http"], base + "/api/v1/instance/upload/?Project=bench",
-                                                    args.k, hdr)
+            figures["http", name], *figures["cpu", name] = with_cpu(proc.pid, n, lambda: form_upload(
+                sets["http"], base + "/api/v1/instance/upload/?Project=bench", args.k, hdr))
             tok = token_of(base)
             figures["stow", name] = len(sets["stow"]) / stow(sets["stow"], base + "/dicomweb/bench/studies",
                                                               args.k, args.stow_per, tok)
@@ -287,6 +321,9 @@ def side_by_side(args, tmp: Path) -> None:
             ratio = ot / lb if key.endswith("_ms") else lb / ot
             print(f"{label:44} {name:12} {lb:10.1f} {ot:10.1f} {ratio:6.2f}x")
         print(f"{'server peak RSS (MB)':44} {name:12} {figures['rss', name]:10.0f}")
+        for i, who in enumerate(("server", "client")):
+            lb, ot = figures["cpu", name][i], figures["cpu", "orthanc"][i]
+            print(f"{'HTTP test: ' + who + ' CPU (ms per instance)':44} {name:12} {lb:10.2f} {ot:10.2f}")
 
 
 def _wado(series_url: str, sops: list[str], headers: dict, args) -> dict:

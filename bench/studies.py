@@ -125,7 +125,10 @@ async def bulk_load(settings, rows: dict[str, list[tuple]]) -> None:
         return
     import sqlite3
 
+    from portal.db import fold
+
     con = sqlite3.connect(settings.sqlite_path, timeout=60)
+    con.create_function("lower", 1, fold, deterministic=True)  # the search text folds as Lightbox's own writes
     try:
         with con:
             for table in order:
