@@ -33,6 +33,11 @@ def _note_write(querystring: QueryString) -> None:
             return
 
 
+def fold(text):
+    """lower() for SQLite: Unicode case folding as Python's str.lower (and PostgreSQL's in a UTF-8 locale)."""
+    return text.lower() if isinstance(text, str) else text
+
+
 class _PooledConnection:
     """An aiosqlite connection lent by the pool; `close()` gives it back instead of closing it."""
 
@@ -73,6 +78,10 @@ class PooledSQLiteEngine(SQLiteEngine):
         await connection.execute("PRAGMA foreign_keys = 1")
         await connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
         await connection.execute("PRAGMA synchronous = NORMAL")
+        # SQLite's lower() folds ASCII only ("MÜLLER" became "mÜller", never found by "müller"); the search
+        # text its triggers build (migrations 2026-12-03T16:40, 2026-12-05T08:10) folds like Python and
+        # PostgreSQL. A tool without it (the sqlite3 shell) still writes, with ASCII folding for those rows.
+        await connection.create_function("lower", 1, fold, deterministic=True)
         return connection
 
     async def _release(self, connection: aiosqlite.Connection) -> None:
