@@ -65,6 +65,7 @@ class PooledSQLiteEngine(SQLiteEngine):
     def __init__(self, path: str, **kwargs):
         super().__init__(path=path, **kwargs)
         self._idle: dict[int, list[aiosqlite.Connection]] = {}
+        self._retired = False
 
     async def _acquire(self) -> aiosqlite.Connection:
         idle = self._idle.setdefault(id(asyncio.get_running_loop()), [])
@@ -88,7 +89,7 @@ class PooledSQLiteEngine(SQLiteEngine):
         if connection.in_transaction:  # a failed query left one open: never lend that out
             await connection.rollback()
         idle = self._idle.setdefault(id(asyncio.get_running_loop()), [])
-        if len(idle) < self.MAX_IDLE:
+        if len(idle) < self.MAX_IDLE and not self._retired:
             idle.append(connection)
         else:
             await connection.close()
@@ -116,6 +117,16 @@ class PooledSQLiteEngine(SQLiteEngine):
         # Piccolo re-sends PRAGMA foreign_keys before every statement of a transaction; every pooled
         # connection already has it on (set once in _acquire), so the statement alone goes out.
         return await connection.execute_fetchall(query, args or [])
+
+    def retire(self) -> None:
+        """This engine is replaced (`use_engine`): close its idle connections now, and each lent one when it
+        comes back. Kept open, every replaced engine held up to 8 threads and 24 files (a test suite's
+        hundreds of apps: descriptors past 1024, where select() fails)."""
+        self._retired = True
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.stop()  # queued on the connection's own thread, which closes it and ends
+        self._idle.clear()
 
     async def close_idle(self, *, this_loop: bool = False) -> None:
         """Close the idle connections of every loop, or (`this_loop`) of the running one only: a worker
@@ -243,6 +254,9 @@ def use_engine(engine: Engine) -> None:
 
     from portal.tables import TABLES
 
+    previous = piccolo_conf.DB
+    if isinstance(previous, PooledSQLiteEngine) and previous is not engine:
+        previous.retire()
     piccolo_conf.DB = engine
     rowcache.changed()  # rows cached from another database mean nothing here
     for table in [*TABLES, Migration]:

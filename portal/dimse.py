@@ -42,6 +42,9 @@ DUPLICATE_SOP_INSTANCE = 0x0111  # Failure: this SOP Instance UID is stored with
 INGEST_TIMEOUT_S = 300
 # On shutdown, associations still sending get this long to finish before they are aborted.
 STOP_TIMEOUT_S = 30
+# Looking up the called project while the peer waits for our answer: under its ACSE timeout (30 s in dcmtk and
+# pynetdicom), so that a stalled database gives it a transient reject and us a log line, not a silent abort.
+REQUEST_LOOKUP_S = 15
 
 
 @dataclass
@@ -240,7 +243,7 @@ class Receiver:
         called, calling = rq.called_ae_title.strip(), rq.calling_ae_title.strip()
         client = str(assoc.requestor.address)
         try:
-            project = self._run(project_for_ae_title(called, self.default_project), 30)
+            project = self._run(project_for_ae_title(called, self.default_project), REQUEST_LOOKUP_S)
         except Exception:
             log.exception("DICOM association from %s (%s): could not look up the project", calling, client)
             project, reject = None, (0x02, 0x01, 0x01)  # transient, service user, no reason given
@@ -268,7 +271,7 @@ class Receiver:
         with self._lock:
             self._associations[assoc] = _Association(project, calling, called, client)
         try:
-            self._associations[assoc].archive = self._run(projects.archive(project, None), 30)
+            self._associations[assoc].archive = self._run(projects.archive(project, None), REQUEST_LOOKUP_S)
         except Exception:  # ingest looks it up itself then
             log.exception("could not look up the default archive of project %s", project.name)
         log.debug("DICOM association from %s (%s) to %s: project %s", calling, client, called, project.name)

@@ -264,6 +264,26 @@ async def test_four_senders_at_once_leave_no_duplicates(receiver, tmp_path):
     assert await Instance.count() == 5 and await Series.count() == 1
 
 
+async def test_associations_work_when_the_process_holds_many_descriptors(receiver, tmp_path):
+    # A busy server (or a long test run) gives new sockets numbers past 1024, which select() cannot watch:
+    # pynetdicom took such a connection for closed and the peer gave up after 30 s, "peer aborted".
+    import os
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1300:
+        pytest.skip(f"needs 1300 open files (the limit here is {soft})")
+    await make_project("chest")
+    (f,) = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path, 1)
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        sent = await send(receiver, "CHEST", [f], echo=True)  # both ends in this process: SCU and receiver
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert sent.established and sent.echo == 0x0000 and sent.statuses == [0x0000]
+
+
 requires_dcmtk = pytest.mark.skipif(not shutil.which("storescu"),
                                     reason="dcmtk's storescu/echoscu are not installed (apt-get install dcmtk)")
 
