@@ -7,7 +7,7 @@ import math
 
 from portal import audit, clock, names, rowcache
 from portal.auth import sessions, throttle
-from portal.auth.passwords import hash_password, password_problem, verify_password
+from portal.auth.passwords import check_password, new_hash, password_problem
 from portal.errors import Conflict, Invalid, NotFound, Throttled, Unauthenticated
 from portal.tables import Membership, User
 
@@ -57,7 +57,7 @@ async def create(username: str, password: str, *, email: str = "", is_admin: boo
     if await User.exists().where(User.username == username):
         raise Conflict(f"A user named '{username}' already exists.", "duplicate_username",
                        fields={"username": "already taken"})
-    user = User(username=username, email=email, password_hash=hash_password(password),
+    user = User(username=username, email=email, password_hash=await new_hash(password),
                 is_admin=is_admin, is_active=not approval, created_at=clock.now(),
                 **({"approval": approval} if approval else {}))
     await user.save()
@@ -80,7 +80,7 @@ async def set_password(user: User, password: str, *, by: User | None = None, cli
     problem = password_problem(password or "")
     if problem:
         raise Invalid(problem, "invalid_password", fields={"password": problem})
-    user.password_hash = hash_password(password)
+    user.password_hash = await new_hash(password)
     await user.save([User.password_hash])
     await audit.record("password_reset" if by is None or by.id != user.id else "password_changed", user=by,
                        object=f"user:{user.username}", client=client)
@@ -107,7 +107,7 @@ async def authenticate(username: str, password: str, *, client: str = "", via: s
     if pause > 0:
         await asyncio.sleep(pause)  # a noisy address is slowed, but its correct credentials still get in
     user = await get_cached(username)
-    ok = user is not None and verify_password(user.password_hash, password)
+    ok = user is not None and await check_password(user.password_hash, password)
     if not ok or not user.is_active:
         throttle.failed(username, client)
         await audit.record("login_failed", username=username, object=f"user:{username}",

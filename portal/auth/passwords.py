@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 from argon2 import PasswordHasher
@@ -24,10 +25,19 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+async def new_hash(password: str) -> str:
+    """hash_password in a thread: argon2 takes tens of ms, which must not stall the event loop's requests."""
+    return await asyncio.to_thread(hash_password, password)
+
+
+def _key(password_hash: str, password: str) -> tuple[str, str]:
+    return password_hash, hashlib.sha256(password.encode()).hexdigest()
+
+
 def verify_password(password_hash: str, password: str) -> bool:
     if not password_hash or not password or len(password) > MAX_LENGTH:
         return False
-    key = (password_hash, hashlib.sha256(password.encode()).hexdigest())
+    key = _key(password_hash, password)
     if _verified.get(key):
         return True
     try:
@@ -36,6 +46,14 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
     _verified.put(key, True)
     return True
+
+
+async def check_password(password_hash: str, password: str) -> bool:
+    """verify_password for a request: a recent success answers at once; argon2 itself runs in a thread, so
+    a first sign-in, or a client sending a wrong X-PASSWORD on every call, never holds up other requests."""
+    if password_hash and password and len(password) <= MAX_LENGTH and _verified.get(_key(password_hash, password)):
+        return True
+    return await asyncio.to_thread(verify_password, password_hash, password)
 
 
 def password_problem(password: str) -> str | None:
