@@ -51,7 +51,7 @@ def verify_password(password_hash: str, password: str) -> bool:
 async def check_password(password_hash: str, password: str) -> bool:
     """verify_password for a request: a recent success answers at once; argon2 itself runs in a thread, so
     a first sign-in, or a client sending a wrong X-PASSWORD on every call, never holds up other requests."""
-    if password_hash and password and len(password) <= MAX_LENGTH and _verified.get(_key(password_hash, password)):
+    if _verified.get(_key(password_hash, password)):  # only pairs verify_password accepted are kept
         return True
     return await asyncio.to_thread(verify_password, password_hash, password)
 
