@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -17,6 +18,13 @@ _hasher = PasswordHasher()
 _CACHE_SIZE = 256
 _verified: Recent[bool] = Recent(float("inf"), max_keys=_CACHE_SIZE)
 
+# Each argon2 run takes 64 MiB (argon2-cffi's default memory cost) besides tens of ms of CPU. Run on one
+# thread of their own, a burst of first sign-ins or of wrong passwords waits its turn instead of holding
+# 64 MiB per request at once (four clients signing in together took the server from 185 to 391 MB);
+# the same pair asked for again while it is being checked shares that check.
+_argon2 = ThreadPoolExecutor(1, thread_name_prefix="lightbox-argon2")
+_checking: dict[tuple, asyncio.Future] = {}
+
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
 
@@ -26,8 +34,8 @@ def hash_password(password: str) -> str:
 
 
 async def new_hash(password: str) -> str:
-    """hash_password in a thread: argon2 takes tens of ms, which must not stall the event loop's requests."""
-    return await asyncio.to_thread(hash_password, password)
+    """hash_password in argon2's thread: it takes tens of ms, which must not stall the event loop's requests."""
+    return await asyncio.get_running_loop().run_in_executor(_argon2, hash_password, password)
 
 
 def _key(password_hash: str, password: str) -> tuple[str, str]:
@@ -51,9 +59,15 @@ def verify_password(password_hash: str, password: str) -> bool:
 async def check_password(password_hash: str, password: str) -> bool:
     """verify_password for a request: a recent success answers at once; argon2 itself runs in a thread, so
     a first sign-in, or a client sending a wrong X-PASSWORD on every call, never holds up other requests."""
-    if _verified.get(_key(password_hash, password)):  # only pairs verify_password accepted are kept
+    key = _key(password_hash, password)
+    if _verified.get(key):  # only pairs verify_password accepted are kept
         return True
-    return await asyncio.to_thread(verify_password, password_hash, password)
+    loop = asyncio.get_running_loop()
+    pending = _checking.get((loop, key))
+    if pending is None:
+        pending = _checking[(loop, key)] = loop.run_in_executor(_argon2, verify_password, password_hash, password)
+        pending.add_done_callback(lambda _: _checking.pop((loop, key), None))
+    return await asyncio.shield(pending)  # a caller that goes away does not cancel the others' check
 
 
 def password_problem(password: str) -> str | None:

@@ -7,6 +7,11 @@ never through `path`."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import mmap
+import secrets
+import threading
 import datetime as dt
 import hashlib
 import os
@@ -58,6 +63,7 @@ class FileStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.url = str(self.root)
+        self.direct = hasattr(os, "O_DIRECT")  # until its file system refuses O_DIRECT (see _write_direct)
 
     @staticmethod
     def key_for(sop_instance_uid: str, suffix: str = ".dcm") -> str:
@@ -186,6 +192,36 @@ class FileStore:
         _fsync_dir(dest.parent)
         return StoredFile(key=key, size=size, md5=md5.hexdigest())
 
+    def _create_temp(self, folder: Path) -> tuple[int, str, bool]:
+        """A new, empty temp file in `folder` for an atomic write: (fd, path, whether it is O_DIRECT)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        while True:
+            tmp = os.path.join(folder, f"{_TEMP_PREFIX}{secrets.token_hex(8)}.part")
+            try:
+                if self.direct:
+                    try:
+                        return os.open(tmp, flags | os.O_DIRECT, 0o600), tmp, True
+                    except OSError as exc:
+                        if exc.errno != errno.EINVAL:
+                            raise
+                        self.direct = False
+                return os.open(tmp, flags, 0o600), tmp, False
+            except FileExistsError:  # 64 random bits: never in practice
+                continue
+
+    def _write(self, fd: int, data: bytes, direct: bool) -> None:
+        if direct:
+            try:
+                return _write_direct(fd, data)
+            except OSError as exc:  # opened, yet refused at the write (some FUSE and network file systems)
+                if exc.errno != errno.EINVAL:
+                    raise
+                self.direct = False
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+        _write_all(fd, data)
+
     def place(self, key: str, *, data: bytes | None = None, src: str | Path | None = None,
               move: bool = False, sync_dir: bool = True) -> set[Path]:
         """Put `data` (or the file `src`: renamed into place when `move`, else copied) at `key`, file fsynced.
@@ -211,12 +247,13 @@ class FileStore:
                 with open(src, "rb") as f:
                     self.put_fileobj(f, key)
         elif data is not None:
-            fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=".part", dir=dest.parent)
+            fd, tmp, direct = self._create_temp(dest.parent)
             try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
-                    out.flush()
-                    os.fsync(out.fileno())
+                try:
+                    self._write(fd, data, direct)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
                 os.replace(tmp, dest)
             except BaseException:
                 _unlink(Path(tmp))
@@ -299,6 +336,41 @@ def sanitize_filename(name: str, max_length: int = 128) -> str:
         else:
             base = base[:max_length]
     return base
+
+
+# A file placed from memory is written with O_DIRECT: the device reads the bytes straight from an aligned
+# buffer, where a buffered write copies each page into a fresh page-cache page first (on this VM class that copy
+# and its first-touch faults cost ~1.5 ms of CPU per 512 kB image, a third of the server's ingest CPU), and the
+# fsync then has only metadata to flush. The archive writes once and reads later, so skipping the cache costs
+# nothing. A store on a file system that refuses O_DIRECT (tmpfs) writes buffered from its first refusal on.
+_BLOCK = 4096  # O_DIRECT wants buffer, offset and length aligned to the logical block; 4096 covers all usual ones
+_buffers = threading.local()  # one aligned buffer (an anonymous mmap) of CHUNK bytes per writing thread
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_direct(fd: int, data: bytes) -> None:
+    """Write `data` to the O_DIRECT file `fd` through this thread's aligned buffer, a chunk at a time; the last
+    block is padded with zeros and the file cut back to the data's length."""
+    buf = getattr(_buffers, "buf", None)
+    if buf is None:
+        buf = _buffers.buf = mmap.mmap(-1, CHUNK)
+    src = memoryview(data)
+    n = len(src)
+    with memoryview(buf) as out:
+        for off in range(0, n, CHUNK):
+            k = min(CHUNK, n - off)
+            out[:k] = src[off:off + k]
+            padded = -(-k // _BLOCK) * _BLOCK
+            out[k:padded] = bytes(padded - k)
+            if os.write(fd, out[:padded]) != padded:
+                raise OSError(errno.EIO, "short write to the store")
+    if n % _BLOCK:
+        os.ftruncate(fd, n)
 
 
 def _unlink(path: Path) -> None:

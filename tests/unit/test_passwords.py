@@ -44,3 +44,36 @@ async def test_a_slow_check_does_not_hold_up_the_loop(monkeypatch):
     assert not check.done()  # still verifying, and this coroutine ran meanwhile
     gate.set()
     assert await check
+
+
+async def test_checks_run_one_at_a_time_and_the_same_pair_in_flight_is_checked_once(monkeypatch):
+    """argon2 takes 64 MiB per run: a burst of sign-ins must not run many at once (memory), and the same
+    credentials sent by several parallel requests are checked once."""
+    hashed = passwords.hash_password("a third good password")
+    gate = threading.Event()
+    lock = threading.Lock()
+    running, most, calls = [0], [0], []
+
+    class Counting:
+        def verify(self, h, p):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+                calls.append(p)
+            gate.wait(5)
+            with lock:
+                running[0] -= 1
+            if p != "a third good password":
+                raise passwords.VerificationError()
+            return True
+
+    monkeypatch.setattr(passwords, "_hasher", Counting())
+    same = [asyncio.create_task(passwords.check_password(hashed, "a third good password")) for _ in range(4)]
+    wrong = [asyncio.create_task(passwords.check_password(hashed, f"wrong password {i}")) for i in range(3)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await asyncio.gather(*same) == [True] * 4
+    assert await asyncio.gather(*wrong) == [False] * 3
+    assert most[0] == 1
+    assert calls.count("a third good password") == 1 and len(calls) == 4
+    assert passwords._checking == {}

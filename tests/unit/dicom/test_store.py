@@ -107,3 +107,51 @@ def test_delete_removes_file_and_empty_dirs(tmp_path):
 def test_sanitize_filename(name, expected):
     assert sanitize_filename(name) == expected
     assert len(sanitize_filename(name)) <= 128
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, (1 << 20) - 1, 1 << 20, (1 << 20) + 4097, 3 * (1 << 20)])
+def test_place_from_memory_writes_exact_bytes_whatever_the_alignment(tmp_path, size):
+    """Bytes placed from memory go through O_DIRECT in aligned, padded chunks; the file is exactly the bytes."""
+    store = FileStore(tmp_path / "store")
+    data = bytes((i * 7 + size) % 251 for i in range(size))
+    key = store.key_for(f"1.2.{size}")
+    store.place(key, data=data)
+    assert store.path(key).read_bytes() == data
+    assert _leftovers(store.root) == []
+    assert store.direct  # this file system takes O_DIRECT (ext4 here); the fallback is tested below
+
+
+def test_place_falls_back_to_buffered_writes_where_o_direct_is_refused(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    real_open = os.open
+
+    def refusing(path, flags, *args):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing)
+    store = FileStore(tmp_path / "store")
+    for i in range(2):
+        key = store.key_for(f"1.2.{i}")
+        store.place(key, data=b"abc" * 5000)
+        assert store.path(key).read_bytes() == b"abc" * 5000
+    assert not store.direct and _leftovers(store.root) == []
+
+
+def test_place_falls_back_when_the_o_direct_write_itself_is_refused(tmp_path, monkeypatch):
+    import errno
+
+    from portal.dicom import store as store_mod
+
+    def refusing(fd, data):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(store_mod, "_write_direct", refusing)
+    store = FileStore(tmp_path / "store")
+    key = store.key_for("1.2.3")
+    store.place(key, data=b"xyz" * 3000)
+    assert store.path(key).read_bytes() == b"xyz" * 3000
+    assert not store.direct and _leftovers(store.root) == []
