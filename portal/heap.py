@@ -15,6 +15,7 @@ so at most ~64 MB held, far below what those faults cost.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import gc
@@ -43,6 +44,35 @@ def return_freed_memory() -> bool:
     if not ok:
         log.debug("mallopt refused the memory policy")
     return ok
+
+
+_trim_pending = False
+_TRIM_DELAY_S = 1.0
+
+
+def trim_soon() -> None:
+    """After a request that held many image buffers at once (a STOW-RS of 50 images, a multi-file form):
+    in a second, once its buffers are freed, give the heap's free pages back (malloc_trim). Buffers up to
+    MMAP_THRESHOLD live in the heap, and a burst of them would otherwise stay resident (one STOW burst held
+    ~80 MB). One trim at a time covers every request of a burst."""
+    global _trim_pending
+    if _trim_pending:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    _trim_pending = True
+    loop.call_later(_TRIM_DELAY_S, _trim)
+
+
+def _trim() -> None:
+    global _trim_pending
+    _trim_pending = False
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def freeze_startup_objects() -> None:

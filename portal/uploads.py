@@ -24,6 +24,7 @@ class Spool:
     def __init__(self, folder: Path):
         self.folder = folder
         self.paths: list[Path] = []
+        self.memory_bytes = 0  # of file parts kept in memory instead (see parse_multipart's `memory`)
 
     def create(self, prefix: str, suffix: str):
         """A new empty file: (open binary writer, its path)."""
@@ -208,6 +209,7 @@ async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: "
                 if is_file:
                     part.data = value
                     room -= len(value)
+                    spool.memory_bytes += len(value)
                 else:
                     part.value = value
             pos = i + len(delim)

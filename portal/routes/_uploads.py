@@ -8,7 +8,7 @@ from pathlib import Path
 
 from litestar import Request
 
-from portal import settings as settings_mod, uploads
+from portal import heap, settings as settings_mod, uploads
 from portal.archive import IngestResult, ingest_path
 from portal.archive.ingest import is_zip, ingest_files, record_audit
 from portal.tables import Archive, Project
@@ -18,6 +18,8 @@ MAX_UPLOAD_BYTES = 8 * 1024**3
 # File parts of one request kept in memory up to this total (parsed, hashed and stored from memory, never
 # spooled to disk and read back); the rest of a bigger upload is spooled.
 UPLOAD_MEMORY_BYTES = 32 * 1024**2
+# A request that held this much of it in memory has the heap's freed pages given back after it (heap.trim_soon).
+TRIM_AFTER_BYTES = 8 * 1024**2
 
 
 _made: set[Path] = set()
@@ -37,6 +39,8 @@ async def upload_dir():
         yield spool
     finally:
         spool.discard()
+        if spool.memory_bytes >= TRIM_AFTER_BYTES:
+            heap.trim_soon()
 
 
 async def receive_parts(request: Request, tmp: uploads.Spool, allowed: tuple[str, ...] | None = None) -> list[uploads.Part]:
