@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import asyncio
+import datetime
 import fcntl
 import os
 import functools
 import logging
 import re
+import threading
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -563,15 +565,39 @@ def _write_rows(jobs: list[Job], known: dict | None = None):
                 rescore.add(s["id"])
         out[id(job)] = ("hook" if first else "stored", s["id"])
     if touched:
-        # Quiet-period inference and "recently changed" sorting read these.
-        ids = list(touched)
-        yield from _fetch(f'UPDATE lb_series SET "last_instance_at" = ? WHERE "id" IN {_in(ids)}', [now, *ids])
+        # Quiet-period inference and "recently changed" sorting read these, to the second (see _due).
+        if ids := [sid for sid in touched if _due("series", sid, now)]:
+            yield from _fetch(f'UPDATE lb_series SET "last_instance_at" = ? WHERE "id" IN {_in(ids)}', [now, *ids])
         if rescore:
             ids = list(rescore)
             yield from _fetch(f'UPDATE lb_series SET "ai_status" = \'\' WHERE "id" IN {_in(ids)}', ids)
-        ids = list(set(touched.values()))
-        yield from _fetch(f'UPDATE lb_study SET "updated_at" = ? WHERE "id" IN {_in(ids)}', [now, *ids])
+        if ids := [sid for sid in set(touched.values()) if _due("study", sid, now)]:
+            yield from _fetch(f'UPDATE lb_study SET "updated_at" = ? WHERE "id" IN {_in(ids)}', [now, *ids])
     return out
+
+
+# When this process last wrote a series' last_instance_at (a study's updated_at). A series arriving over many
+# batches rewrote its row (and its study's) in every one: two statements a batch, and on PostgreSQL with
+# `serve --processes 2` the two processes' transactions queued on those row locks. Written at most once a
+# second per row now; the first instance after a quiet period always writes (quiet periods are far longer).
+_TOUCH_EVERY = datetime.timedelta(seconds=1)
+_TOUCHED_MAX = 10_000
+_touched: OrderedDict = OrderedDict()
+_touched_lock = threading.Lock()  # writers run on the web loop's and the queue loops' threads
+
+
+def _due(table: str, row_id: int, now: datetime.datetime) -> bool:
+    """Whether the row's time is to be written in this batch (and, if so, remember that it was)."""
+    key = (id(Instance._meta.db), table, row_id)  # the database: tests and tools switch engines
+    with _touched_lock:
+        last = _touched.get(key)
+        if last is not None and datetime.timedelta(0) <= now - last < _TOUCH_EVERY:
+            return False
+        _touched[key] = now
+        _touched.move_to_end(key)
+        if len(_touched) > _TOUCHED_MAX:
+            _touched.popitem(last=False)
+        return True
 
 
 _INSTANCE_COLUMNS = ("key", "project", "series", "sop_instance_uid", "sop_class_uid", "instance_number",
