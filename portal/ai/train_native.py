@@ -76,7 +76,7 @@ from pathlib import Path
 
 import numpy as np
 
-from portal.ai import artifacts as impl_a, artifacts_alt as impl_b, artifacts_c as impl_c
+from portal.ai import artifacts as impl_a, artifacts_alt as impl_b, artifacts_c as impl_c, artifacts_d as impl_d
 from portal.ai.artifacts import ARTIFACTS
 from portal.ai.content import no_content_reason
 from portal.ai.native_input import native_input
@@ -91,7 +91,8 @@ COMPARE = "1.2.0"  # the version in use, measured on the same samples; `_is_bett
 TRAIN_IMPLS = "A,C"
 QUALITY_HEAD = "calibrated"
 EXTRA_STATS = True
-IMPLEMENTATIONS = {"A": impl_a.ARTIFACT_FUNCTIONS, "B": impl_b.ARTIFACT_FUNCTIONS, "C": impl_c.ARTIFACT_FUNCTIONS}
+IMPLEMENTATIONS = {"A": impl_a.ARTIFACT_FUNCTIONS, "B": impl_b.ARTIFACT_FUNCTIONS, "C": impl_c.ARTIFACT_FUNCTIONS,
+                   "D": impl_d.ARTIFACT_FUNCTIONS}
 ORDER = ("bias_field", "wraparound", "motion", "gibbs", "spike", "noise")
 N_ARTIFACTS_P = (0.35, 0.5, 0.15)
 SEVERITY_RANGE = (0.15, 1.0)
@@ -102,8 +103,8 @@ BUCKETS = ((64, 152), (153, 384), (385, 768), (769, 2048))
 CLEAN_FALSE_ALERT_TARGET = 0.01  # on validation: leaves room for the ≤ 2% goal on unseen sources
 SERIES_FRAMES = (4, 8, 16)
 # Sample-set tags per training-side implementation (A's are 1.2.0's: `--train-impls A` gives its very samples).
-TRAIN_TAGS = {"A": 0, "C": 6}
-VAL_TAGS = {"A": 1, "C": 7}
+TRAIN_TAGS = {"A": 0, "C": 6, "D": 8}
+VAL_TAGS = {"A": 1, "C": 7, "D": 9}
 
 
 # --- data at the native matrix ---------------------------------------------------------------------
@@ -445,7 +446,8 @@ def _fit_mlp(torch, F, model, f, y, args) -> list:
     return history
 
 
-IMPL_NAMES = {"A": "A (portal/ai/artifacts.py)", "B": "B (portal/ai/artifacts_alt.py)", "C": "C (portal/ai/artifacts_c.py)"}
+IMPL_NAMES = {"A": "A (portal/ai/artifacts.py)", "B": "B (portal/ai/artifacts_alt.py)", "C": "C (portal/ai/artifacts_c.py)",
+              "D": "D (portal/ai/artifacts_d.py)"}
 
 
 def _impls(args) -> list[str]:
