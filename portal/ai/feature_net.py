@@ -390,7 +390,8 @@ class FeatureNet(nn.Module):
             # that quality has a gradient (fine-tuning from reviewers' labels trains through it).
             table = self.clean_logits
             k = table.shape[1]
-            x = raw[:, :n].T.contiguous()  # (n, B)
+            # the table's rows: the n presence logits (1.3.0), or (1.4.0) those and the severe heads' logits after
+            x = raw[:, :table.shape[0]].T.contiguous()  # (rows, B)
             counts = torch.searchsorted(table, x, right=True)
             lo = torch.gather(table, 1, torch.clamp(counts - 1, min=0))
             hi = torch.gather(table, 1, torch.clamp(counts, max=k - 1))
