@@ -344,7 +344,7 @@ class FeatureNet(nn.Module):
                             torch.maximum(ey, ex), torch.minimum(ey, ex), torch.log((torch.maximum(ey, ex) + 1e-4) / (torch.minimum(ey, ex) + 1e-4))], 1)
 
     def physics_features(self, x: torch.Tensor) -> torch.Tensor:
-        """1.4.0's statistics alone, (B, 2, 256, 256) → (B, 33)."""
+        """1.4.0's statistics alone, (B, 2, 256, 256) → (B, 31)."""
         x = x.float()
         whole, crop = x[:, 0], x[:, 1]
         f = torch.cat([self._shading(whole), self._seams(whole), self._lines(whole), self._lines(crop)], 1)
