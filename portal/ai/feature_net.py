@@ -16,7 +16,10 @@ Outputs: quality, then the probability of each artifact. 1.2.0: quality = 1 - p(
 trained on "an artifact of severity ≥ 0.7" (`severe_heads=6`: the largest of six per-family heads). 1.3.0
 (`calibrated=True`): quality says how unusual the most unusual artifact output is for a *clean* image, from a table
 of the outputs of clean training views scored out of fold (buffer `clean_logits`): 1 + log10(p) / 4, p the share
-of clean views scoring at least as high (0.5: 1 in 100). Everything is TorchScript-able; `forward(x) -> (N, 7)`.
+of clean views scoring at least as high (0.5: 1 in 100). 1.4.0 (`physics_stats=True`) appends 31 statistics
+(`physics_features`: log-intensity shading fits and histogram sharpening, fold-over seams, k-space line roughness)
+and reads the severe head's logit against the clean table as a seventh row. Everything is TorchScript-able;
+`forward(x) -> (N, 7)`.
 """
 
 from __future__ import annotations
