@@ -16,7 +16,10 @@ Outputs: quality, then the probability of each artifact. 1.2.0: quality = 1 - p(
 trained on "an artifact of severity ≥ 0.7" (`severe_heads=6`: the largest of six per-family heads). 1.3.0
 (`calibrated=True`): quality says how unusual the most unusual artifact output is for a *clean* image, from a table
 of the outputs of clean training views scored out of fold (buffer `clean_logits`): 1 + log10(p) / 4, p the share
-of clean views scoring at least as high (0.5: 1 in 100). Everything is TorchScript-able; `forward(x) -> (N, 7)`.
+of clean views scoring at least as high (0.5: 1 in 100). 1.4.0 (`physics_stats=True`) appends 31 statistics
+(`physics_features`: log-intensity shading fits and histogram sharpening, fold-over seams, k-space line roughness)
+and reads the severe head's logit against the clean table as a seventh row. Everything is TorchScript-able;
+`forward(x) -> (N, 7)`.
 """
 
 from __future__ import annotations
@@ -43,12 +46,15 @@ def _radius(size: int) -> torch.Tensor:
 
 class FeatureNet(nn.Module):
     def __init__(self, outputs: Sequence[str] = OUTPUTS, hidden: int = 64, n_features: int = 0,
-                 dropout: float = 0.3, severe_heads: int = 1, extra_stats: bool = False, calibrated: bool = False):
+                 dropout: float = 0.3, severe_heads: int = 1, extra_stats: bool = False, calibrated: bool = False,
+                 physics_stats: bool = False):
         super().__init__()
         self.output_names = list(outputs)
         self.n_artifacts = len(self.output_names) - 1
         self.severe_heads = severe_heads  # 1: one "severe" logit (1.2.0); n_artifacts: one per family (1.3.0)
         self.extra_stats = extra_stats  # 1.3.0's statistics after 1.2.0's (which stay the first columns, unchanged)
+        # 1.4.0's statistics after 1.3.0's (which stay the first columns): shading, fold-over seams, k-space lines
+        self.physics_stats = physics_stats and extra_stats
         # 1.3.0's quality: how unusual the most unusual artifact output is *for a clean image* (see `scores`)
         self.calibrated = calibrated
         self.register_buffer("clean_logits", torch.zeros(self.n_artifacts, 1))
@@ -70,6 +76,10 @@ class FeatureNet(nn.Module):
         hy, hx = torch.meshgrid(g4, g4, indexing="ij")
         hy, hx = hy.flatten(), hx.flatten()
         self.register_buffer("poly4", torch.stack([torch.ones_like(hx), hx, hy, hx * hx, hx * hy, hy * hy], 1))
+        g64 = (torch.arange(64, dtype=torch.float32) + 0.5) / 32.0 - 1.0
+        py, px = torch.meshgrid(g64, g64, indexing="ij")
+        py, px = py.flatten(), px.flatten()
+        self.register_buffer("poly64", torch.stack([torch.ones_like(px), px, py, px * px, px * py, py * py], 1))
         lap = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
         self.register_buffer("laplacian", lap[None, None])
         n = n_features or self.feature_count()
@@ -237,6 +247,112 @@ class FeatureNet(nn.Module):
         parts.append(torch.stack([torch.log(mu + 1e-3), torch.log(sd + 1e-4), torch.log(sd + 1e-4) - torch.log(fsd + 1e-4)], 1))
         return torch.cat(parts, 1)
 
+    def _entropy(self, values: torch.Tensor, weight: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Entropy (nats) of the weighted histogram (32 bins over [lo, hi] per row) of `values` (B, P)."""
+        bins = 32
+        idx = ((values - lo[:, None]) / (hi - lo).clamp(min=1e-3)[:, None] * bins).floor().clamp(0, bins - 1).long()
+        h = torch.zeros(values.shape[0], bins, device=values.device).scatter_add_(1, idx, weight)
+        p = h / h.sum(1, keepdim=True).clamp(min=1e-6)
+        return -(p * torch.log(p.clamp(min=1e-9))).sum(1)
+
+    def _shading(self, img: torch.Tensor) -> torch.Tensor:
+        """1.4.0: what any smooth multiplicative field does, whatever made it. log(image) = log(tissue) + log(field):
+        a low-order (linear, quadratic) fit of the log intensity of the foreground pixels (64x64) over the frame,
+        its range and the share of the variance it explains, and (as N3/N4 correct shading) how much sharper the
+        foreground's histogram gets once that trend is removed (a field smears each tissue's peak); and the ratio of
+        the bright tissue (75th percentile of the foreground) between opposite halves of the frame, along the axes
+        and the diagonals, sorted (a turn or flip changes nothing)."""
+        s = F.avg_pool2d(img[:, None], 4)[:, 0].flatten(1)  # (B, 4096)
+        q = torch.quantile(s, torch.tensor([0.9], device=img.device), dim=1)[0]
+        fg = (s > torch.clamp(0.15 * q, min=0.04)[:, None]).float()
+        n_fg = fg.sum(1).clamp(min=1.0)
+        logs = torch.log(s + 0.02)
+        mu = (logs * fg).sum(1) / n_fg
+        var = (((logs - mu[:, None]) ** 2) * fg).sum(1) / n_fg
+        big = torch.full_like(logs, 1e3)
+        lo = torch.where(fg > 0, logs, big).amin(1)
+        hi = torch.where(fg > 0, logs, -big).amax(1)
+        h0 = self._entropy(logs, fg, lo, hi)
+        feats: list[torch.Tensor] = [h0]
+        for terms in (3, 6):
+            poly = self.poly64[:, :terms]
+            a = poly[None] * fg[:, :, None]
+            ata = torch.matmul(poly.T[None], a) + 1e-3 * torch.eye(terms, device=img.device)[None]
+            beta = torch.linalg.solve(ata, torch.matmul(a.transpose(1, 2), logs[:, :, None]))
+            trend = torch.matmul(poly[None], beta)[:, :, 0]
+            t_fg = torch.where(fg > 0, trend, torch.zeros_like(trend))
+            t_range = torch.where(fg > 0, trend, -big).amax(1) - torch.where(fg > 0, trend, big).amin(1)
+            resid = logs - trend
+            r_var = (((resid - ((resid * fg).sum(1) / n_fg)[:, None]) ** 2) * fg).sum(1) / n_fg
+            corrected = logs - (t_fg - (t_fg * fg).sum(1, keepdim=True) / n_fg[:, None])
+            h1 = self._entropy(corrected, fg, lo, hi)
+            feats += [t_range.clamp(0.0, 10.0), 1.0 - r_var / var.clamp(min=1e-6), h0 - h1]
+        # bright tissue of opposite halves: rows, columns, the two diagonals
+        yy = self.poly64[:, 2]
+        xx = self.poly64[:, 1]
+        ratios: list[torch.Tensor] = []
+        for d in (yy, xx, xx + yy, xx - yy):
+            side_a = (fg * (d[None] < 0).float()) > 0
+            side_b = (fg * (d[None] > 0).float()) > 0
+            va = torch.where(side_a, s, torch.full_like(s, float("nan")))
+            vb = torch.where(side_b, s, torch.full_like(s, float("nan")))
+            qa = torch.nanquantile(va, 0.75, dim=1)
+            qb = torch.nanquantile(vb, 0.75, dim=1)
+            r = torch.abs(torch.log((qa + 0.02) / (qb + 0.02)))
+            ratios.append(torch.nan_to_num(r, nan=0.0))
+        rs = torch.sort(torch.stack(ratios, 1), dim=1).values
+        return torch.cat([torch.stack(feats, 1), rs], 1)
+
+    def _seams(self, img: torch.Tensor) -> torch.Tensor:
+        """1.4.0: fold-over. What lies beyond the field of view lands on the opposite side, so an aliased frame is
+        continuous *across* its edges (the last rows lead into the first ones), where a cut-off clean frame jumps.
+        Per axis: the signal at the two edges, the jump across the seam against the change just inside, and the
+        correlation of the two edge profiles; the two axes sorted by the jump ratio (a turn changes nothing)."""
+        per_axis: list[torch.Tensor] = []
+        for t in (img, img.transpose(1, 2)):
+            a = t[:, :3].mean(1)
+            b = t[:, -3:].mean(1)
+            a_in = t[:, 3:6].mean(1)
+            b_in = t[:, -6:-3].mean(1)
+            energy = 0.5 * (a + b).mean(1)
+            seam = (a - b).abs().mean(1)
+            inner = 0.5 * ((a - a_in).abs().mean(1) + (b - b_in).abs().mean(1))
+            za = a - a.mean(1, keepdim=True)
+            zb = b - b.mean(1, keepdim=True)
+            corr = (za * zb).sum(1) / torch.sqrt((za ** 2).sum(1) * (zb ** 2).sum(1) + 1e-8)
+            per_axis.append(torch.stack([torch.log(energy + 1e-3), torch.log((seam + 1e-3) / (inner + 1e-3)),
+                                         torch.log(seam + 1e-3), corr], 1))
+        first, second = per_axis[0], per_axis[1]
+        swap = (first[:, 1] > second[:, 1])[:, None]
+        return torch.cat([torch.where(swap, second, first), torch.where(swap, first, second)], 1)
+
+    def _lines(self, img: torch.Tensor) -> torch.Tensor:
+        """1.4.0: motion and line-wise errors break the smoothness of k-space from one phase-encode line to the
+        next, along one axis only. The roughness (mean |second difference|) of log |k| and of the log energy of
+        each line, along each axis at mid/high frequencies; the larger and the smaller axis, and their log ratio."""
+        z = (img - img.mean(dim=(1, 2), keepdim=True)) * self.window
+        logk = torch.log(torch.fft.fftshift(torch.fft.fft2(z).abs(), dim=(-2, -1)) + 1e-6)
+        ring = ((self.radius > 0.1) & (self.radius < 0.8)).float()
+        d_y = (logk[:, 2:] - 2 * logk[:, 1:-1] + logk[:, :-2]).abs()
+        d_x = (logk[:, :, 2:] - 2 * logk[:, :, 1:-1] + logk[:, :, :-2]).abs()
+        ry = (d_y * ring[1:-1]).sum((1, 2)) / ring[1:-1].sum()
+        rx = (d_x * ring[:, 1:-1]).sum((1, 2)) / ring[:, 1:-1].sum()
+        energy = torch.exp(2 * logk)
+        half = self.size // 2
+        ly = torch.log(energy.sum(2) + 1e-8)[:, half + 3:]
+        lx = torch.log(energy.sum(1) + 1e-8)[:, half + 3:]
+        ey = (ly[:, 2:] - 2 * ly[:, 1:-1] + ly[:, :-2]).abs().mean(1)
+        ex = (lx[:, 2:] - 2 * lx[:, 1:-1] + lx[:, :-2]).abs().mean(1)
+        return torch.stack([torch.maximum(ry, rx), torch.minimum(ry, rx), torch.log(torch.maximum(ry, rx) / torch.minimum(ry, rx)),
+                            torch.maximum(ey, ex), torch.minimum(ey, ex), torch.log((torch.maximum(ey, ex) + 1e-4) / (torch.minimum(ey, ex) + 1e-4))], 1)
+
+    def physics_features(self, x: torch.Tensor) -> torch.Tensor:
+        """1.4.0's statistics alone, (B, 2, 256, 256) → (B, 31)."""
+        x = x.float()
+        whole, crop = x[:, 0], x[:, 1]
+        f = torch.cat([self._shading(whole), self._seams(whole), self._lines(whole), self._lines(crop)], 1)
+        return torch.nan_to_num(f, nan=0.0, posinf=30.0, neginf=-30.0)
+
     def features_raw(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2, 256, 256) → (B, F) statistics, before standardisation."""
         x = x.float()
@@ -249,6 +365,8 @@ class FeatureNet(nn.Module):
                  self._layout(whole)]
         if self.extra_stats:
             parts.append(self._extra(whole))
+        if self.physics_stats:
+            parts.append(self.physics_features(x))
         f = torch.cat(parts, dim=1)
         return torch.nan_to_num(f, nan=0.0, posinf=30.0, neginf=-30.0)
 
@@ -275,7 +393,8 @@ class FeatureNet(nn.Module):
             # that quality has a gradient (fine-tuning from reviewers' labels trains through it).
             table = self.clean_logits
             k = table.shape[1]
-            x = raw[:, :n].T.contiguous()  # (n, B)
+            # the table's rows: the n presence logits (1.3.0), or (1.4.0) those and the severe heads' logits after
+            x = raw[:, :table.shape[0]].T.contiguous()  # (rows, B)
             counts = torch.searchsorted(table, x, right=True)
             lo = torch.gather(table, 1, torch.clamp(counts - 1, min=0))
             hi = torch.gather(table, 1, torch.clamp(counts, max=k - 1))

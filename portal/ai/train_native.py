@@ -1,12 +1,34 @@
-"""Train and evaluate lightbox-quality 1.3.0 (and 1.2.0): artifacts simulated at each image's native matrix.
+"""Train and evaluate lightbox-quality 1.4.0 (and 1.3.0, 1.2.0): artifacts simulated at each image's native matrix.
 
-    nice -n 19 python -m portal.ai.train_native --out portal/ai/models/lightbox-quality/1.3.0
+    nice -n 19 python -m portal.ai.train_native --out portal/ai/models/lightbox-quality/1.4.0
+
+    # 1.3.0's recipe:
+    nice -n 19 python -m portal.ai.train_native --out DIR --version 1.3.0 --train-impls A,C --quality-head calibrated \
+        --no-physics-stats --compare portal/ai/models/lightbox-quality/1.2.0
 
     # 1.2.0, the same weights as the committed ones (its EVALUATION.md was written by the recipe of then):
     nice -n 19 python -m portal.ai.train_native --out DIR --version 1.2.0 --train-impls A --quality-head single \
         --no-extra-stats --compare portal/ai/models/lightbox-quality/1.1.0
 
     python -m portal.ai.train_native --evaluate-only --out portal/ai/models/lightbox-quality/1.1.0  # same test
+
+What 1.4.0 changed from 1.3.0 (issue 14: 1.3.0 read B's bias fields, fold-over and motion poorly and caught half
+the severe artifacts):
+
+- A third training-side implementation, D (`portal/ai/artifacts_d.py`, written from the physics by other routes
+  than A and C: multi-coil and coloured noise, rotation / pulsatile / jitter motion, RF-burst spikes, B1-dome and
+  lattice shading, fold-over of the anatomy beyond the field of view, a low matrix shown by bicubic interpolation);
+  training and validation use A, C and D, 1500 samples each; B stays held out entirely.
+- FeatureNet gets 31 more statistics (`physics_stats`), chosen for holding for *any* simulator of a family: a
+  linear and a quadratic fit of the foreground's log intensity (range, explained variance, and how much sharper the
+  foreground histogram gets once the trend is removed, the N3/N4 criterion), the bright tissue of opposite halves,
+  the continuity of the frame across its edges (fold-over), the line-to-line roughness of k-space per axis.
+- `quality` (`--quality-head calibrated-severe`): 1.3.0's calibrated quality with the severe head's logit read
+  against the clean out-of-fold table as a seventh output.
+- Chosen on validation only (see the notes in EVALUATION.md): with a leave-one-implementation-out check (train on
+  the others, validate on the one left out) as the stand-in for an unseen simulator. The physics statistics:
+  validation macro AUC (A+C) 0.900 → 0.919, across implementations 0.883 → 0.899; D in training: A+D → C 0.892 →
+  0.908, C+D → A 0.905 → 0.908. 1.3.0 (`--compare`) is evaluated on the very same samples; `_is_better` decides.
 
 What 1.3.0 changed from 1.2.0 (issue 14: 1.2.0 read the held-out implementation B's bias fields and aliasing
 poorly, having learned one simulator's details):
@@ -76,7 +98,7 @@ from pathlib import Path
 
 import numpy as np
 
-from portal.ai import artifacts as impl_a, artifacts_alt as impl_b, artifacts_c as impl_c
+from portal.ai import artifacts as impl_a, artifacts_alt as impl_b, artifacts_c as impl_c, artifacts_d as impl_d
 from portal.ai.artifacts import ARTIFACTS
 from portal.ai.content import no_content_reason
 from portal.ai.native_input import native_input
@@ -86,12 +108,14 @@ from portal.ai.train_quality import (
 
 SEED = 2029
 SIZE = 256
-VERSION = "1.3.0"
-COMPARE = "1.2.0"  # the version in use, measured on the same samples; `_is_better` decides
-TRAIN_IMPLS = "A,C"
-QUALITY_HEAD = "calibrated"
+VERSION = "1.4.0"
+COMPARE = "1.3.0"  # the version in use, measured on the same samples; `_is_better` decides
+TRAIN_IMPLS = "A,C,D"
+QUALITY_HEAD = "calibrated-severe"  # 1.4.0; 1.3.0: "calibrated"
 EXTRA_STATS = True
-IMPLEMENTATIONS = {"A": impl_a.ARTIFACT_FUNCTIONS, "B": impl_b.ARTIFACT_FUNCTIONS, "C": impl_c.ARTIFACT_FUNCTIONS}
+PHYSICS_STATS = True  # 1.4.0
+IMPLEMENTATIONS = {"A": impl_a.ARTIFACT_FUNCTIONS, "B": impl_b.ARTIFACT_FUNCTIONS, "C": impl_c.ARTIFACT_FUNCTIONS,
+                   "D": impl_d.ARTIFACT_FUNCTIONS}
 ORDER = ("bias_field", "wraparound", "motion", "gibbs", "spike", "noise")
 N_ARTIFACTS_P = (0.35, 0.5, 0.15)
 SEVERITY_RANGE = (0.15, 1.0)
@@ -102,8 +126,8 @@ BUCKETS = ((64, 152), (153, 384), (385, 768), (769, 2048))
 CLEAN_FALSE_ALERT_TARGET = 0.01  # on validation: leaves room for the ≤ 2% goal on unseen sources
 SERIES_FRAMES = (4, 8, 16)
 # Sample-set tags per training-side implementation (A's are 1.2.0's: `--train-impls A` gives its very samples).
-TRAIN_TAGS = {"A": 0, "C": 6}
-VAL_TAGS = {"A": 1, "C": 7}
+TRAIN_TAGS = {"A": 0, "C": 6, "D": 8}
+VAL_TAGS = {"A": 1, "C": 7, "D": 9}
 
 
 # --- data at the native matrix ---------------------------------------------------------------------
@@ -193,7 +217,7 @@ def _statistics(x: np.ndarray) -> np.ndarray:
         from portal.ai.feature_net import FeatureNet
 
         torch.set_num_threads(1)
-        _NET = FeatureNet(extra_stats=True).eval()  # all statistics; a model without the extra ones reads the first
+        _NET = FeatureNet(extra_stats=True, physics_stats=True).eval()  # all statistics; an older model reads the first
     with torch.no_grad():
         return _NET.features_raw(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
@@ -445,7 +469,8 @@ def _fit_mlp(torch, F, model, f, y, args) -> list:
     return history
 
 
-IMPL_NAMES = {"A": "A (portal/ai/artifacts.py)", "B": "B (portal/ai/artifacts_alt.py)", "C": "C (portal/ai/artifacts_c.py)"}
+IMPL_NAMES = {"A": "A (portal/ai/artifacts.py)", "B": "B (portal/ai/artifacts_alt.py)", "C": "C (portal/ai/artifacts_c.py)",
+              "D": "D (portal/ai/artifacts_d.py)"}
 
 
 def _impls(args) -> list[str]:
@@ -495,7 +520,8 @@ def train(args, log) -> tuple:
     log(f"train data: {len(data['labels'])} samples in {t_data:.0f} s; label rates "
         + ", ".join(f"{n} {r:.2f}" for n, r in zip(ARTIFACTS, data["labels"].mean(0))))
     model = FeatureNet(hidden=args.width, dropout=args.dropout, severe_heads=_severe_heads(args),
-                       extra_stats=args.extra_stats, calibrated=args.quality_head == "calibrated")
+                       extra_stats=args.extra_stats, calibrated=args.quality_head.startswith("calibrated"),
+                       physics_stats=args.physics_stats)
     feats = torch.from_numpy(np.ascontiguousarray(data["features"][:, :model.mean.shape[0]]))
     t_feat = 0.0  # measured in the workers, with the samples
     log(f"statistics: {feats.shape[1]} per sample")
@@ -519,8 +545,9 @@ def train(args, log) -> tuple:
         with torch.no_grad():
             oof.append(fold.from_features(f[torch.from_numpy(held & clean)]))
     raw = torch.cat(oof)
-    if args.quality_head == "calibrated":  # the table of clean outputs that quality is read against
-        model.clean_logits = torch.sort(raw[:, :len(ARTIFACTS)].T.contiguous(), dim=1).values
+    if args.quality_head.startswith("calibrated"):  # the table of clean outputs that quality is read against
+        rows = len(ARTIFACTS) + (1 if args.quality_head == "calibrated-severe" else 0)  # 1.4.0: and the severe head
+        model.clean_logits = torch.sort(raw[:, :rows].T.contiguous(), dim=1).values
     model.eval()
     with torch.no_grad():
         oof = model.scores(raw)[:, 0].tolist()  # the same as each fold's own, but for the table
@@ -536,7 +563,8 @@ def train(args, log) -> tuple:
             "data_seconds": round(t_data, 1), "feature_seconds": round(t_feat, 1),
             "train_seconds": round(time.perf_counter() - t2, 1), "history": history[-1:],
             "implementation": " + ".join(IMPL_NAMES[i] for i in _impls(args)), "train_impls": args.train_impls,
-            "quality_head": args.quality_head, "extra_stats": args.extra_stats}
+            "quality_head": args.quality_head, "extra_stats": args.extra_stats,
+            "physics_stats": args.physics_stats and args.extra_stats}
     return model, info, np.array(oof, np.float32)
 
 
@@ -634,7 +662,7 @@ def build_manifest(model_file: Path, ev: dict, info: dict | None, version: str) 
         "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest(),
         "description": (("Image quality 0-1 (how unusual the most unusual artifact output is for a clean image: "
                          "1 + log10 of the share of clean views scoring as high, / 4)"
-                         if (info or {}).get("quality_head") == "calibrated" else
+                         if str((info or {}).get("quality_head", "")).startswith("calibrated") else
                          "Image quality 0-1 (1 - the probability of a severe artifact)")
                         + " and the probability of six acquisition artifacts, from one frame seen whole and at its "
                           "native resolution; trained on artifacts simulated at the image's native matrix."),
@@ -662,6 +690,9 @@ def _command(info: dict, version: str) -> str:
         cmd += f" --quality-head {head}"
     if extra != EXTRA_STATS:
         cmd += " --extra-stats" if extra else " --no-extra-stats"
+    physics = info.get("physics_stats", False)
+    if physics != PHYSICS_STATS:
+        cmd += " --physics-stats" if physics else " --no-physics-stats"
     return cmd
 
 
@@ -676,6 +707,17 @@ FORKING_1_3_0 = (" *Said openly:* one earlier candidate (the same model with 1.2
                  "on the held-out figures too, and was not better (severe caught 29.4%); the calibrated quality that "
                  "replaced it was chosen on validation and left-out-source figures, but it was tried after that "
                  "held-out result was seen, so these held-out figures are not wholly untouched by the choice.")
+
+
+# What 1.4.0's report says of how it was chosen.
+FORKING_1_4_0 = (" How 1.4.0 was chosen: the physics statistics, implementation D and the recipe were chosen on the "
+                 "validation sources with the training-side implementations only (validation macro AUC and severe "
+                 "artifacts caught, and a leave-one-implementation-out check: train on the others, validate on the one "
+                 "left out, the stand-in for an unseen simulator); the figures are summarised in the docstring of "
+                 "`portal/ai/train_native.py`. The held-out figures (test sources, implementation B) were computed "
+                 "only by the one training run that made this folder and were looked at once, after the choice. *Said openly:* D's author had "
+                 "not read B's code but had read the one-line summary of B above, and chose other routes than B's; "
+                 "the statistics' authors of 1.2.0 and 1.3.0 had read B.")
 
 
 def markdown(ev: dict, manifest: dict, info: dict | None) -> str:
@@ -751,7 +793,8 @@ def markdown(ev: dict, manifest: dict, info: dict | None) -> str:
                      "The rule is 1.2.0's, unchanged, fixed before this version was trained; everything this version "
                      "chose (the training implementations, the quality head, the threshold, the series policy) was "
                      "chosen on the validation sources with training-side implementations only."
-                     + (FORKING_1_3_0 if manifest["version"] == "1.3.0" else "")), ""]
+                     + (FORKING_1_3_0 if manifest["version"] == "1.3.0" else "")
+                     + (FORKING_1_4_0 if manifest["version"] == "1.4.0" else "")), ""]
     lines += [
         "## Data, splits and implementations", "",
         "Clean images: the DICOM samples of pydicom and pydicom-data, grouped into sources (one acquisition); every "
@@ -780,11 +823,20 @@ def markdown(ev: dict, manifest: dict, info: dict | None) -> str:
         "mean, border brightness"
         + ("; and, 1.3.0's extra statistics, the smooth trend of the brightest tissue of each cell on 8x8 and 4x4 "
            "grids and the structure left in the smoothed background" if (info or {}).get("extra_stats") else "")
+        + ("; and 1.4.0's physics statistics, which hold for any simulator of a family: a linear and a quadratic fit "
+           "of the log intensity of the foreground over the frame (its range, the variance it explains, and how much "
+           "sharper the foreground histogram gets once it is removed, as N3/N4 bias correction does), the bright "
+           "tissue of opposite halves of the frame, the continuity of the frame across its edges (fold-over makes "
+           "the last rows lead into the first), and the line-to-line roughness of k-space along each axis"
+           if (info or {}).get("physics_stats") else "")
         + "), then an MLP; "
         + ("`quality` says how unusual the most unusual artifact output is for a clean image: each output read "
            "against the outputs of the clean training views scored out of fold (by a model trained without their "
            "source), quality = 1 + log10(p) / 4 with p the share of those views scoring at least as high (0.5: 1 "
-           "clean view in 100). " if (info or {}).get("quality_head") == "calibrated" else
+           "clean view in 100)"
+           + ("; the severe head's logit (trained on \"an artifact of severity ≥ 0.7\") is read the same way, as a "
+              "seventh output" if (info or {}).get("quality_head") == "calibrated-severe" else "")
+           + ". " if str((info or {}).get("quality_head", "")).startswith("calibrated") else
            f"`quality` = 1 - p(severe) from a dedicated head trained on \"an artifact of severity ≥ {SEVERE}\". ")
         + "The critical threshold is chosen for at most "
         f"{CLEAN_FALSE_ALERT_TARGET:.0%} false alerts on the clean validation views *pooled with* out-of-fold scores of "
@@ -875,14 +927,18 @@ def parse_args(argv=None):
                     help="an installed version evaluated on the same samples (an older one, measured by another "
                          "evaluation, gets this run's EVALUATION-native.md; a version this recipe made is left as it is)")
     ap.add_argument("--train-impls", default=TRAIN_IMPLS,
-                    help="training-side artifact implementations, comma-separated (A, C; 1.2.0: A); validation "
+                    help="training-side artifact implementations, comma-separated (A, C, D; 1.3.0: A,C; 1.2.0: A); validation "
                          "uses the same ones; B is never allowed")
     ap.add_argument("--extra-stats", action=argparse.BooleanOptionalAction, default=EXTRA_STATS,
                     help="1.3.0's statistics (shading of the brightest tissue, background structure) after 1.2.0's")
-    ap.add_argument("--quality-head", choices=("single", "family", "calibrated"), default=QUALITY_HEAD,
+    ap.add_argument("--physics-stats", action=argparse.BooleanOptionalAction, default=PHYSICS_STATS,
+                    help="1.4.0's statistics (log-intensity shading fit and histogram sharpening, fold-over seams, "
+                         "k-space line roughness) after 1.3.0's")
+    ap.add_argument("--quality-head", choices=("single", "family", "calibrated", "calibrated-severe"), default=QUALITY_HEAD,
                     help="quality = 1 - p(severe) from one head (1.2.0), 1 - the largest of six per-family heads, or "
                          "(1.3.0) how unusual the most unusual artifact output is for a clean image: each output "
-                         "read against the out-of-fold outputs of the clean training views")
+                         "read against the out-of-fold outputs of the clean training views; or (1.4.0, "
+                         "calibrated-severe) the same with the severe head's logit as a seventh output read so")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2, help="processes building samples (the result does not depend on it)")
     ap.add_argument("--report-only", action="store_true",

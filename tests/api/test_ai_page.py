@@ -26,13 +26,13 @@ async def test_the_ai_page_shows_how_good_the_model_in_use_is(client, app):
     await login(client, "man")
     html = (await client.get("/projects/ev/ai")).text
     assert "How good the models are" in html
-    # 1.3.0 is in use: its own held-out figures (EVALUATION.md), and 1.2.0's on the same samples beside them
+    # 1.4.0 is in use: its own held-out figures (EVALUATION.md), and 1.3.0's on the same samples beside them
     ev = json.loads((builtin_model_dir() / "evaluation.json").read_text())
-    assert builtin_model_dir().name == "1.3.0"
+    assert builtin_model_dir().name == "1.4.0"
     assert f"{ev['test_B']['macro_auc']:.3f}" in html and "its own held-out evaluation" in html
     assert f"fires on <strong>{100 * ev['critical']['false_alert_rate']:.1f}%</strong>" in html
     assert f"catches <strong>{100 * ev['critical']['severe_detection']:.0f}%</strong>" in html
-    assert "Against 1.2.0 on the same samples: macro AUC" in html
+    assert "Against 1.3.0 on the same samples: macro AUC" in html
     assert 'name="alert_window"' in html and 'name="critical-lightbox-quality"' in html
     assert '<option value="ghosting_motion" selected>' in html  # motion → MIQA's name by default
     # Blank unless the project set its own: saving the page must not pin today's model default.

@@ -25,7 +25,7 @@ def ct_series(tmp_path_factory):
 def test_score_series_returns_everything(ct_series):
     result = score_series(list(reversed(ct_series)), builtin_model_dir())
     assert KEYS <= set(result)
-    assert result["model"] == {"name": "lightbox-quality", "version": "1.3.0"}
+    assert result["model"] == {"name": "lightbox-quality", "version": "1.4.0"}
     assert list(result["scores"]) == ["quality", "noise", "motion", "spike", "bias_field", "wraparound", "gibbs"]
     assert all(0.0 <= v <= 1.0 for v in result["scores"].values())
     assert result["frames_scored"] == result["frames_total"] == 3
@@ -33,7 +33,7 @@ def test_score_series_returns_everything(ct_series):
     assert all(set(p) >= {"sop_instance_uid", "scores", "frame", "flagged"} for p in result["per_instance"])
     assert isinstance(result["critical"], bool)
     assert result["critical"] == (result["scores"]["quality"] < load_manifest(builtin_model_dir()).critical["below"])
-    assert "lightbox-quality 1.3.0" in result["report"] and "quality" in result["report"]
+    assert "lightbox-quality 1.4.0" in result["report"] and "quality" in result["report"]
     heat = Image.open(io.BytesIO(result["heatmap_png"]))
     assert heat.format == "PNG" and heat.mode == "RGBA"
     rep = result["representative"]

@@ -145,6 +145,57 @@ def test_calibrated_quality_reads_each_output_against_clean_views():
     torch.testing.assert_close(scripted.scores(raw), m.scores(raw))
 
 
+def test_calibrated_severe_quality_reads_the_severe_head_as_a_seventh_output():
+    """1.4.0: a table of 7 rows reads the severe head's logit (raw column 7) against clean views too."""
+    from portal.ai.feature_net import FeatureNet
+
+    m = FeatureNet(calibrated=True).eval()
+    m.clean_logits = torch.sort(torch.linspace(-5.0, 0.0, 999).repeat(7, 1), dim=1).values
+    raw = torch.full((2, 7), -6.0)
+    raw[1, 6] = -0.05  # only the severe logit is unusual: p about 1/100
+    q = m.scores(raw)[:, 0]
+    assert float(q[0]) == pytest.approx(1.0, abs=1e-3)
+    assert float(q[1]) == pytest.approx(0.5, abs=0.02)
+    m.clean_logits = m.clean_logits[:6].contiguous()  # 1.3.0's table: the severe logit is not read
+    assert float(m.scores(raw)[1, 0]) == pytest.approx(1.0, abs=1e-3)
+
+
+def _phantom(rows: int = 256, cols: int = 256) -> np.ndarray:
+    y, x = np.meshgrid(np.linspace(-1, 1, rows), np.linspace(-1, 1, cols), indexing="ij")
+    img = np.where(x ** 2 / 0.7 + y ** 2 / 0.5 < 1, 0.5, 0.0)
+    img = np.where((x - 0.2) ** 2 + y ** 2 < 0.08, 0.9, img)
+    return img.astype(np.float32)
+
+
+def test_physics_statistics_see_shading_and_fold_over_and_ignore_turns():
+    """1.4.0's statistics: a multiplicative field widens the fitted log-intensity range and sharpening; a turn or
+    a flip of the frame changes nothing; an aliased (periodically extended) frame is continuous across its edges."""
+    from portal.ai import artifacts_c as impl_c
+    from portal.ai.feature_net import FeatureNet
+
+    net = FeatureNet(extra_stats=True, physics_stats=True).eval()
+    clean = _phantom()
+    shaded = impl_c.bias_field(clean, 1.0, 3, mode="gradient")
+    views = [clean, np.rot90(clean).copy(), clean[:, ::-1].copy(), shaded]
+    x = torch.from_numpy(np.stack([np.stack([v, v]) for v in views]).astype(np.float32))
+    with torch.no_grad():
+        f = net.physics_features(x).numpy()
+    assert f.shape == (4, 31)
+    np.testing.assert_allclose(f[1], f[0], atol=1e-3)
+    np.testing.assert_allclose(f[2], f[0], atol=1e-3)
+    assert f[3, 1] > f[0, 1] + 0.5  # the linear fit's range (log units) of a 10x field
+    assert f[3, 3] > 0.0 and f[3, 3] > f[0, 3]  # the histogram sharpens once the trend is removed
+    rows = np.linspace(0.3, 0.9, 256)[:, None]
+    cut = np.full((256, 256), 1.0, np.float32) * rows  # an object through the whole frame, darker at the top
+    cut[:, :40] = 0.0
+    wrapped = impl_a.wraparound(cut, 0.6, 1, axis=0)  # folded, then shown on the frame: periodic across the edge
+    x = torch.from_numpy(np.stack([np.stack([v, v]) for v in (cut, wrapped)]).astype(np.float32))
+    with torch.no_grad():
+        seams = net._seams(x[:, 0])
+    # the axis with the larger jump ratio comes second: an aliased frame jumps less across its seam
+    assert float(seams[1, 5]) < float(seams[0, 5])
+
+
 def test_a_native_crop_model_scores_a_series_through_the_registry(tmp_path, net):
     """A manifest asking for "native-crop" (2 channels) is accepted, fed (N, 2, 256, 256) and heat-mapped (by
     occlusion: the statistics have no feature maps), without any training: an untrained FeatureNet."""

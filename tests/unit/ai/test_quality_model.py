@@ -20,7 +20,7 @@ def runner():
 @pytest.fixture(scope="module")
 def native_runner():
     runner = load_model(builtin_model_dir(), device="cpu")
-    assert runner.version == "1.3.0"
+    assert runner.version == "1.4.0"
     return runner
 
 

@@ -33,7 +33,7 @@ def _edit(model_dir: Path, **changes) -> None:
 
 def test_builtin_manifest_is_complete():
     m = load_manifest(builtin_model_dir())
-    assert (m.name, m.version, m.kind, m.file) == ("lightbox-quality", "1.3.0", "torchscript", "model.pt")
+    assert (m.name, m.version, m.kind, m.file) == ("lightbox-quality", "1.4.0", "torchscript", "model.pt")
     assert dict(m.input) == {"size": 256, "channels": 2, "normalisation": "native-crop"}
     assert m.output_names == ["quality", "noise", "motion", "spike", "bias_field", "wraparound", "gibbs"]
     assert m.output("quality").direction == "below" and 0 < m.output("quality").threshold < 1
@@ -161,7 +161,7 @@ def test_list_and_find_models(model_copy, tmp_path, caplog):
     broken.mkdir(parents=True)
     (broken / "manifest.json").write_text("{")
     found = list_models([tmp_path])
-    assert [(m.name, m.version) for m in found] == [("lightbox-quality", v) for v in ("2.0.0", "1.3.0", "1.2.0", "1.1.0", "1.0.0")]
+    assert [(m.name, m.version) for m in found] == [("lightbox-quality", v) for v in ("2.0.0", "1.4.0", "1.3.0", "1.2.0", "1.1.0", "1.0.0")]
     assert "Skipping the model" in caplog.text
     assert find_model("lightbox-quality", extra_dirs=[tmp_path]).version == "2.0.0"
     assert find_model("lightbox-quality").directory == builtin_model_dir()  # the newest built-in version
