@@ -46,7 +46,7 @@ def return_freed_memory() -> bool:
     return ok
 
 
-_trim_pending = False
+_trim_pending = None  # the loop a trim is scheduled on
 _TRIM_DELAY_S = 1.0
 
 
@@ -56,19 +56,19 @@ def trim_soon() -> None:
     MMAP_THRESHOLD live in the heap, and a burst of them would otherwise stay resident (one STOW burst held
     ~80 MB). One trim at a time covers every request of a burst."""
     global _trim_pending
-    if _trim_pending:
+    if _trim_pending is not None and not _trim_pending.is_closed():  # (a closed loop never runs its trim)
         return
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return
-    _trim_pending = True
+    _trim_pending = loop
     loop.call_later(_TRIM_DELAY_S, _trim)
 
 
 def _trim() -> None:
     global _trim_pending
-    _trim_pending = False
+    _trim_pending = None
     try:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
