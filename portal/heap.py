@@ -31,13 +31,21 @@ TRIM_THRESHOLD = 32 * 1024**2
 ARENA_MAX = 2
 
 
-def return_freed_memory() -> bool:
-    """Set the allocator's policy for this process; True when glibc took it."""
+def _libc():
+    """glibc, or None (another libc, or none to be found): then every policy here is a no-op."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        libc.mallopt, libc.malloc_trim  # noqa: B018 (glibc's own functions, absent elsewhere)
     except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def return_freed_memory() -> bool:
+    """Set the allocator's policy for this process; True when glibc took it."""
+    if (libc := _libc()) is None:
         return False
+    mallopt = libc.mallopt
     ok = all(mallopt(option, value) for option, value in ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
                                                          (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
                                                          (_M_ARENA_MAX, ARENA_MAX)))
@@ -69,10 +77,8 @@ def trim_soon() -> None:
 def _trim() -> None:
     global _trim_pending
     _trim_pending = None
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    if (libc := _libc()) is not None:
+        libc.malloc_trim(0)
 
 
 def freeze_startup_objects() -> None:

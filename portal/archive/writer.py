@@ -21,9 +21,8 @@ import os
 import functools
 import logging
 import re
-import threading
 import weakref
-from collections import OrderedDict, deque
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from piccolo.engine.postgres import PostgresEngine
 from piccolo.utils.encoding import dump_json
 
 from portal import clock, db, storage as storage_mod
+from portal.auth.recent import Recent
 from portal.dicom import FileStore
 from portal.dicom.parse import ReadFile
 from portal.dicom.equivalence import same_apart_from_encoding
@@ -580,24 +580,19 @@ def _write_rows(jobs: list[Job], known: dict | None = None):
 # batches rewrote its row (and its study's) in every one: two statements a batch, and on PostgreSQL with
 # `serve --processes 2` the two processes' transactions queued on those row locks. Written at most once a
 # second per row now; the first instance after a quiet period always writes (quiet periods are far longer).
-_TOUCH_EVERY = datetime.timedelta(seconds=1)
-_TOUCHED_MAX = 10_000
-_touched: OrderedDict = OrderedDict()
-_touched_lock = threading.Lock()  # writers run on the web loop's and the queue loops' threads
+_TOUCH_EVERY_S = 1.0
+_touched: Recent[float] = Recent(_TOUCH_EVERY_S, max_keys=10_000)  # (database, table, id) -> when, as a timestamp
 
 
 def _due(table: str, row_id: int, now: datetime.datetime) -> bool:
     """Whether the row's time is to be written in this batch (and, if so, remember that it was)."""
     key = (id(Instance._meta.db), table, row_id)  # the database: tests and tools switch engines
-    with _touched_lock:
-        last = _touched.get(key)
-        if last is not None and datetime.timedelta(0) <= now - last < _TOUCH_EVERY:
-            return False
-        _touched[key] = now
-        _touched.move_to_end(key)
-        if len(_touched) > _TOUCHED_MAX:
-            _touched.popitem(last=False)
-        return True
+    at = now.timestamp()  # the app's clock (tests set it), not the monotonic one
+    last = _touched.get(key, now=at)
+    if last is not None and 0 <= at - last < _TOUCH_EVERY_S:
+        return False
+    _touched.put(key, at, now=at)
+    return True
 
 
 _INSTANCE_COLUMNS = ("key", "project", "series", "sop_instance_uid", "sop_class_uid", "instance_number",
