@@ -46,8 +46,18 @@ def _free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, url: str, env: dict, proc: subprocess.Popen, data_dir: str):
-        self.url, self.env, self.proc, self.data_dir = url, env, proc, data_dir
+    def __init__(self, url: str, env: dict, proc: subprocess.Popen, data_dir: str, log_path: str):
+        self.url, self.env, self.proc, self.data_dir, self.log_path = url, env, proc, data_dir, log_path
+
+    def log_size(self) -> int:
+        return os.path.getsize(self.log_path)
+
+    def log_since(self, offset: int, limit: int = 20000) -> str:
+        """What the server logged from `offset` on (its requests, with their statuses), at most `limit` bytes
+        from the end."""
+        with open(self.log_path, "rb") as f:
+            f.seek(max(offset, os.path.getsize(self.log_path) - limit))
+            return f.read().decode(errors="replace")
 
     def api(self, method: str, path: str, **kw) -> httpx.Response:
         """Call the server's API as the admin (CAD4TB-style headers)."""
@@ -118,13 +128,41 @@ def live_server(template, tmp_path_factory, live_server_env):
             log.close()
             raise RuntimeError("server did not start:\n" + (data_dir.parent / "server.log").read_text())
         time.sleep(0.2)
-    yield LiveServer(url, env, proc, str(data_dir))
+    yield LiveServer(url, env, proc, str(data_dir), str(data_dir.parent / "server.log"))
     proc.terminate()
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed browser test reports what the server did meanwhile and where the page stood: a CI run that fails
+    once in many can then be read afterwards instead of guessed at."""
+    outcome = yield
+    report = outcome.get_result()
+    server = item.funcargs.get("live_server") if hasattr(item, "funcargs") else None
+    if report.when != "call" or not report.failed or not isinstance(server, LiveServer):
+        return
+    offset = getattr(item, "_server_log_offset", 0)
+    report.sections.append(("live server log during the test", server.log_since(offset)))
+    page = item.funcargs.get("page")
+    if page is not None:
+        try:
+            text = page.evaluate("() => document.querySelector('main')?.innerText || document.body.innerText")
+            report.sections.append(("page at failure", f"{page.url}\n{text[:4000]}"))
+        except Exception as exc:  # the page may be gone with the failure
+            report.sections.append(("page at failure", f"{page.url} (not readable: {exc})"))
+
+
+@pytest.fixture(autouse=True)
+def _mark_server_log(request):
+    """Where the module server's log stood when the test began (for the failure report above)."""
+    if "live_server" in request.fixturenames:
+        request.node._server_log_offset = request.getfixturevalue("live_server").log_size()
+    yield
 
 
 def sign_out(page) -> None:

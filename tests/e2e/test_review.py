@@ -56,12 +56,13 @@ def test_reviewer_and_senior_work_through_a_project(page, live_server, tmp_path)
     second_url = page.url
     assert uids.index(second_url.split("/series/")[1].split("?")[0]) >= 0
     page.keyboard.press("u")
-    page.wait_for_url(lambda u: u != second_url and "queue=1" in u)
+    # The panel offers Undo for 6 s before it advances: on a loaded machine the default 30 s is tight.
+    page.wait_for_url(lambda u: u != second_url and "queue=1" in u, timeout=60_000)
     page.wait_for_load_state()
     # A person presses the key once the panel shows its buttons (the panel and the claim arrive after load).
     expect(page.locator("#review-panel button.decision[value=U]")).to_be_enabled()
     page.keyboard.press("u")
-    page.wait_for_url(re.compile(r"/projects/qc(\?|$)"))
+    page.wait_for_url(re.compile(r"/projects/qc(\?|$)"), timeout=60_000)
     expect(page.locator(".flash-success")).to_contain_text("queue is empty")
     page.locator(".user-menu summary").click()
     page.get_by_role("button", name="Sign out").click()
