@@ -305,15 +305,24 @@ _placers = ThreadPoolExecutor(8, thread_name_prefix="lightbox-place")
 
 
 def place_all(store: FileStore, jobs: list[Job]) -> None:
-    """Write (or move) every file, fsynced in parallel (the journal commits them together), then fsync each
-    changed directory once. Runs before the jobs reach the writer, so one batch's fsyncs overlap the
+    """Write (or move) every file: new ones unsynced and then one store flush (syncfs, shared with the requests
+    placing files meanwhile), others fsynced in parallel (the journal commits them together) and each changed
+    directory fsynced once. Runs before the jobs reach the writer, so one batch's fsyncs overlap the
     previous batch's commit. A job whose file could not be written keeps `placed` False and its error."""
+    deferred: list[Job] = []  # placed unsynced: durable at the store's next flush, shared with other requests
+
     def one(job: Job) -> set[Path]:
         p = job.read.parsed
         # Content-addressed per project: a conflicting re-send never overwrites the stored file.
         job.file_key = store.key_for(f"{job.project.id}/{p.sop_instance_uid}/{job.read.md5}")
         try:
-            if job.read.data is not None and not job.move:
+            from_memory = job.read.data is not None and not job.move
+            if (from_memory or job.move) and store.place_new(
+                    job.file_key, data=job.read.data if from_memory else None, src=None if from_memory else job.src):
+                job.placed = True
+                deferred.append(job)
+                return set()
+            if from_memory:
                 dirs = store.place(job.file_key, data=job.read.data, sync_dir=False)
             else:
                 dirs = store.place(job.file_key, src=job.src, move=job.move, sync_dir=False)
@@ -328,6 +337,13 @@ def place_all(store: FileStore, jobs: list[Job]) -> None:
         dirs = one(jobs[0])
     else:
         dirs = set().union(*_placers.map(one, jobs))
+    if deferred:
+        try:
+            store.flush()
+        except OSError as exc:
+            log.exception("the store could not make %d placed file(s) durable", len(deferred))
+            for job in deferred:  # their files stay: no row points at them, start-up removes them
+                job.placed, job.error = False, exc
     if len(dirs) > 4:  # many: in parallel; a few (one file's new folders) here, without a hop per folder
         list(_placers.map(_sync_one, dirs))
     else:

@@ -64,6 +64,7 @@ class FileStore:
         self.root = Path(root)
         self.url = str(self.root)
         self.direct = hasattr(os, "O_DIRECT")  # until its file system refuses O_DIRECT (see _write_direct)
+        self._group: _GroupSync | None | bool = None  # see group_sync: None until first asked
 
     @staticmethod
     def key_for(sop_instance_uid: str, suffix: str = ".dcm") -> str:
@@ -266,6 +267,58 @@ class FileStore:
             return set()
         return dirs
 
+    @property
+    def group_sync(self) -> bool:
+        """Whether files may be placed unsynced and made durable together (`place_new`, then `flush`): only on a
+        local file system known to make syncfs(2) cover every file (FUSE and network mounts may not)."""
+        if self._group is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._group = _GroupSync.for_root(self.root) or False
+        return bool(self._group)
+
+    def place_new(self, key: str, *, data: bytes | None = None, src: str | Path | None = None) -> bool:
+        """Put `data` (or move the file `src`) at `key` when nothing is there yet, without any fsync: True when
+        done so, the file then durable only once a later `flush()` returns. False, with nothing changed, when a
+        file is at `key` already or this store cannot defer (`group_sync`): use `place` instead.
+
+        It never replaces a file (a hard link, not a rename): an unsynced rename over a file already
+        acknowledged could, after a crash, leave neither. Whatever a crash leaves at `key` before the flush has
+        no row (start-up removes it) and a re-send meets it here and goes the durable way."""
+        if not self.group_sync:
+            return False
+        dest = self.path(key)
+        if data is not None:
+            try:
+                fd, tmp, direct = self._create_temp(dest.parent)
+            except FileNotFoundError:  # a new folder (asked only then: a mkdir per file cost 4% of ingest)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp, direct = self._create_temp(dest.parent)
+            try:
+                try:
+                    self._write(fd, data, direct)
+                finally:
+                    os.close(fd)
+            except BaseException:
+                _unlink(Path(tmp))
+                raise
+        else:
+            tmp = str(src)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(tmp, dest)
+        except OSError:  # there already; or no hard links here, or `src` on another file system
+            if data is not None:
+                _unlink(Path(tmp))
+            return False
+        _unlink(Path(tmp))
+        return True
+
+    def flush(self) -> None:
+        """Make every file placed by `place_new` before this call durable (one syncfs shared by all callers
+        waiting meanwhile); OSError when the file system reports a failed write."""
+        if self.group_sync:
+            self._group.sync()
+
     def delete(self, key: str) -> None:
         """Remove `key` (missing is fine) and the directories it leaves empty."""
         path = self.path(key)
@@ -371,6 +424,96 @@ def _write_direct(fd: int, data: bytes) -> None:
                 raise OSError(errno.EIO, "short write to the store")
     if n % _BLOCK:
         os.ftruncate(fd, n)
+
+
+# Group durability. Per file, an atomic durable write costs two journal commits (the file's fsync, then its
+# directory's after the rename), each a device cache flush; with a few clients sending an image per request
+# those flushes were a third of each request's time. syncfs(2) commits everything written on the file system
+# so far in one: the threads placing files meanwhile share it (one in flight, the next one started for all
+# that arrived during it), as a database's group commit shares a log flush.
+_SYNCFS_TYPES = {"ext4", "ext3", "xfs", "btrfs", "f2fs", "zfs"}  # local file systems whose syncfs covers all
+_libc_syncfs = None
+
+
+def _syncfs_function():
+    global _libc_syncfs
+    if _libc_syncfs is None:
+        import ctypes
+
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).syncfs
+            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        except (OSError, AttributeError):  # not Linux
+            fn = False
+        _libc_syncfs = fn
+    return _libc_syncfs
+
+
+def _fs_type(path: Path) -> str:
+    """The type of the file system holding `path` (/proc/self/mounts: its longest mount point above it)."""
+    real, best, kind = os.path.realpath(path), "", ""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, kind = point, fields[2]
+    except OSError:
+        return ""
+    return kind
+
+
+class _GroupSync:
+    """One syncfs at a time on one file system, shared by every caller that arrived before it began."""
+
+    def __init__(self, fd: int, syncfs):
+        self.fd, self.syncfs = fd, syncfs
+        self.cond = threading.Condition()
+        self.started = self.finished = 0  # syncs begun and completed
+        self.running = False
+        self.error: tuple[int, OSError] | None = None  # the last failed sync
+
+    @classmethod
+    def for_root(cls, root: Path) -> _GroupSync | None:
+        syncfs = _syncfs_function()
+        if not syncfs or _fs_type(root) not in _SYNCFS_TYPES:
+            return None
+        return cls(os.open(root, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), syncfs)
+
+    def sync(self) -> None:
+        with self.cond:
+            need = self.started + 1  # a sync that begins after this call: the one in flight may predate our files
+            during = self.started if self.running else None
+            while self.finished < need:
+                if self.running:
+                    self.cond.wait()
+                    continue
+                self.running = True
+                self.started += 1
+                mine = self.started
+                self.cond.release()
+                try:
+                    failed = None
+                    if self.syncfs(self.fd) != 0:
+                        import ctypes
+
+                        code = ctypes.get_errno()
+                        failed = OSError(code, f"syncfs of the store failed: {os.strerror(code)}")
+                finally:
+                    self.cond.acquire()
+                    self.running = False
+                    self.finished = mine
+                    if failed is not None:
+                        self.error = (mine, failed)
+                    self.cond.notify_all()
+            # A failure also fails those that arrived during the failed sync: syncfs reports a write-back error
+            # once, and their files may have been written before it began.
+            if self.error is not None and (self.error[0] >= need or self.error[0] == during):
+                raise self.error[1]
 
 
 def _unlink(path: Path) -> None:

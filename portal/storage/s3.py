@@ -187,6 +187,15 @@ class S3Store:
                     os.unlink(src)
         return set()
 
+    group_sync = False  # each PUT is durable on its own: nothing to defer
+
+    def place_new(self, key: str, *, data: bytes | None = None, src: str | Path | None = None) -> bool:
+        """FileStore.place_new: never deferred here (`place` it)."""
+        return False
+
+    def flush(self) -> None:
+        """FileStore.flush: nothing is ever left to flush."""
+
     def delete(self, key: str) -> None:
         obstore.delete(self._store, check_key(key))  # missing is fine (S3 answers 204 either way)
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import shutil
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from portal.dicom import FileStore, StoredFile, md5_of, sanitize_filename
+from portal.dicom import store as store_module
 from portal.errors import Invalid
 
 
@@ -155,3 +160,111 @@ def test_place_falls_back_when_the_o_direct_write_itself_is_refused(tmp_path, mo
     store.place(key, data=b"xyz" * 3000)
     assert store.path(key).read_bytes() == b"xyz" * 3000
     assert not store.direct and _leftovers(store.root) == []
+
+
+# Group durability: place_new (no fsync, never replaces) and one shared flush.
+
+def test_place_new_writes_once_and_never_replaces(tmp_path):
+    store = FileStore(tmp_path)
+    assert store.group_sync  # the suite's temp folder is on a local file system
+    first = bytes(range(256)) * 2049
+    assert store.place_new("a/b/one.dcm", data=first) is True
+    assert store.place_new("a/b/one.dcm", data=b"other bytes") is False  # there already: the caller goes durable
+    store.flush()
+    assert store.read_bytes("a/b/one.dcm") == first
+    assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["one.dcm"]  # no temp files left
+
+
+def test_place_new_moves_a_spooled_file_into_place(tmp_path):
+    store = FileStore(tmp_path / "store")
+    spool = tmp_path / "spool.part"
+    spool.write_bytes(b"spooled")
+    assert store.place_new("x/y.dcm", src=spool) is True
+    assert not spool.exists() and store.read_bytes("x/y.dcm") == b"spooled"
+    other = tmp_path / "other.part"
+    other.write_bytes(b"second")
+    assert store.place_new("x/y.dcm", src=other) is False and other.exists()  # left for the durable path
+    assert store.read_bytes("x/y.dcm") == b"spooled"
+
+
+def test_a_store_whose_file_system_may_not_cover_its_files_never_defers(tmp_path):
+    shm = Path("/dev/shm")
+    if store_module._fs_type(shm) != "tmpfs":
+        pytest.skip("no tmpfs at /dev/shm")
+    root = shm / f"lightbox-test-{tmp_path.name}"
+    try:
+        store = FileStore(root)
+        assert not store.group_sync
+        assert store.place_new("k.dcm", data=b"x") is False and not store.exists("k.dcm")
+        store.flush()  # nothing to do, no error
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_concurrent_flushes_share_syncs_and_each_waits_for_one_begun_after_it():
+    calls, lock = [], threading.Lock()
+    gate = threading.Event()
+
+    def slow_syncfs(fd):
+        with lock:
+            calls.append(time.monotonic())
+        gate.wait(5) if len(calls) == 1 else time.sleep(0.01)
+        return 0
+
+    group = store_module._GroupSync(-1, slow_syncfs)
+    done = []
+    first = threading.Thread(target=lambda: (group.sync(), done.append("first")))
+    first.start()
+    while not calls:
+        time.sleep(0.001)
+    # Eight callers arrive while the first sync is in flight: none may return on it (their files may be
+    # newer); one more sync covers all eight.
+    others = [threading.Thread(target=lambda: (group.sync(), done.append("later"))) for _ in range(8)]
+    for t in others:
+        t.start()
+    time.sleep(0.05)
+    assert done == []
+    gate.set()
+    for t in [first, *others]:
+        t.join(5)
+    assert sorted(done) == ["first"] + ["later"] * 8
+    assert len(calls) == 2
+
+
+def test_a_failed_sync_fails_its_callers_and_not_later_ones():
+    results = iter([-1, 0])
+    group = store_module._GroupSync(-1, lambda fd: next(results))
+    with pytest.raises(OSError, match="syncfs of the store failed"):
+        group.sync()
+    group.sync()  # the next sync succeeded: its callers are fine
+
+
+def test_a_failed_sync_also_fails_those_that_arrived_during_it():
+    gate, calls = threading.Event(), []
+
+    def syncfs(fd):
+        calls.append(1)
+        if len(calls) == 1:
+            gate.wait(5)
+            return -1
+        return 0
+
+    group = store_module._GroupSync(-1, syncfs)
+    errors = []
+
+    def sync():
+        try:
+            group.sync()
+        except OSError as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=sync)
+    first.start()
+    while not calls:
+        time.sleep(0.001)
+    during = threading.Thread(target=sync)  # its file may have met the write-back error the first sync reports
+    during.start()
+    time.sleep(0.02)
+    gate.set()
+    first.join(5), during.join(5)
+    assert len(errors) == 2
