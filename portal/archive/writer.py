@@ -2,9 +2,9 @@
 
 Every ingest hands its prepared instances to the writer of its event loop and waits. The writer takes what
 is queued (whatever arrived while the previous batch was being written, so a lone instance never waits),
-places the files (each fsynced, then each changed directory once), commits all rows (and the requests'
-audit rows) in one transaction, and only then answers each caller: nothing is acknowledged before its
-row is committed and its file is durable.
+commits all rows (and the requests' audit rows) in one transaction, and only then answers each caller. The
+files are placed before the jobs reach the writer (`place_all`: new ones made durable by one store flush
+shared with other requests): nothing is acknowledged before its row is committed and its file is durable.
 
 Inside a batch each instance is answered as if it had been sent alone, in order: a second copy of a SOP
 Instance UID already in the batch waits for the next batch (so it sees the first as stored), and when the
