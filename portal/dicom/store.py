@@ -479,10 +479,17 @@ class _GroupSync:
 
     @classmethod
     def for_root(cls, root: Path) -> _GroupSync | None:
+        """The group of the file system holding `root`, one per file system (and one open descriptor) for
+        every store on it; None where syncfs may not cover its files."""
         syncfs = _syncfs_function()
         if not syncfs or _fs_type(root) not in _SYNCFS_TYPES:
             return None
-        return cls(os.open(root, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), syncfs)
+        device = os.stat(root).st_dev
+        with _groups_lock:
+            group = _groups.get(device)
+            if group is None:
+                group = _groups[device] = cls(os.open(root, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), syncfs)
+        return group
 
     def sync(self) -> None:
         with self.cond:
@@ -514,6 +521,10 @@ class _GroupSync:
             # once, and their files may have been written before it began.
             if self.error is not None and (self.error[0] >= need or self.error[0] == during):
                 raise self.error[1]
+
+
+_groups: dict[int, _GroupSync] = {}  # by st_dev
+_groups_lock = threading.Lock()
 
 
 def _unlink(path: Path) -> None:

@@ -268,3 +268,9 @@ def test_a_failed_sync_also_fails_those_that_arrived_during_it():
     gate.set()
     first.join(5), during.join(5)
     assert len(errors) == 2
+
+
+def test_stores_on_one_file_system_share_one_group(tmp_path):
+    one, two = FileStore(tmp_path / "one"), FileStore(tmp_path / "two")
+    assert one.group_sync and two.group_sync
+    assert one._group is two._group  # one descriptor, one sync in flight, for the whole file system
