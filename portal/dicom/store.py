@@ -7,6 +7,7 @@ never through `path`."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -223,6 +224,21 @@ class FileStore:
                 os.lseek(fd, 0, os.SEEK_SET)
         _write_all(fd, data)
 
+    def _write_temp(self, folder: Path, data: bytes, *, sync: bool) -> str:
+        """A new temp file in `folder` holding `data` (fsynced with `sync`): its path; nothing left on error."""
+        fd, tmp, direct = self._create_temp(folder)
+        try:
+            try:
+                self._write(fd, data, direct)
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            _unlink(Path(tmp))
+            raise
+        return tmp
+
     def place(self, key: str, *, data: bytes | None = None, src: str | Path | None = None,
               move: bool = False, sync_dir: bool = True) -> set[Path]:
         """Put `data` (or the file `src`: renamed into place when `move`, else copied) at `key`, file fsynced.
@@ -248,13 +264,8 @@ class FileStore:
                 with open(src, "rb") as f:
                     self.put_fileobj(f, key)
         elif data is not None:
-            fd, tmp, direct = self._create_temp(dest.parent)
+            tmp = self._write_temp(dest.parent, data, sync=True)
             try:
-                try:
-                    self._write(fd, data, direct)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
                 os.replace(tmp, dest)
             except BaseException:
                 _unlink(Path(tmp))
@@ -289,18 +300,10 @@ class FileStore:
         dest = self.path(key)
         if data is not None:
             try:
-                fd, tmp, direct = self._create_temp(dest.parent)
+                tmp = self._write_temp(dest.parent, data, sync=False)
             except FileNotFoundError:  # a new folder (asked only then: a mkdir per file cost 4% of ingest)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp, direct = self._create_temp(dest.parent)
-            try:
-                try:
-                    self._write(fd, data, direct)
-                finally:
-                    os.close(fd)
-            except BaseException:
-                _unlink(Path(tmp))
-                raise
+                tmp = self._write_temp(dest.parent, data, sync=False)
         else:
             tmp = str(src)
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -438,8 +441,6 @@ _libc_syncfs = None
 def _syncfs_function():
     global _libc_syncfs
     if _libc_syncfs is None:
-        import ctypes
-
         try:
             fn = ctypes.CDLL(None, use_errno=True).syncfs
             fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
@@ -506,8 +507,6 @@ class _GroupSync:
                 try:
                     failed = None
                     if self.syncfs(self.fd) != 0:
-                        import ctypes
-
                         code = ctypes.get_errno()
                         failed = OSError(code, f"syncfs of the store failed: {os.strerror(code)}")
                 finally:
