@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -88,37 +89,66 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of process `pid` and every process under it (`serve --processes N` forks)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats = {}
+def _tree(pid: int) -> list[int]:
+    """`pid` and every process under it (`serve --processes N` forks)."""
+    parents = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except OSError:
                 continue
-            stats[int(d.name)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick)  # ppid, utime + stime
-    total, todo = 0.0, [pid]
+    out, todo = [], [pid]
     while todo:
         p = todo.pop()
-        total += stats.get(p, (0, 0.0))[1]
-        todo += [c for c, (ppid, _) in stats.items() if ppid == p]
+        out.append(p)
+        todo += [c for c, ppid in parents.items() if ppid == p]
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` and every process under it."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            f = (Path(f"/proc/{p}/stat")).read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(f[11]) + int(f[12])) / tick  # utime + stime
     return total
 
 
-def with_cpu(pid: int, n: int, timed) -> tuple[float, float, float]:
-    """(instances/s, server CPU ms per instance, this client's CPU ms per instance) of `timed()` (which returns
-    its seconds): where the two cores go, the server's share and the client's, side by side."""
+def context_switches(pid: int) -> int:
+    """Context switches (voluntary and not) of every thread of `pid` and the processes under it: how often the
+    server's threads handed the CPU over, each a wake-up (a lock, the GIL, I/O) on the request's path."""
+    total = 0
+    for p in _tree(pid):
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                status = (task / "status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                    total += int(line.split()[1])
+    return total
+
+
+def with_cpu(pid: int, n: int, timed) -> tuple[float, float, float, float, float]:
+    """(instances/s, server CPU ms per instance, this client's CPU ms per instance, server cores busy, server
+    context switches per instance) of `timed()` (which returns its seconds): where the two cores go, the
+    server's share and the client's, and how much of the machine the server kept busy."""
     import resource
 
     def mine() -> float:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return ru.ru_utime + ru.ru_stime
 
-    s0, c0 = cpu_seconds(pid), mine()
+    s0, c0, x0 = cpu_seconds(pid), mine(), context_switches(pid)
     dt = timed()
-    return n / dt, (cpu_seconds(pid) - s0) * 1000 / n, (mine() - c0) * 1000 / n
+    server = cpu_seconds(pid) - s0
+    return n / dt, server * 1000 / n, (mine() - c0) * 1000 / n, server / dt, (context_switches(pid) - x0) / n
 
 
 def related(paths: list[Path]):
@@ -271,17 +301,30 @@ def side_by_side(args, tmp: Path) -> None:
     o = f"http://127.0.0.1:{ORTHANC_HTTP}"
     figures: dict = {}
     try:
-        n = len(sets["http"])
-        figures["http", "orthanc"], *figures["cpu", "orthanc"] = with_cpu(
-            orthanc.pid, n, lambda: send_all(sets["http"], o + "/instances", args.k, True, {}))
-        figures["stow", "orthanc"] = len(sets["stow"]) / stow(sets["stow"], o + "/dicom-web/studies", args.k,
-                                                              args.stow_per, {})
-        figures["dimse", "orthanc"] = len(sets["dimse"]) / storescu(sets["dimse"], ORTHANC_DICOM, "ORTHANC")
-        ow = f"{o}/dicom-web/studies/{study}/series/{series}"
-        figures["wado", "orthanc"] = _wado(ow, sops, {}, args)
+        _side_by_side(args, tmp, sets, orthanc, o, study, series, sops, figures)
     finally:
         orthanc.terminate()
         orthanc.wait(timeout=60)
+
+
+def _orthanc_http(args, tmp: Path, orthanc, o: str, label: str) -> tuple:
+    """One round of Orthanc's per-instance HTTP test on a fresh set of files (new UIDs), removed after."""
+    files = make_files(args.n, tmp / f"http-orthanc-{label}")
+    try:
+        return with_cpu(orthanc.pid, len(files), lambda: send_all(files, o + "/instances", args.k, True, {}))
+    finally:
+        shutil.rmtree(tmp / f"http-orthanc-{label}", ignore_errors=True)
+
+
+def _side_by_side(args, tmp: Path, sets: dict, orthanc, o: str, study: str, series: str, sops: list, figures: dict):
+    n = len(sets["http"])
+    figures["http", "orthanc"], *figures["cpu", "orthanc"] = with_cpu(
+        orthanc.pid, n, lambda: send_all(sets["http"], o + "/instances", args.k, True, {}))
+    figures["stow", "orthanc"] = len(sets["stow"]) / stow(sets["stow"], o + "/dicom-web/studies", args.k,
+                                                          args.stow_per, {})
+    figures["dimse", "orthanc"] = len(sets["dimse"]) / storescu(sets["dimse"], ORTHANC_DICOM, "ORTHANC")
+    ow = f"{o}/dicom-web/studies/{study}/series/{series}"
+    figures["wado", "orthanc"] = _wado(ow, sops, {}, args)
     backends = [(f"{db}{'' if n == 1 else f' x{n}'}", url, n)
                 for db, url in [("sqlite", "")] + ([("postgres", args.postgres)] if args.postgres else [])
                 for n in args.processes]
@@ -293,6 +336,10 @@ def side_by_side(args, tmp: Path) -> None:
         try:
             hdr = {"X-USERNAME": "admin", "X-PASSWORD": ADMIN_PASSWORD}
             n = len(sets["http"])
+            # This shared machine's speed drifts by ±20% over minutes: Orthanc's HTTP test runs again right
+            # before each Lightbox's, and the HTTP ratio is taken against that paired round.
+            figures["http", "orthanc", name], *figures["cpu", "orthanc", name] = _orthanc_http(
+                args, tmp, orthanc, o, name.replace(" ", ""))
             figures["http", name], *figures["cpu", name] = with_cpu(proc.pid, n, lambda: form_upload(
                 sets["http"], base + "/api/v1/instance/upload/?Project=bench", args.k, hdr))
             tok = token_of(base)
@@ -310,9 +357,11 @@ def side_by_side(args, tmp: Path) -> None:
     labels = {"http": "HTTP one instance per request (inst/s)", "stow": f"STOW-RS {args.stow_per}/request (inst/s)",
               "dimse": f"storescu, one association of {args.dimse_n} (inst/s)"}
     print("(sqlite xN: `lightbox serve --processes N`, N web processes on one port; RSS is the first process's)")
+    print(f"(HTTP: against Orthanc's round run just before that Lightbox's; its first round: "
+          f"{figures['http', 'orthanc']:.1f} inst/s)")
     for name, _, _ in backends:
         for test, label in labels.items():
-            lb, ot = figures[test, name], figures[test, "orthanc"]
+            lb, ot = figures[test, name], figures.get((test, "orthanc", name), figures[test, "orthanc"])
             print(f"{label:44} {name:12} {lb:10.1f} {ot:10.1f} {lb / ot:6.2f}x")
         for key, label in (("metadata_ms", "WADO metadata, 100-instance series (ms p50)"),
                            ("series_rps", "WADO series retrieve, 16 clients (req/s)"),
@@ -321,9 +370,10 @@ def side_by_side(args, tmp: Path) -> None:
             ratio = ot / lb if key.endswith("_ms") else lb / ot
             print(f"{label:44} {name:12} {lb:10.1f} {ot:10.1f} {ratio:6.2f}x")
         print(f"{'server peak RSS (MB)':44} {name:12} {figures['rss', name]:10.0f}")
-        for i, who in enumerate(("server", "client")):
-            lb, ot = figures["cpu", name][i], figures["cpu", "orthanc"][i]
-            print(f"{'HTTP test: ' + who + ' CPU (ms per instance)':44} {name:12} {lb:10.2f} {ot:10.2f}")
+        for i, label in enumerate(("server CPU (ms per instance)", "client CPU (ms per instance)",
+                                   "server cores busy", "server context switches per instance")):
+            lb, ot = figures["cpu", name][i], figures["cpu", "orthanc", name][i]
+            print(f"{'HTTP test: ' + label:44} {name:12} {lb:10.2f} {ot:10.2f}")
 
 
 def _wado(series_url: str, sops: list[str], headers: dict, args) -> dict:

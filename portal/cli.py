@@ -77,13 +77,13 @@ def migrate() -> None:
 @click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Web server processes sharing the port (one per CPU core uses them all); the first also runs "
                    "the queue consumer threads and the C-STORE receiver.")
-@click.option("--socket-fd", default=None, type=int, hidden=True)  # set for the other processes of --processes
+@click.option("--handoff-fd", default=None, type=int, hidden=True)  # set for the other processes of --processes
 def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_default_project: str | None,
-          processes: int, socket_fd: int | None) -> None:
+          processes: int, handoff_fd: int | None) -> None:
     """Serve the portal and APIs, with queue consumer threads in the same process."""
     import uvicorn
 
-    from portal import bootstrap, heap
+    from portal import bootstrap, heap, web_processes
     from portal.app import create_app
     from portal.tasks import queue
 
@@ -95,10 +95,10 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
         heap.freeze_startup_objects()  # entered last: everything start-up made is there
         yield
 
-    if socket_fd is not None:  # one of the other web processes of --processes: requests only
-        sock = socket.socket(fileno=socket_fd)
-        uvicorn.Server(uvicorn.Config(create_app(settings, lifespans=[started]), log_level="warning",
-                                      timeout_graceful_shutdown=30)).run(sockets=[sock])
+    if handoff_fd is not None:  # one of the other web processes of --processes: requests only
+        web_processes.Server(uvicorn.Config(create_app(settings, lifespans=[started]), log_level="info",
+                                            timeout_graceful_shutdown=30),
+                             inbox=socket.socket(fileno=handoff_fd)).run()
         return
     _run(db.migrate())
     click.echo(_run(bootstrap.ensure_admin(settings)))
@@ -123,25 +123,24 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
             await asyncio.to_thread(queue.stop_embedded, consumer)
 
     app = create_app(settings, lifespans=[*([receiver.serving] if receiver else []), consuming, started])
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
-                                           timeout_graceful_shutdown=30))
-    sockets, others = None, []
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)
+    server, others = uvicorn.Server(config), []
     if processes > 1:
-        # A listening socket per process on the one port (SO_REUSEPORT): the kernel spreads new connections
-        # over them by address hash. (With one shared socket, whichever process sat idle in accept() took
-        # nearly every connection, and the others served little.) Each is bound here, so a port in use
-        # fails at once, and then belongs to its process alone: when one dies, its share goes to the rest.
-        sockets = [_listening(host, port)]
+        # One listening socket; this process deals its connections to the web processes in turn
+        # (portal/web_processes.py). Bound here, so a port in use fails at once.
+        listener, peers = _listening(host, port), []
         for _ in range(processes - 1):
-            sock = _listening(host, port)
-            others.append(_web_process(host, port, sock))
-            sock.close()
+            mine, theirs = web_processes.pair()
+            others.append(_web_process(host, port, theirs))
+            theirs.close()
+            peers.append(mine)
+        server = web_processes.Server(config, listener=listener, peers=peers)
     click.echo(f"Lightbox is serving on http://{host}:{port} ({settings.database_kind} database, "
                f"{settings.queue_kind} queue, {workers} worker thread(s), {processes} web process(es))")
     # uvicorn owns SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish, runs the lifespan's
     # shutdown (consumer, receiver, pool), then returns; the other web processes are then stopped alike.
     try:
-        server.run(sockets=sockets)
+        server.run()
     finally:
         for proc in others:
             proc.terminate()
@@ -154,7 +153,7 @@ def serve(host: str, port: int, workers: int, dicom_port: int | None, dicom_defa
 
 def _listening(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=2048, reuse_port=True)
+    return socket.create_server((host, port), family=family, backlog=2048)
 
 
 def _die_with_parent() -> None:
@@ -166,11 +165,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _web_process(host: str, port: int, sock: socket.socket) -> subprocess.Popen:
-    """Another web process of `serve --processes`, serving requests on `sock` (no consumer, no receiver)."""
-    fd = sock.fileno()
+def _web_process(host: str, port: int, handoff: socket.socket) -> subprocess.Popen:
+    """Another web process of `serve --processes`, serving the connections handed to it over `handoff` (no
+    consumer, no receiver)."""
+    fd = handoff.fileno()
     return subprocess.Popen([sys.executable, "-m", "portal.cli", "serve", "--host", host, "--port", str(port),
-                             "--workers", "0", "--socket-fd", str(fd)], pass_fds=[fd], preexec_fn=_die_with_parent)
+                             "--workers", "0", "--handoff-fd", str(fd)], pass_fds=[fd], preexec_fn=_die_with_parent)
 
 
 @main.command()

@@ -1,6 +1,7 @@
-"""`lightbox serve --processes 2`: two web processes on one port, one install. The second really serves (it
-answers while the first is stopped), every upload through either is stored once, and the processes end
-together: on SIGTERM, and when the first is killed outright (no orphan keeps the port)."""
+"""`lightbox serve --processes 2`: two web processes on one port, one install. The first deals its connections
+to both in turn (portal/web_processes.py): four keep-alive clients are served two by each, every upload through
+either is stored once, a second process that dies is skipped, and the processes end together: on SIGTERM, and
+when the first is killed outright (no orphan keeps the port)."""
 
 from __future__ import annotations
 
@@ -63,22 +64,41 @@ def _start(lb_env: dict, tmp_path: Path) -> tuple[subprocess.Popen, str, int]:
             pass
         assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "serve.log").read_text()
         time.sleep(0.2)
-    (child,) = [c for c in _children(proc.pid) if "--socket-fd" in Path(f"/proc/{c}/cmdline").read_text()]
-    # The second process is up when it answers on its own: the first, stopped, answers nothing (a connection
-    # the kernel gives to its socket waits; each try is a new connection, so one reaches the second).
-    os.kill(proc.pid, signal.SIGSTOP)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
+    (child,) = [c for c in _children(proc.pid) if "--handoff-fd" in Path(f"/proc/{c}/cmdline").read_text()]
+    # The second process is up when a connection dealt to it is answered (every other one is).
+    deadline = time.monotonic() + 90
+    while True:
+        with httpx.Client(timeout=5) as a, httpx.Client(timeout=5) as b:
             try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                if a.get(url + "/healthz").status_code == b.get(url + "/healthz").status_code == 200:
                     break
             except httpx.HTTPError:
-                assert time.monotonic() < deadline, "the second web process never answered"
-                time.sleep(0.2)
-    finally:
-        os.kill(proc.pid, signal.SIGCONT)
+                pass
+        assert time.monotonic() < deadline, "the second web process never answered"
+        time.sleep(0.2)
     return proc, url, child
+
+
+def _holders(port: int, pids: list[int]) -> dict[int, int]:
+    """How many established connections to `port` each of `pids` holds (from /proc: no ss needed)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # 01: ESTABLISHED
+                    inodes.add(fields[9])
+    out = {}
+    for pid in pids:
+        held = 0
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            held += target.startswith("socket:[") and target[8:-1] in inodes
+        out[pid] = held
+    return out
 
 
 def _upload(url: str, path: Path) -> dict:
@@ -127,3 +147,28 @@ def test_the_second_process_ends_when_the_first_is_killed(lb_env, tmp_path):
     while _alive(child):
         assert time.monotonic() < deadline, "an orphaned web process kept serving"
         time.sleep(0.2)
+
+
+def test_connections_are_dealt_to_the_processes_in_turn(lb_env, tmp_path):
+    proc, url, child = _start(lb_env, tmp_path)
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        clients = [httpx.Client(timeout=30) for _ in range(4)]  # keep-alive: each stays on its process
+        try:
+            for client in clients:
+                assert client.get(url + "/healthz").status_code == 200
+            assert _holders(port, [proc.pid, child]) == {proc.pid: 2, child: 2}
+        finally:
+            for client in clients:
+                client.close()
+        # The second process dies: its turns go to the first, and every new connection is still answered.
+        os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _alive(child):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        for _ in range(6):
+            assert httpx.get(url + "/healthz", timeout=10).status_code == 200
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
