@@ -4,7 +4,7 @@ The first process accepts every connection on its event loop and keeps one in N;
 other processes over a Unix socket pair each (the descriptor itself, SCM_RIGHTS), where uvicorn serves them as
 if it had accepted them. Before, each process had a listening socket of its own (SO_REUSEPORT) and the kernel
 spread connections by address hash: four keep-alive clients landed 3:1 or 4:0 on two processes about two times
-in three, and the busier process capped the throughput (the bench's `--processes 2` kept 1.26 of 2 cores busy).
+in three, and the busier process capped the throughput.
 
 A process that cannot take one (it died, or its queue is full) is skipped: the first serves the connection
 itself, so nothing is refused while one process is left.
@@ -33,12 +33,20 @@ class Server(uvicorn.Server):
         self.listener, self.peers, self.inbox = listener, list(peers or []), inbox
         self._turn = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._protocol = None  # set at start-up: makes the protocol of one connection
 
     async def startup(self, sockets=None) -> None:
         await super().startup(sockets=[])  # no listening server of uvicorn's own: connections come from here
         if self.should_exit:
             return
         self._loop = asyncio.get_running_loop()
+        config, loop = self.config, self._loop
+
+        def protocol():  # what uvicorn's own listening server makes for each connection it accepts
+            return config.http_protocol_class(config=config, server_state=self.server_state,
+                                              app_state=self.lifespan.state, _loop=loop)
+
+        self._protocol = protocol
         if self.listener is not None:
             self.listener.setblocking(False)
             self._loop.add_reader(self.listener.fileno(), self._accept)
@@ -111,13 +119,7 @@ class Server(uvicorn.Server):
         conn.setblocking(False)
         if conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        config = self.config
-
-        def protocol():
-            return config.http_protocol_class(config=config, server_state=self.server_state,
-                                              app_state=self.lifespan.state, _loop=self._loop)
-
-        task = self._loop.create_task(self._loop.connect_accepted_socket(protocol, conn))
+        task = self._loop.create_task(self._loop.connect_accepted_socket(self._protocol, conn))
         task.add_done_callback(_report)
 
 
