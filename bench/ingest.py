@@ -218,6 +218,16 @@ def start_orthanc(root: Path) -> subprocess.Popen:
     raise SystemExit("Orthanc did not start: see " + str(root / "orthanc.log"))
 
 
+def form_body(path: Path) -> tuple[bytes, str]:
+    """The multipart/form-data body of one file in field 'file', built in one piece as the raw test's body is
+    (httpx's `files=` encoder costs this client 0.3-0.5 ms more per instance: CPU the two servers share)."""
+    boundary = uuid.uuid4().hex
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+            "Content-Type: application/dicom\r\n\r\n").encode()
+    return b"".join([head, path.read_bytes(), f"\r\n--{boundary}--\r\n".encode()]), \
+        f"multipart/form-data; boundary={boundary}"
+
+
 def form_upload(files: list[Path], url: str, k: int, headers: dict) -> float:
     """One CAD4TB-style upload per instance (multipart/form-data field 'file')."""
     local = threading.local()
@@ -225,7 +235,8 @@ def form_upload(files: list[Path], url: str, k: int, headers: dict) -> float:
     def one(path: Path) -> None:
         client = getattr(local, "client", None) or httpx.Client(timeout=120)
         local.client = client
-        r = client.post(url, files={"file": (path.name, path.read_bytes(), "application/dicom")}, headers=headers)
+        body, ctype = form_body(path)
+        r = client.post(url, content=body, headers={**headers, "Content-Type": ctype})
         if r.status_code >= 300:
             raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
 
@@ -426,8 +437,8 @@ def main() -> None:
     ap.add_argument("--stow-n", type=int, default=500, help="instances sent by STOW-RS")
     ap.add_argument("--stow-per", type=int, default=50, help="instances per STOW-RS request")
     ap.add_argument("--dimse-n", type=int, default=500, help="instances in the storescu association")
-    ap.add_argument("--processes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
-                    help="with --orthanc: Lightbox's web processes, one run per value (default 1,2)")
+    ap.add_argument("--processes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 3],
+                    help="with --orthanc: Lightbox's web processes, one run per value (default 1,2,3)")
     ap.add_argument("--repeat", type=int, default=9, help="repeats of the metadata request")
     args = ap.parse_args()
 
