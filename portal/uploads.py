@@ -106,13 +106,25 @@ async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: "
 
     The body accumulates in one buffer and is read by offset: a part kept in memory is copied out of it once,
     whatever the sizes of the chunks the server hands over (no per-chunk slices, joins or re-growing copies)."""
+    it = chunks.__aiter__()
+    try:
+        return await _split(it, boundary, tmpdir, max_total=max_total, max_parts=max_parts, memory=memory)
+    finally:
+        # Closed here: an async generator left unfinished (the body's stream, once the closing delimiter is
+        # read) is closed for the garbage collector through call_soon_threadsafe, a wake-up of the loop (two
+        # system calls, each a hand-over of the GIL to a thread parsing another upload) on every request.
+        if (aclose := getattr(it, "aclose", None)) is not None:
+            await aclose()
+
+
+async def _split(it: AsyncIterator[bytes], boundary: str, tmpdir: "Path | Spool", *, max_total: int,
+                 max_parts: int, memory: int) -> list[Part]:
     spool = _spool(tmpdir)
     room = memory
     if not boundary or len(boundary) > 200:
         raise Invalid("The multipart body has no usable boundary parameter.", "no_boundary")
     delim = b"\r\n--" + boundary.encode("latin-1")
     tail = len(delim) - 1  # bytes at the buffer's end that may be the start of a delimiter
-    it = chunks.__aiter__()
     buf = bytearray(b"\r\n")  # lets the first boundary match the same delimiter as the others
     pos = 0  # where the unread data starts in buf; offsets held across more() are kept relative to it
     total = 0
