@@ -180,6 +180,7 @@ async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list
             await _transact(_write_audits(audits))
         except Exception:
             log.exception("could not record %d upload audit event(s)", len(audits))
+    hooked: list[tuple[Job, int]] = []  # the first instance of a new series (or of a scored one's new ones)
     for job in placed:
         outcome = results.get(id(job))
         if outcome is None:
@@ -202,13 +203,14 @@ async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list
             else:
                 await _delete_orphan(store, job.file_key)
                 _done(job, CONFLICT)
+        elif kind == "hook":
+            hooked.append((job, series))
         else:
             _done(job, STORED)
-            if kind == "hook":
-                from portal.archive import ingest  # the hooks live there (the queue registers itself)
-
-                for hook in ingest.new_series_hooks:
-                    hook(job.project, series)
+    if hooked:  # answered once their series' hooks have run, as before
+        await _run_hooks([(job.project, series) for job, series in hooked])
+        for job, _ in hooked:
+            _done(job, STORED)
     for job in batch:
         if job.read is None:
             _done(job, "audited")
@@ -217,6 +219,24 @@ async def commit_batch(batch: list[Job], w: Writer | None, *, after_commit: list
             w.queue.extendleft(reversed(later))
         else:
             await commit_batch(later, None, after_commit=after_commit)
+
+
+async def _run_hooks(calls: list[tuple]) -> None:
+    """The new-series hooks of a batch, in one thread hop: the queue's (portal/tasks/inference.py) enqueues a
+    task, on SqliteHuey a write and fsync of its database file, which must not stall the event loop (a site
+    whose studies hold one image each has a new series per instance). A hook that fails is logged: the
+    instance is stored, and failing its answer would only make the client send it again."""
+    from portal.archive import ingest  # the hooks live there (the queue registers itself)
+
+    def run() -> None:
+        for project, series in calls:
+            for hook in ingest.new_series_hooks:
+                try:
+                    hook(project, series)
+                except Exception:
+                    log.exception("the new-series hook %r failed for series %s", hook, series)
+
+    await asyncio.to_thread(run)
 
 
 def _first_copies(jobs: list[Job]) -> tuple[list[Job], list[Job]]:

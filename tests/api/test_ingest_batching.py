@@ -128,6 +128,29 @@ async def test_new_series_hook_once_per_series(app, tmp_path, monkeypatch):
     assert (await Series.select(Series.ai_status).where(Series.id == ids[0]).first())["ai_status"] == ""
 
 
+async def test_new_series_hooks_run_off_the_loop_and_a_failing_one_fails_no_upload(app, tmp_path, monkeypatch,
+                                                                                caplog):
+    """The queue's hook writes and fsyncs its database: it runs in a thread, never on the event loop; one that
+    raises (the queue is down) is logged, and the stored instances are still answered as stored."""
+    import threading
+
+    p = await _project()
+    threads = []
+
+    def failing(project, series):
+        threads.append(threading.current_thread())
+        raise RuntimeError("queue unreachable")
+
+    monkeypatch.setattr(ingest, "new_series_hooks", [failing])
+    a = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "a", 2)
+    b = samples.make_series(samples.sample_path("CT_small.dcm"), tmp_path / "b", 1)
+    results = await ingest.ingest_files([(f, f.name) for f in a + b], p)
+    assert [r.status for r in results] == ["stored"] * 3
+    assert await Instance.count() == 3
+    assert len(threads) == 2 and threading.main_thread() not in threads
+    assert len([r for r in caplog.records if "new-series hook" in r.getMessage()]) == 2
+
+
 async def test_metadata_is_kept_and_answered_from_the_kept_text(app, tmp_path):
     from portal.dicomweb import wado
     from portal.dicomweb.links import Links
