@@ -327,6 +327,15 @@ def _orthanc_http(args, tmp: Path, orthanc, o: str, label: str) -> tuple:
         shutil.rmtree(tmp / f"http-orthanc-{label}", ignore_errors=True)
 
 
+def _warm_up(folder: Path, base: str, hdr: dict, n: int) -> None:
+    """A few uploads (other files) before the timed test: a fresh server's first requests load code and fill
+    caches, in each of its processes, which Orthanc (up since the first test) has long done."""
+    try:
+        form_upload(make_files(n, folder), base + "/api/v1/instance/upload/?Project=bench", 4, hdr)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _side_by_side(args, tmp: Path, sets: dict, orthanc, o: str, study: str, series: str, sops: list, figures: dict):
     n = len(sets["http"])
     figures["http", "orthanc"], *figures["cpu", "orthanc"] = with_cpu(
@@ -349,6 +358,7 @@ def _side_by_side(args, tmp: Path, sets: dict, orthanc, o: str, study: str, seri
             n = len(sets["http"])
             # This shared machine's speed drifts by ±20% over minutes: Orthanc's HTTP test runs again right
             # before each Lightbox's, and the HTTP ratio is taken against that paired round.
+            _warm_up(tmp / f"warm-{name.replace(' ', '')}", base, hdr, args.k * n_proc * 4)
             figures["http", "orthanc", name], *figures["cpu", "orthanc", name] = _orthanc_http(
                 args, tmp, orthanc, o, name.replace(" ", ""))
             figures["http", name], *figures["cpu", name] = with_cpu(proc.pid, n, lambda: form_upload(
