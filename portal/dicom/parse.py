@@ -270,7 +270,6 @@ def _tell(elem) -> int | None:
 
 
 def _instance_from(ds: Dataset) -> ParsedInstance:
-    _text, _int = _raw_text, _raw_int  # noqa: N806 (the fast readers, with pydicom's as their fallback)
     uids = {kw: _text(ds, kw) for kw in _REQUIRED_UIDS}
     missing = [_REQUIRED_UIDS[kw] for kw, value in uids.items() if not value]
     if missing:
@@ -313,15 +312,16 @@ def _instance_from(ds: Dataset) -> ParsedInstance:
         instance_number=_int(ds, "InstanceNumber"),
         rows=_int(ds, "Rows"),
         columns=_int(ds, "Columns"),
-        number_of_frames=(frames if (frames := _int(ds, "NumberOfFrames")) and frames > 0 else 1) if pixels else 0,
+        number_of_frames=number_of_frames(ds),
         bits_allocated=_int(ds, "BitsAllocated"),
         photometric_interpretation=_text(ds, "PhotometricInterpretation"),
         has_pixel_data=pixels,
     )
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    """The element as text (decoded with the file's character set), "" when absent or unreadable."""
+def _converted_text(ds: Dataset, keyword: str) -> str:
+    """The element as text through pydicom (decoded with the file's character set), "" when absent or
+    unreadable."""
     try:
         value = ds.get(keyword)
     except Exception:  # a malformed value should not sink the whole instance
@@ -361,16 +361,18 @@ def _raw_value(ds: Dataset, keyword: str) -> bytes | None:
     return value
 
 
-def _raw_text(ds: Dataset, keyword: str) -> str:
-    """_text, from the raw bytes where that gives the same."""
+def _text(ds: Dataset, keyword: str) -> str:
+    """The element as text, "" when absent or unreadable: from the raw bytes where that gives the same as
+    pydicom would (_converted_text)."""
     if _tag(keyword)[0] not in ds._dict:
         return ""
     value = _raw_value(ds, keyword)
-    return _text(ds, keyword) if value is None else value.decode("ascii").strip("\0 ")
+    return _converted_text(ds, keyword) if value is None else value.decode("ascii").strip("\0 ")
 
 
-def _raw_int(ds: Dataset, keyword: str) -> int | None:
-    """_int, from the raw bytes where that gives the same (an IS of digits, a 2-byte US)."""
+def _int(ds: Dataset, keyword: str) -> int | None:
+    """The element as an integer, None when absent or not one: from the raw bytes where that gives the same
+    as pydicom would (an IS of digits, a 2-byte US), else _converted_int."""
     tag, vr = _tag(keyword)
     elem = ds._dict.get(tag)
     if elem is None:
@@ -381,10 +383,11 @@ def _raw_int(ds: Dataset, keyword: str) -> int | None:
             return int.from_bytes(elem.value, "little" if elem.is_little_endian else "big")
         if vr == "IS" and _DIGITS.fullmatch(value := elem.value.strip(b" \0")):
             return int(value)
-    return _int(ds, keyword)
+    return _converted_int(ds, keyword)
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
+def _converted_int(ds: Dataset, keyword: str) -> int | None:
+    """The element as an integer through pydicom, None when absent or not one."""
     try:
         value = ds.get(keyword)
         if value is None or value == "":
