@@ -327,6 +327,15 @@ def _orthanc_http(args, tmp: Path, orthanc, o: str, label: str) -> tuple:
         shutil.rmtree(tmp / f"http-orthanc-{label}", ignore_errors=True)
 
 
+def _orthanc_stow(args, tmp: Path, o: str, label: str) -> float:
+    """One round of Orthanc's STOW-RS test on a fresh set of files: instances/s."""
+    files = make_files(args.stow_n, tmp / f"stow-orthanc-{label}")
+    try:
+        return len(files) / stow(files, o + "/dicom-web/studies", args.k, args.stow_per, {})
+    finally:
+        shutil.rmtree(tmp / f"stow-orthanc-{label}", ignore_errors=True)
+
+
 def _warm_up(folder: Path, base: str, hdr: dict, n: int) -> None:
     """A few uploads (other files) before the timed test: a fresh server's first requests load code and fill
     caches, in each of its processes, which Orthanc (up since the first test) has long done."""
@@ -364,6 +373,7 @@ def _side_by_side(args, tmp: Path, sets: dict, orthanc, o: str, study: str, seri
             figures["http", name], *figures["cpu", name] = with_cpu(proc.pid, n, lambda: form_upload(
                 sets["http"], base + "/api/v1/instance/upload/?Project=bench", args.k, hdr))
             tok = token_of(base)
+            figures["stow", "orthanc", name] = _orthanc_stow(args, tmp, o, name.replace(" ", ""))
             figures["stow", name] = len(sets["stow"]) / stow(sets["stow"], base + "/dicomweb/bench/studies",
                                                               args.k, args.stow_per, tok)
             figures["dimse", name] = len(sets["dimse"]) / storescu(sets["dimse"], dicom_port, "BENCH")
@@ -378,8 +388,8 @@ def _side_by_side(args, tmp: Path, sets: dict, orthanc, o: str, study: str, seri
     labels = {"http": "HTTP one instance per request (inst/s)", "stow": f"STOW-RS {args.stow_per}/request (inst/s)",
               "dimse": f"storescu, one association of {args.dimse_n} (inst/s)"}
     print("(sqlite xN: `lightbox serve --processes N`, N web processes on one port; RSS is the first process's)")
-    print(f"(HTTP: against Orthanc's round run just before that Lightbox's; its first round: "
-          f"{figures['http', 'orthanc']:.1f} inst/s)")
+    print(f"(HTTP and STOW: against Orthanc's round run just before that Lightbox's; its first rounds: "
+          f"{figures['http', 'orthanc']:.1f} and {figures['stow', 'orthanc']:.1f} inst/s)")
     for name, _, _ in backends:
         for test, label in labels.items():
             lb, ot = figures[test, name], figures.get((test, "orthanc", name), figures[test, "orthanc"])
