@@ -378,6 +378,7 @@ def _side_by_side(args, tmp: Path, sets: dict, orthanc, o: str, study: str, seri
                                                               args.k, args.stow_per, tok)
             figures["dimse", name] = len(sets["dimse"]) / storescu(sets["dimse"], dicom_port, "BENCH")
             lw = f"{base}/dicomweb/bench/studies/{study}/series/{series}"
+            figures["wado", "orthanc", name] = _wado(ow, sops, {}, args)  # paired, as HTTP and STOW
             figures["wado", name] = _wado(lw, sops, tok, args)
             figures["rss", name] = peak_rss_mb(proc.pid)
         finally:
@@ -388,8 +389,8 @@ def _side_by_side(args, tmp: Path, sets: dict, orthanc, o: str, study: str, seri
     labels = {"http": "HTTP one instance per request (inst/s)", "stow": f"STOW-RS {args.stow_per}/request (inst/s)",
               "dimse": f"storescu, one association of {args.dimse_n} (inst/s)"}
     print("(sqlite xN: `lightbox serve --processes N`, N web processes on one port; RSS is the first process's)")
-    print(f"(HTTP and STOW: against Orthanc's round run just before that Lightbox's; its first rounds: "
-          f"{figures['http', 'orthanc']:.1f} and {figures['stow', 'orthanc']:.1f} inst/s)")
+    print(f"(HTTP, STOW and WADO: against Orthanc's round run just before that Lightbox's; its first HTTP and "
+          f"STOW rounds: {figures['http', 'orthanc']:.1f} and {figures['stow', 'orthanc']:.1f} inst/s)")
     for name, _, _ in backends:
         for test, label in labels.items():
             lb, ot = figures[test, name], figures.get((test, "orthanc", name), figures[test, "orthanc"])
@@ -397,7 +398,8 @@ def _side_by_side(args, tmp: Path, sets: dict, orthanc, o: str, study: str, seri
         for key, label in (("metadata_ms", "WADO metadata, 100-instance series (ms p50)"),
                            ("series_rps", "WADO series retrieve, 16 clients (req/s)"),
                            ("instance_rps", "WADO instance retrieve, 16 clients (req/s)")):
-            lb, ot = figures["wado", name][key], figures["wado", "orthanc"][key]
+            paired = figures.get(("wado", "orthanc", name), figures["wado", "orthanc"])
+            lb, ot = figures["wado", name][key], paired[key]
             ratio = ot / lb if key.endswith("_ms") else lb / ot
             print(f"{label:44} {name:12} {lb:10.1f} {ot:10.1f} {ratio:6.2f}x")
         print(f"{'server peak RSS (MB)':44} {name:12} {figures['rss', name]:10.0f}")
