@@ -37,11 +37,16 @@ from portal.dicom import samples  # noqa: E402
 ADMIN_PASSWORD = "bench-admin-password"
 
 
-def make_files(n: int, dest: Path) -> list[Path]:
+def make_files(n: int, dest: Path, *, one_per_study: bool = False) -> list[Path]:
+    """`n` re-stamped CT instances: series of 100, or (`one_per_study`) each its own patient's study, as a
+    CR/DX site sends them."""
     try:
         src = samples.sample_path("693_UNCR.dcm")  # CT 512×512, pydicom-data
     except FileNotFoundError:
         src = samples.sample_path("CT_small.dcm")
+    if one_per_study:
+        return [samples.restamp(src, dest / f"{i}.dcm", patient_id=f"BENCH-{uuid.uuid4().hex[:12]}")
+                for i in range(n)]
     files, per_series = [], 100
     for start in range(0, n, per_series):
         files += samples.make_series(src, dest / f"s{start}", min(per_series, n - start))
@@ -302,9 +307,10 @@ def side_by_side(args, tmp: Path) -> None:
     """Lightbox (SQLite, and PostgreSQL when given) and Orthanc on the same files, in one run."""
     import pydicom
 
-    sets = {"http": make_files(args.n, tmp / "http"), "stow": make_files(args.stow_n, tmp / "stow"),
-            "dimse": make_files(args.dimse_n, tmp / "dimse")}
-    one_series = [f for f in sets["http"] if f.parent == sets["http"][0].parent][:100]
+    sets = {"http": make_files(args.n, tmp / "http", one_per_study=args.one_per_study),
+            "stow": make_files(args.stow_n, tmp / "stow"), "dimse": make_files(args.dimse_n, tmp / "dimse")}
+    shown = sets["stow" if args.one_per_study else "http"]  # the series WADO-RS is asked for
+    one_series = [f for f in shown if f.parent == shown[0].parent][:100]
     ds = pydicom.dcmread(one_series[0], stop_before_pixels=True)
     study, series = ds.StudyInstanceUID, ds.SeriesInstanceUID
     sops = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in one_series]
@@ -320,7 +326,7 @@ def side_by_side(args, tmp: Path) -> None:
 
 def _orthanc_http(args, tmp: Path, orthanc, o: str, label: str) -> tuple:
     """One round of Orthanc's per-instance HTTP test on a fresh set of files (new UIDs), removed after."""
-    files = make_files(args.n, tmp / f"http-orthanc-{label}")
+    files = make_files(args.n, tmp / f"http-orthanc-{label}", one_per_study=args.one_per_study)
     try:
         return with_cpu(orthanc.pid, len(files), lambda: send_all(files, o + "/instances", args.k, True, {}))
     finally:
@@ -384,7 +390,8 @@ def _side_by_side(args, tmp: Path, sets: dict, orthanc, o: str, study: str, seri
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    print(f"\n{args.n} CT 512x512 instances; {args.k} clients for HTTP and STOW; 16 clients for retrieval")
+    print(f"\n{args.n} CT 512x512 instances{' (HTTP: each its own study)' if args.one_per_study else ''}; "
+          f"{args.k} clients for HTTP and STOW; 16 clients for retrieval")
     print(f"{'test':44} {'backend':12} {'Lightbox':>10} {'Orthanc':>10} {'ratio':>7}")
     labels = {"http": "HTTP one instance per request (inst/s)", "stow": f"STOW-RS {args.stow_per}/request (inst/s)",
               "dimse": f"storescu, one association of {args.dimse_n} (inst/s)"}
@@ -462,6 +469,8 @@ def main() -> None:
     ap.add_argument("--processes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 3],
                     help="with --orthanc: Lightbox's web processes, one run per value (default 1,2,3)")
     ap.add_argument("--repeat", type=int, default=9, help="repeats of the metadata request")
+    ap.add_argument("--one-per-study", action="store_true",
+                    help="with --orthanc: the HTTP test's instances each their own study (a CR/DX site)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="lightbox-bench-") as tmp:
