@@ -16,6 +16,7 @@ SQLite; a 2 GB upload with server peak RSS < 300 MB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -324,31 +325,32 @@ def side_by_side(args, tmp: Path) -> None:
         orthanc.wait(timeout=60)
 
 
-def _orthanc_http(args, tmp: Path, orthanc, o: str, label: str) -> tuple:
-    """One round of Orthanc's per-instance HTTP test on a fresh set of files (new UIDs), removed after."""
-    files = make_files(args.n, tmp / f"http-orthanc-{label}", one_per_study=args.one_per_study)
+@contextlib.contextmanager
+def fresh_files(folder: Path, n: int, **kw):
+    """`n` new instances (new UIDs, see make_files) in `folder`, removed afterwards."""
     try:
-        return with_cpu(orthanc.pid, len(files), lambda: send_all(files, o + "/instances", args.k, True, {}))
+        yield make_files(n, folder, **kw)
     finally:
-        shutil.rmtree(tmp / f"http-orthanc-{label}", ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _orthanc_http(args, tmp: Path, orthanc, o: str, label: str) -> tuple:
+    """One round of Orthanc's per-instance HTTP test on a fresh set of files."""
+    with fresh_files(tmp / f"http-orthanc-{label}", args.n, one_per_study=args.one_per_study) as files:
+        return with_cpu(orthanc.pid, len(files), lambda: send_all(files, o + "/instances", args.k, True, {}))
 
 
 def _orthanc_stow(args, tmp: Path, o: str, label: str) -> float:
     """One round of Orthanc's STOW-RS test on a fresh set of files: instances/s."""
-    files = make_files(args.stow_n, tmp / f"stow-orthanc-{label}")
-    try:
+    with fresh_files(tmp / f"stow-orthanc-{label}", args.stow_n) as files:
         return len(files) / stow(files, o + "/dicom-web/studies", args.k, args.stow_per, {})
-    finally:
-        shutil.rmtree(tmp / f"stow-orthanc-{label}", ignore_errors=True)
 
 
 def _warm_up(folder: Path, base: str, hdr: dict, n: int) -> None:
     """A few uploads (other files) before the timed test: a fresh server's first requests load code and fill
     caches, in each of its processes, which Orthanc (up since the first test) has long done."""
-    try:
-        form_upload(make_files(n, folder), base + "/api/v1/instance/upload/?Project=bench", 4, hdr)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with fresh_files(folder, n) as files:
+        form_upload(files, base + "/api/v1/instance/upload/?Project=bench", 4, hdr)
 
 
 def _side_by_side(args, tmp: Path, sets: dict, orthanc, o: str, study: str, series: str, sops: list, figures: dict):

@@ -349,25 +349,17 @@ def _tag(keyword: str) -> tuple[int, str]:
     return known
 
 
-def _raw_value(ds: Dataset, keyword: str) -> bytes | None:
-    """The element's bytes when read but not yet converted and plainly text, else None."""
-    tag, vr = _tag(keyword)
-    elem = ds._dict.get(tag)
-    if type(elem) is not RawDataElement or (elem.VR or vr) not in _TEXT_VRS:
-        return None
-    value = elem.value
-    if value is None or not value.isascii() or b"\x1b" in value:  # deferred, or a character set's bytes
-        return None
-    return value
-
-
 def _text(ds: Dataset, keyword: str) -> str:
     """The element as text, "" when absent or unreadable: from the raw bytes where that gives the same as
-    pydicom would (_converted_text)."""
-    if _tag(keyword)[0] not in ds._dict:
+    pydicom would (_converted_text): read but not yet converted, a text VR, default-repertoire bytes."""
+    tag, vr = _tag(keyword)
+    elem = ds._dict.get(tag)
+    if elem is None:
         return ""
-    value = _raw_value(ds, keyword)
-    return _converted_text(ds, keyword) if value is None else value.decode("ascii").strip("\0 ")
+    value = elem.value if type(elem) is RawDataElement and (elem.VR or vr) in _TEXT_VRS else None
+    if value is None or not value.isascii() or b"\x1b" in value:  # converted, deferred, or a character set's
+        return _converted_text(ds, keyword)
+    return value.decode("ascii").strip("\0 ")
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
