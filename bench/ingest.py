@@ -141,20 +141,36 @@ def context_switches(pid: int) -> int:
     return total
 
 
-def with_cpu(pid: int, n: int, timed) -> tuple[float, float, float, float, float]:
+def thread_waits(pid: int) -> dict[tuple[int, str], int]:
+    """Nanoseconds each thread of `pid` (and the processes under it) has spent runnable but waiting for a CPU
+    (/proc/.../schedstat, second field): time on the request's path that is neither work nor I/O."""
+    out = {}
+    for p in _tree(pid):
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                out[p, task.name] = int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def with_cpu(pid: int, n: int, timed) -> tuple[float, float, float, float, float, float]:
     """(instances/s, server CPU ms per instance, this client's CPU ms per instance, server cores busy, server
-    context switches per instance) of `timed()` (which returns its seconds): where the two cores go, the
-    server's share and the client's, and how much of the machine the server kept busy."""
+    context switches per instance, server run-queue wait ms per instance) of `timed()` (which returns its
+    seconds): where the two cores go, the server's share and the client's, how much of the machine the server
+    kept busy, and how long its threads stood ready with no free core (threads started meanwhile count whole)."""
     import resource
 
     def mine() -> float:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return ru.ru_utime + ru.ru_stime
 
-    s0, c0, x0 = cpu_seconds(pid), mine(), context_switches(pid)
+    s0, c0, x0, w0 = cpu_seconds(pid), mine(), context_switches(pid), thread_waits(pid)
     dt = timed()
     server = cpu_seconds(pid) - s0
-    return n / dt, server * 1000 / n, (mine() - c0) * 1000 / n, server / dt, (context_switches(pid) - x0) / n
+    waited = sum(ns - w0.get(key, 0) for key, ns in thread_waits(pid).items()) / 1e6
+    return (n / dt, server * 1000 / n, (mine() - c0) * 1000 / n, server / dt, (context_switches(pid) - x0) / n,
+            waited / n)
 
 
 def related(paths: list[Path]):
@@ -413,7 +429,8 @@ def _side_by_side(args, tmp: Path, sets: dict, orthanc, o: str, study: str, seri
             print(f"{label:44} {name:12} {lb:10.1f} {ot:10.1f} {ratio:6.2f}x")
         print(f"{'server peak RSS (MB)':44} {name:12} {figures['rss', name]:10.0f}")
         for i, label in enumerate(("server CPU (ms per instance)", "client CPU (ms per instance)",
-                                   "server cores busy", "server context switches per instance")):
+                                   "server cores busy", "server context switches per instance",
+                                   "server run-queue wait (ms per instance)")):
             lb, ot = figures["cpu", name][i], figures["cpu", "orthanc", name][i]
             print(f"{'HTTP test: ' + label:44} {name:12} {lb:10.2f} {ot:10.2f}")
 
