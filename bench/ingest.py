@@ -125,33 +125,28 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def context_switches(pid: int) -> int:
-    """Context switches (voluntary and not) of every thread of `pid` and the processes under it: how often the
-    server's threads handed the CPU over, each a wake-up (a lock, the GIL, I/O) on the request's path."""
-    total = 0
+def _threads(pid: int, name: str):
+    """((process, thread id), text of the thread's /proc file `name`) for every thread of `pid` and the
+    processes under it; threads gone meanwhile are skipped."""
     for p in _tree(pid):
         for task in Path(f"/proc/{p}/task").glob("*"):
             try:
-                status = (task / "status").read_text()
+                yield (p, task.name), (task / name).read_text()
             except OSError:
                 continue
-            for line in status.splitlines():
-                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-                    total += int(line.split()[1])
-    return total
+
+
+def context_switches(pid: int) -> int:
+    """Context switches (voluntary and not) of every thread of `pid` and the processes under it: how often the
+    server's threads handed the CPU over, each a wake-up (a lock, the GIL, I/O) on the request's path."""
+    return sum(int(line.split()[1]) for _, status in _threads(pid, "status") for line in status.splitlines()
+               if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")))
 
 
 def thread_waits(pid: int) -> dict[tuple[int, str], int]:
     """Nanoseconds each thread of `pid` (and the processes under it) has spent runnable but waiting for a CPU
-    (/proc/.../schedstat, second field): time on the request's path that is neither work nor I/O."""
-    out = {}
-    for p in _tree(pid):
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            try:
-                out[p, task.name] = int((task / "schedstat").read_text().split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    return out
+    (schedstat's second field): time on the request's path that is neither work nor I/O."""
+    return {key: int(stat.split()[1]) for key, stat in _threads(pid, "schedstat")}
 
 
 def with_cpu(pid: int, n: int, timed) -> tuple[float, float, float, float, float, float]:
