@@ -116,10 +116,12 @@ def read_once(path: str | Path | None = None, data: bytes | None = None, *, keep
                     md5.update(chunk)
                 parsed = _instance_from(ds)
                 return ReadFile(parsed, md5.hexdigest(), size, None)
-    f = io.BytesIO(data)
-    ds = _dcmread(f, len(data), defer_size=DEFER_SIZE)
-    _check_complete(ds, f, len(data))
-    parsed = _instance_from(ds)
+    parsed = walk_header(data)
+    if parsed is None:  # not the plain case: pydicom reads it (and words any refusal)
+        f = io.BytesIO(data)
+        ds = _dcmread(f, len(data), defer_size=DEFER_SIZE)
+        _check_complete(ds, f, len(data))
+        parsed = _instance_from(ds)
     return ReadFile(parsed, hashlib.md5(data).hexdigest(), len(data), data if keep or path is None else None)
 
 
@@ -270,7 +272,14 @@ def _tell(elem) -> int | None:
 
 
 def _instance_from(ds: Dataset) -> ParsedInstance:
-    uids = {kw: _text(ds, kw) for kw in _REQUIRED_UIDS}
+    return _build(lambda kw: _text(ds, kw), lambda kw: _int(ds, kw), str(transfer_syntax_of(ds)),
+                  has_pixel_data(ds), number_of_frames(ds))
+
+
+def _build(text, integer, transfer_syntax: str, pixels: bool, frames: int) -> ParsedInstance:
+    """The archive's fields from `text(keyword)` and `integer(keyword)` (a parsed dataset's or the header walk's);
+    DicomRejected without the four identifying UIDs or with a malformed one."""
+    uids = {kw: text(kw) for kw in _REQUIRED_UIDS}
     missing = [_REQUIRED_UIDS[kw] for kw, value in uids.items() if not value]
     if missing:
         raise DicomRejected(
@@ -283,38 +292,37 @@ def _instance_from(ds: Dataset) -> ParsedInstance:
             f"Invalid UID: {', '.join(bad)}; a UID is at most 64 characters of digits and dots.",
             "invalid_uid",
         )
-    pixels = has_pixel_data(ds)
     return ParsedInstance(
         sop_instance_uid=uids["SOPInstanceUID"],
         sop_class_uid=uids["SOPClassUID"],
         study_instance_uid=uids["StudyInstanceUID"],
         series_instance_uid=uids["SeriesInstanceUID"],
-        transfer_syntax_uid=str(transfer_syntax_of(ds)),
-        patient_id=_text(ds, "PatientID"),
-        patient_name=_text(ds, "PatientName"),
-        patient_birth_date=_date(_text(ds, "PatientBirthDate")),
-        patient_sex=_text(ds, "PatientSex"),
-        study_date=_text(ds, "StudyDate"),
-        study_time=_text(ds, "StudyTime"),
-        study_description=_text(ds, "StudyDescription"),
-        referring_physician_name=_text(ds, "ReferringPhysicianName"),
-        institution_name=_text(ds, "InstitutionName"),
-        accession_number=_text(ds, "AccessionNumber"),
-        study_id=_text(ds, "StudyID"),
-        series_number=_int(ds, "SeriesNumber"),
-        series_date=_text(ds, "SeriesDate"),
-        series_time=_text(ds, "SeriesTime"),
-        series_description=_text(ds, "SeriesDescription"),
-        modality=_text(ds, "Modality"),
-        body_part_examined=_text(ds, "BodyPartExamined"),
-        manufacturer=_text(ds, "Manufacturer"),
-        manufacturer_model_name=_text(ds, "ManufacturerModelName"),
-        instance_number=_int(ds, "InstanceNumber"),
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
-        number_of_frames=number_of_frames(ds),
-        bits_allocated=_int(ds, "BitsAllocated"),
-        photometric_interpretation=_text(ds, "PhotometricInterpretation"),
+        transfer_syntax_uid=transfer_syntax,
+        patient_id=text("PatientID"),
+        patient_name=text("PatientName"),
+        patient_birth_date=_date(text("PatientBirthDate")),
+        patient_sex=text("PatientSex"),
+        study_date=text("StudyDate"),
+        study_time=text("StudyTime"),
+        study_description=text("StudyDescription"),
+        referring_physician_name=text("ReferringPhysicianName"),
+        institution_name=text("InstitutionName"),
+        accession_number=text("AccessionNumber"),
+        study_id=text("StudyID"),
+        series_number=integer("SeriesNumber"),
+        series_date=text("SeriesDate"),
+        series_time=text("SeriesTime"),
+        series_description=text("SeriesDescription"),
+        modality=text("Modality"),
+        body_part_examined=text("BodyPartExamined"),
+        manufacturer=text("Manufacturer"),
+        manufacturer_model_name=text("ManufacturerModelName"),
+        instance_number=integer("InstanceNumber"),
+        rows=integer("Rows"),
+        columns=integer("Columns"),
+        number_of_frames=frames,
+        bits_allocated=integer("BitsAllocated"),
+        photometric_interpretation=text("PhotometricInterpretation"),
         has_pixel_data=pixels,
     )
 
@@ -356,9 +364,15 @@ def _text(ds: Dataset, keyword: str) -> str:
     elem = ds._dict.get(tag)
     if elem is None:
         return ""
-    value = elem.value if type(elem) is RawDataElement and (elem.VR or vr) in _TEXT_VRS else None
-    if value is None or not value.isascii() or b"\x1b" in value:  # converted, deferred, or a character set's
-        return _converted_text(ds, keyword)
+    raw = _raw_text(elem.value, elem.VR or vr) if type(elem) is RawDataElement else None
+    return _converted_text(ds, keyword) if raw is None else raw  # converted, deferred, or a character set's
+
+
+def _raw_text(value: bytes | None, vr: str) -> str | None:
+    """A text element's raw bytes as pydicom would give them, None when only pydicom can say (not a text VR,
+    deferred, or outside the default repertoire)."""
+    if value is None or vr not in _TEXT_VRS or not value.isascii() or b"\x1b" in value:
+        return None
     return value.decode("ascii").strip("\0 ")
 
 
@@ -369,13 +383,20 @@ def _int(ds: Dataset, keyword: str) -> int | None:
     elem = ds._dict.get(tag)
     if elem is None:
         return None
-    if type(elem) is RawDataElement and elem.value is not None:
-        vr = elem.VR or vr
-        if vr == "US" and len(elem.value) == 2:
-            return int.from_bytes(elem.value, "little" if elem.is_little_endian else "big")
-        if vr == "IS" and _DIGITS.fullmatch(value := elem.value.strip(b" \0")):
-            return int(value)
+    if type(elem) is RawDataElement and (n := _raw_int(elem.value, elem.VR or vr, elem.is_little_endian)) is not None:
+        return n
     return _converted_int(ds, keyword)
+
+
+def _raw_int(value: bytes | None, vr: str, little: bool = True) -> int | None:
+    """An integer element's raw bytes as pydicom would give them (an IS of digits, a 2-byte US), else None."""
+    if value is None:
+        return None
+    if vr == "US" and len(value) == 2:
+        return int.from_bytes(value, "little" if little else "big")
+    if vr == "IS" and _DIGITS.fullmatch(digits := value.strip(b" \0")):
+        return int(digits)
+    return None
 
 
 def _converted_int(ds: Dataset, keyword: str) -> int | None:
@@ -393,3 +414,167 @@ def _date(value: str) -> str:
     """YYYYMMDD, or "" for anything else (old files carry YYYY.MM.DD or junk)."""
     value = value.replace(".", "").replace("-", "")
     return value if len(value) == 8 and value.isdigit() else ""
+
+
+# --- the header walk ---------------------------------------------------------------------------------------
+# pydicom builds a Dataset of every element (a third of an upload's parsing and hashing time) where ingest keeps
+# two dozen short fields. The common file, Part 10 in explicit or implicit VR little endian (native, JPEG, RLE…),
+# is walked here element by element from the bytes, values skipped by their lengths. Anything else (no preamble,
+# big endian, deflate, odd VRs, trailing bytes, a value outside the default repertoire, a cut file) makes the walk
+# give up (None), and pydicom reads the file as before: the walk answers only where it gives what pydicom gives
+# (tests/unit/dicom/test_parse.py compares both on every sample there is).
+
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_TS_TAG = 0x00020010
+_META_LENGTH_TAG = 0x00020000
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_PIXEL_TAG_SET = frozenset(PIXEL_DATA_TAGS)
+_u16 = struct.Struct("<H").unpack_from
+_u32 = struct.Struct("<I").unpack_from
+_tag_u16s = struct.Struct("<HH").unpack_from
+
+
+class _GiveUp(Exception):
+    """The walk cannot say what pydicom would: pydicom reads the file."""
+
+
+def _walk_syntax(ts: str) -> bool | None:
+    """Whether the dataset of transfer syntax `ts` is implicit VR (True), explicit VR little endian (False), or
+    one the walk leaves to pydicom (None: big endian, deflated, unknown)."""
+    if ts == _IMPLICIT_LE:
+        return True
+    if ts == "1.2.840.10008.1.2.1" or ts == "1.2.840.10008.1.2.5" or ts.startswith("1.2.840.10008.1.2.4."):
+        return False
+    return None
+
+
+def _element(data: bytes, pos: int, implicit: bool) -> tuple[int, bytes | None, int, int]:
+    """The element header at `pos`: (tag, VR bytes or None, value length, where the value starts)."""
+    if pos + 8 > len(data):
+        raise _GiveUp
+    group, elem = _tag_u16s(data, pos)
+    tag = group << 16 | elem
+    if implicit or group == 0xFFFE:  # items and delimiters have no VR in any syntax
+        return tag, None, _u32(data, pos + 4)[0], pos + 8
+    vr = data[pos + 4:pos + 6]
+    if vr in _LONG_VRS:
+        if pos + 12 > len(data):
+            raise _GiveUp
+        return tag, vr, _u32(data, pos + 8)[0], pos + 12
+    if vr not in _VRS:
+        raise _GiveUp
+    return tag, vr, _u16(data, pos + 6)[0], pos + 8
+
+
+def _skip_undefined(data: bytes, pos: int, implicit: bool, depth: int = 0) -> int:
+    """Past a sequence (or encapsulated pixel data) of undefined length whose items start at `pos`: the offset
+    after its delimiter."""
+    if depth > 16:
+        raise _GiveUp
+    while True:
+        tag, _, length, pos = _element(data, pos, True)
+        if tag == _SEQUENCE_END:
+            return pos
+        if tag != _ITEM:
+            raise _GiveUp
+        if length != _UNDEFINED_LENGTH:
+            pos += length
+            if pos > len(data):
+                raise _GiveUp
+            continue
+        while True:  # an item of undefined length: its elements up to the item delimiter
+            tag, vr, length, pos = _element(data, pos, implicit)
+            if tag == _ITEM_END:
+                break
+            if length == _UNDEFINED_LENGTH:
+                if vr not in (None, b"SQ"):
+                    raise _GiveUp
+                pos = _skip_undefined(data, pos, implicit, depth + 1)
+            else:
+                pos += length
+                if pos > len(data):
+                    raise _GiveUp
+
+
+def walk_header(data: bytes) -> ParsedInstance | None:
+    """The fields of a plain Part-10 file read straight from its bytes, as `_instance_from` would give them;
+    None when pydicom must read it (see above). DicomRejected as from pydicom's reading (missing or bad UIDs)."""
+    try:
+        return _walk(data)
+    except (_GiveUp, struct.error):
+        return None
+
+
+def _walk(data: bytes) -> ParsedInstance | None:
+    size = len(data)
+    if size < 144 or data[128:132] != b"DICM":
+        return None
+    # The file meta: explicit VR little endian whatever the dataset's syntax.
+    pos, ts, meta_length = 132, None, None
+    while pos + 8 <= size and _tag_u16s(data, pos)[0] == 0x0002:
+        tag, vr, length, start = _element(data, pos, False)
+        if length == _UNDEFINED_LENGTH:
+            return None
+        pos = start + length
+        if tag == _TS_TAG:
+            ts = _raw_text(data[start:pos], "UI")
+        elif tag == _META_LENGTH_TAG and vr == b"UL" and length == 4:
+            meta_length = _u32(data, start)[0]
+    if ts is None or meta_length is None or pos > size or 144 + meta_length > size:
+        return None
+    implicit = _walk_syntax(ts)
+    if implicit is None or pos + 8 > size:
+        return None
+    if implicit and data[pos + 4:pos + 6] in _VRS:  # declared implicit, written explicit: pydicom copes
+        return None
+    found: dict[int, tuple[bytes | None, int, int]] = {}  # every top-level element: tag: (VR, value's start, end)
+    pixels = False
+    while pos < size:
+        tag, vr, length, start = _element(data, pos, implicit)
+        if tag >> 16 == 0xFFFE:
+            return None
+        if length == _UNDEFINED_LENGTH:
+            if not implicit and vr not in (b"SQ", b"OB", b"OW"):
+                return None  # an undefined-length UN holds implicit VR inside: pydicom's business
+            pos = _skip_undefined(data, start, implicit)
+            found[tag] = (vr, -1, -1)
+        else:
+            pos = start + length
+            if pos > size:
+                return None  # cut: pydicom words it
+            found[tag] = (vr, start, pos)
+        if tag in _PIXEL_TAG_SET:
+            pixels = True
+
+    def value(keyword: str) -> tuple[bytes | None, str] | None:
+        tag, vr = _tag(keyword)
+        got = found.get(tag)
+        if got is None:
+            return None
+        if got[1] < 0:  # a sequence where a value was expected
+            raise _GiveUp
+        return data[got[1]:got[2]], got[0].decode("ascii") if got[0] is not None else vr
+
+    def text(keyword: str) -> str:
+        got = value(keyword)
+        if got is None:
+            return ""
+        if (out := _raw_text(*got)) is None:
+            raise _GiveUp
+        return out
+
+    def integer(keyword: str) -> int | None:
+        got = value(keyword)
+        if got is None:
+            return None
+        if (out := _raw_int(*got)) is None:
+            raise _GiveUp
+        return out
+
+    frames = 0
+    if pixels:
+        n = integer("NumberOfFrames")
+        frames = n if n and n > 0 else 1
+    return _build(text, integer, ts, pixels, frames)
+
