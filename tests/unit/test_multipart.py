@@ -58,9 +58,18 @@ def _payloads():
     return [b"", b"x", os.urandom(70_000), tricky]
 
 
+@pytest.fixture(params=["whole", "gathered-then-streamed"])
+def gather(request, monkeypatch):
+    """A body in memory is gathered whole before it is split, unless it is bigger than GATHER_BYTES: then its
+    first chunks are gathered and the rest streamed (here with a small limit, so every body crosses it)."""
+    if request.param != "whole":
+        monkeypatch.setattr(uploads, "GATHER_BYTES", 5_000)
+    return request.param
+
+
 @pytest.mark.parametrize("sizes", [[1], [3, 7], [64], [1000, 17], [65536], [1 << 22]])
 @pytest.mark.parametrize("memory", [0, 1 << 20, 80_000])
-def test_same_parts_whatever_the_chunks(tmp_path, sizes, memory):
+def test_same_parts_whatever_the_chunks(tmp_path, sizes, memory, gather):
     files = _payloads()
     raw = body([({"Content-Disposition": 'form-data; name="Project"'}, b"demo")]
                + [(FILE, f) for f in files], preamble=b"ignored preamble\r\n", epilogue=b"ignored epilogue")
@@ -94,11 +103,12 @@ def test_a_part_without_headers_is_a_file(tmp_path):
     (f"--{BOUNDARY}\r\nContent-Type: application/dicom".encode(), "malformed_multipart"),
     (f"--{BOUNDARY}".encode(), "truncated"),
 ])
-def test_malformed_bodies_are_refused(tmp_path, raw, suberror):
+def test_malformed_bodies_are_refused(tmp_path, raw, suberror, gather):
     for sizes in ([1], [1 << 20]):
-        with pytest.raises(Invalid) as exc:
-            parse(raw, tmp_path, sizes)
-        assert exc.value.suberror == suberror
+        for memory in (0, 1 << 20):
+            with pytest.raises(Invalid) as exc:
+                parse(raw, tmp_path, sizes, memory=memory)
+            assert exc.value.suberror == suberror
 
 
 def test_limits(tmp_path):
@@ -109,6 +119,7 @@ def test_limits(tmp_path):
     with pytest.raises(TooLarge) as exc:
         parse(body([(FILE, b"x")] * 3), tmp_path, [10], max_parts=2)
     assert exc.value.suberror == "too_many_parts"
-    with pytest.raises(TooLarge) as exc:
-        parse(body([(FILE, os.urandom(5000))]), tmp_path, [100], max_total=4000)
-    assert exc.value.suberror == "too_large"
+    for memory in (0, 1 << 20):  # the whole body's size, while it is gathered as while it is streamed
+        with pytest.raises(TooLarge) as exc:
+            parse(body([(FILE, os.urandom(5000))]), tmp_path, [100], max_total=4000, memory=memory)
+        assert exc.value.suberror == "too_large"
