@@ -11,7 +11,7 @@ import ctypes
 import errno
 import fcntl
 import mmap
-import secrets
+import itertools
 import threading
 import datetime as dt
 import hashlib
@@ -28,6 +28,7 @@ from portal.errors import Invalid
 
 CHUNK = 1 << 20
 _TEMP_PREFIX = ".tmp-"  # an atomic write's temp file beside its destination, until the rename
+_temp_count = itertools.count()
 _KEY_PART = re.compile(r"^[A-Za-z0-9._-]+$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -198,7 +199,9 @@ class FileStore:
         """A new, empty temp file in `folder` for an atomic write: (fd, path, whether it is O_DIRECT)."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         while True:
-            tmp = os.path.join(folder, f"{_TEMP_PREFIX}{secrets.token_hex(8)}.part")
+            # Unique by process and count (O_EXCL settles a leftover of a process that had this pid): random
+            # names cost a getrandom call each.
+            tmp = os.path.join(folder, f"{_TEMP_PREFIX}{os.getpid()}-{next(_temp_count)}.part")
             try:
                 if self.direct:
                     try:
@@ -208,7 +211,7 @@ class FileStore:
                             raise
                         self.direct = False
                 return os.open(tmp, flags, 0o600), tmp, False
-            except FileExistsError:  # 64 random bits: never in practice
+            except FileExistsError:
                 continue
 
     def _write(self, fd: int, data: bytes, direct: bool) -> None:
@@ -410,23 +413,24 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _write_direct(fd: int, data: bytes) -> None:
-    """Write `data` to the O_DIRECT file `fd` through this thread's aligned buffer, a chunk at a time; the last
-    block is padded with zeros and the file cut back to the data's length."""
+    """Write `data` to the O_DIRECT file `fd`: its whole blocks through this thread's aligned buffer, a chunk at a
+    time, and the last part block through the page cache (the store's flush or fsync writes it). Padding that
+    block and cutting the file back instead cost a truncate that waited for the device (5% of ingest's time)."""
     buf = getattr(_buffers, "buf", None)
     if buf is None:
         buf = _buffers.buf = mmap.mmap(-1, CHUNK)
     src = memoryview(data)
     n = len(src)
+    whole = n - n % _BLOCK
     with memoryview(buf) as out:
-        for off in range(0, n, CHUNK):
-            k = min(CHUNK, n - off)
+        for off in range(0, whole, CHUNK):
+            k = min(CHUNK, whole - off)
             out[:k] = src[off:off + k]
-            padded = -(-k // _BLOCK) * _BLOCK
-            out[k:padded] = bytes(padded - k)
-            if os.write(fd, out[:padded]) != padded:
+            if os.write(fd, out[:k]) != k:
                 raise OSError(errno.EIO, "short write to the store")
-    if n % _BLOCK:
-        os.ftruncate(fd, n)
+    if whole < n:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        _write_all(fd, src[whole:])
 
 
 # Group durability. Per file, an atomic durable write costs two journal commits (the file's fsync, then its

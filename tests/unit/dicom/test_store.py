@@ -116,12 +116,17 @@ def test_sanitize_filename(name, expected):
 
 @pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, (1 << 20) - 1, 1 << 20, (1 << 20) + 4097, 3 * (1 << 20)])
 def test_place_from_memory_writes_exact_bytes_whatever_the_alignment(tmp_path, size):
-    """Bytes placed from memory go through O_DIRECT in aligned, padded chunks; the file is exactly the bytes."""
+    """Bytes placed from memory go through O_DIRECT in whole blocks, the last part block through the page cache;
+    the file is exactly the bytes, placed durably or deferred to the store's flush."""
     store = FileStore(tmp_path / "store")
     data = bytes((i * 7 + size) % 251 for i in range(size))
     key = store.key_for(f"1.2.{size}")
     store.place(key, data=data)
     assert store.path(key).read_bytes() == data
+    deferred = store.key_for(f"1.3.{size}")
+    assert store.place_new(deferred, data=data)
+    store.flush()
+    assert store.path(deferred).read_bytes() == data
     assert _leftovers(store.root) == []
     assert store.direct  # this file system takes O_DIRECT (ext4 here); the fallback is tested below
 
