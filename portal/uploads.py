@@ -104,8 +104,11 @@ async def parse_multipart(chunks: AsyncIterator[bytes], boundary: str, tmpdir: "
     within that many bytes: they are parsed, hashed and written to the store from there, never spooled and
     read back. Zips always go to disk (they are expanded from a file).
 
-    The body accumulates in one buffer and is read by offset: a part kept in memory is copied out of it once,
-    whatever the sizes of the chunks the server hands over (no per-chunk slices, joins or re-growing copies)."""
+    The body is read by offset from one buffer: gathered whole and joined once when it is small enough (see
+    GATHER_BYTES), else grown as it arrives; a part kept in memory is copied out of it once, whatever the sizes
+    of the chunks the server hands over."""
+    if not boundary or len(boundary) > 200:
+        raise Invalid("The multipart body has no usable boundary parameter.", "no_boundary")
     it = chunks.__aiter__()
     try:
         head, ended = await _gather(it, min(memory, GATHER_BYTES), max_total) if memory > 0 else ([], False)
@@ -145,8 +148,6 @@ async def _split(it: AsyncIterator[bytes], boundary: str, tmpdir: "Path | Spool"
     """Split the body: `head` its chunks already received (`ended`: all of it), the rest still in `it`."""
     spool = _spool(tmpdir)
     room = memory
-    if not boundary or len(boundary) > 200:
-        raise Invalid("The multipart body has no usable boundary parameter.", "no_boundary")
     delim = b"\r\n--" + boundary.encode("latin-1")
     tail = len(delim) - 1  # bytes at the buffer's end that may be the start of a delimiter
     # The leading CRLF lets the first boundary match the same delimiter as the others. A whole body stays the

@@ -123,3 +123,14 @@ def test_limits(tmp_path):
         with pytest.raises(TooLarge) as exc:
             parse(body([(FILE, os.urandom(5000))]), tmp_path, [100], max_total=4000, memory=memory)
         assert exc.value.suberror == "too_large"
+
+
+@pytest.mark.parametrize("boundary", ["", "x" * 201])
+def test_a_body_without_a_usable_boundary_is_refused_before_it_is_read(tmp_path, boundary):
+    async def never():
+        raise AssertionError("the body was read")
+        yield b""
+
+    with pytest.raises(Invalid) as exc:
+        asyncio.run(uploads.parse_multipart(never(), boundary, tmp_path, max_total=1 << 30, memory=1 << 20))
+    assert exc.value.suberror == "no_boundary"
