@@ -51,7 +51,7 @@ FILE = {"Content-Disposition": 'form-data; name="file"; filename="a.dcm"', "Cont
 def _payloads():
     rng = random.Random(7)
     # Data full of the delimiter's own bytes: CRLF, dashes and near-misses of the boundary.
-    tricky = b"".join(rng.choice([b"\r\n", b"--", b"\r\n--", f"\r\n--{BOUNDARY[:-1]}".encode(), os.urandom(5)])
+    tricky = b"".join(rng.choice([b"\r\n", b"--", b"\r\n--", f"\r\n--{BOUNDARY[:-1]}".encode(), rng.randbytes(5)])
                       for _ in range(4000))
     tricky = tricky.replace(f"\r\n--{BOUNDARY}".encode(), b"")  # a random byte may complete one
     assert f"\r\n--{BOUNDARY}".encode() not in tricky
