@@ -144,7 +144,7 @@ async def _gather(it: AsyncIterator[bytes], limit: int, max_total: int) -> tuple
 
 
 async def _split(it: AsyncIterator[bytes], boundary: str, tmpdir: "Path | Spool", *, max_total: int,
-                 max_parts: int, memory: int, head: list[bytes] = (), ended: bool = False) -> list[Part]:
+                 max_parts: int, memory: int, head: list[bytes] | tuple = (), ended: bool = False) -> list[Part]:
     """Split the body: `head` its chunks already received (`ended`: all of it), the rest still in `it`."""
     spool = _spool(tmpdir)
     room = memory

@@ -151,10 +151,14 @@ def has_pixel_data(ds: Dataset) -> bool:
 
 def number_of_frames(ds: Dataset) -> int:
     """Frames in the pixel data: NumberOfFrames when valid, else 1; 0 without pixel data."""
-    if not has_pixel_data(ds):
+    pixels = has_pixel_data(ds)
+    return _frame_count(pixels, _int(ds, "NumberOfFrames") if pixels else None)
+
+
+def _frame_count(pixels: bool, number_of_frames: int | None) -> int:
+    if not pixels:
         return 0
-    n = _int(ds, "NumberOfFrames")
-    return n if n and n > 0 else 1
+    return number_of_frames if number_of_frames and number_of_frames > 0 else 1
 
 
 def valid_uid(value: str) -> bool:
@@ -272,11 +276,10 @@ def _tell(elem) -> int | None:
 
 
 def _instance_from(ds: Dataset) -> ParsedInstance:
-    return _build(lambda kw: _text(ds, kw), lambda kw: _int(ds, kw), str(transfer_syntax_of(ds)),
-                  has_pixel_data(ds), number_of_frames(ds))
+    return _build(lambda kw: _text(ds, kw), lambda kw: _int(ds, kw), str(transfer_syntax_of(ds)), has_pixel_data(ds))
 
 
-def _build(text, integer, transfer_syntax: str, pixels: bool, frames: int) -> ParsedInstance:
+def _build(text, integer, transfer_syntax: str, pixels: bool) -> ParsedInstance:
     """The archive's fields from `text(keyword)` and `integer(keyword)` (a parsed dataset's or the header walk's);
     DicomRejected without the four identifying UIDs or with a malformed one."""
     uids = {kw: text(kw) for kw in _REQUIRED_UIDS}
@@ -320,7 +323,7 @@ def _build(text, integer, transfer_syntax: str, pixels: bool, frames: int) -> Pa
         instance_number=integer("InstanceNumber"),
         rows=integer("Rows"),
         columns=integer("Columns"),
-        number_of_frames=frames,
+        number_of_frames=_frame_count(pixels, integer("NumberOfFrames") if pixels else None),
         bits_allocated=integer("BitsAllocated"),
         photometric_interpretation=text("PhotometricInterpretation"),
         has_pixel_data=pixels,
@@ -547,34 +550,18 @@ def _walk(data: bytes) -> ParsedInstance | None:
         if tag in _PIXEL_TAG_SET:
             pixels = True
 
-    def value(keyword: str) -> tuple[bytes | None, str] | None:
+    def field(keyword: str, raw, absent):
+        """The element through `raw` (_raw_text, _raw_int), `absent` without it; only pydicom can say else."""
         tag, vr = _tag(keyword)
         got = found.get(tag)
         if got is None:
-            return None
+            return absent
         if got[1] < 0:  # a sequence where a value was expected
             raise _GiveUp
-        return data[got[1]:got[2]], got[0].decode("ascii") if got[0] is not None else vr
-
-    def text(keyword: str) -> str:
-        got = value(keyword)
-        if got is None:
-            return ""
-        if (out := _raw_text(*got)) is None:
+        out = raw(data[got[1]:got[2]], got[0].decode("ascii") if got[0] is not None else vr)
+        if out is None:
             raise _GiveUp
         return out
 
-    def integer(keyword: str) -> int | None:
-        got = value(keyword)
-        if got is None:
-            return None
-        if (out := _raw_int(*got)) is None:
-            raise _GiveUp
-        return out
-
-    frames = 0
-    if pixels:
-        n = integer("NumberOfFrames")
-        frames = n if n and n > 0 else 1
-    return _build(text, integer, ts, pixels, frames)
+    return _build(lambda kw: field(kw, _raw_text, ""), lambda kw: field(kw, _raw_int, None), ts, pixels)
 
