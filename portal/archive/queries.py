@@ -5,19 +5,20 @@ from __future__ import annotations
 import asyncio
 
 from portal.archive.ingest import storage
+from portal.db import row_of, rows_of
 from portal.errors import NotFound
 from portal.tables import Archive, Instance, Patient, Project, Series, Study, VolumeSource
 
 
 async def find_patient(archive: Archive, patient_id: str) -> Patient:
-    patient = await Patient.objects().get(Patient.key == f"{archive.id}:{patient_id}") if patient_id else None
+    patient = await row_of(Patient, "key = {}", f"{archive.id}:{patient_id}") if patient_id else None
     if patient is None:
         raise NotFound(f"No patient '{patient_id}' in archive '{archive.name}'.", "patient_not_found")
     return patient
 
 
 async def find_study(project: Project, study_uid: str, patient: Patient | None = None) -> Study:
-    study = await Study.objects().get(Study.key == f"{project.id}:{study_uid}") if study_uid else None
+    study = await row_of(Study, "key = {}", f"{project.id}:{study_uid}") if study_uid else None
     if study is None or (patient is not None and study.patient != patient.id):
         raise NotFound(f"No study {study_uid or '(no StudyInstanceUID given)'}"
                        f"{' for patient ' + patient.patient_id if patient else ''}.", "study_not_found")
@@ -25,7 +26,7 @@ async def find_study(project: Project, study_uid: str, patient: Patient | None =
 
 
 async def find_series(project: Project, series_uid: str, study: Study | None = None) -> Series:
-    series = await Series.objects().get(Series.key == f"{project.id}:{series_uid}") if series_uid else None
+    series = await row_of(Series, "key = {}", f"{project.id}:{series_uid}") if series_uid else None
     if series is None or (study is not None and series.study != study.id):
         raise NotFound(f"No series {series_uid or '(no SeriesInstanceUID given)'}"
                        f"{' in study ' + study.study_instance_uid if study else ''}.", "series_not_found")
@@ -33,22 +34,22 @@ async def find_series(project: Project, series_uid: str, study: Study | None = N
 
 
 async def find_instance(project: Project, sop_uid: str) -> Instance:
-    instance = await Instance.objects().get(Instance.key == f"{project.id}:{sop_uid}") if sop_uid else None
+    instance = await row_of(Instance, "key = {}", f"{project.id}:{sop_uid}") if sop_uid else None
     if instance is None:
         raise NotFound(f"No instance {sop_uid}.", "instance_not_found")
     return instance
 
 
 async def studies_of_patient(patient: Patient) -> list[Study]:
-    return await Study.objects().where(Study.patient == patient.id).order_by(Study.study_date)
+    return await rows_of(Study, "patient = {}", patient.id, order="study_date, id")
 
 
 async def series_of_study(study: Study) -> list[Series]:
-    return await Series.objects().where(Series.study == study.id).order_by(Series.series_number)
+    return await rows_of(Series, "study = {}", study.id, order="series_number, id")
 
 
 async def instances_of(series: Series) -> list[Instance]:
-    return await Instance.objects().where(Instance.series == series.id).order_by(Instance.instance_number)
+    return await rows_of(Instance, "series = {}", series.id, order="instance_number, id")
 
 
 async def count_instances(series_ids: list[int]) -> dict[int, int]:

@@ -9,7 +9,8 @@ import datetime as dt
 import hashlib
 import secrets
 
-from portal import audit, clock
+from portal import audit, clock, db
+from portal.auth import accounts
 from portal.tables import ApiToken, User, UserSession
 
 LIFETIME = dt.timedelta(hours=12)  # the cookie's max-age too
@@ -34,12 +35,12 @@ async def user_for(key: str) -> tuple[User, int] | None:
     """The active user of an unended, unexpired session with this key, and the session's id."""
     if not key or not isinstance(key, str) or len(key) > 100:
         return None
-    row = await UserSession.objects(UserSession.user).where(
-        (UserSession.key_hash == _digest(key)) & UserSession.ended_at.is_null()).first()
+    # Every portal page starts here: plain SQL and the row cache, not the ORM's join (portal/db.py, rows_of).
+    row = await db.row_of(UserSession, "key_hash = {} AND ended_at IS NULL", _digest(key))
     now = clock.now()
     if row is None or row.created_at < now - LIFETIME:
         return None
-    user = row.user
+    user = await accounts.by_id_cached(row.user)
     if user is None or not user.is_active:
         return None
     if row.last_seen_at < now - TOUCH_EVERY:

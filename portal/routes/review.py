@@ -3,6 +3,7 @@ scan-decisions API."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Literal, TypedDict
 
@@ -31,10 +32,10 @@ async def panel_context(me: User, project: Project, series: Series) -> dict:
     conf = projects.settings_of(project)
     role = await decisions.role_for_decision(me, project)
     may_review = await permissions.may(me, "review_series", project)
+    history, suggested = await asyncio.gather(decisions.history(series), suggestions.for_series(project, series))
     return {"vocabulary": conf["decisions"], "artifacts": conf["artifacts"], "undo_seconds": UNDO_IN_PAGE,
             "allowed": vocabulary.allowed_codes(conf["decisions"], role, me.is_admin) if may_review else [],
-            "history": await decisions.history(series), "review_role": role,
-            "suggested": await suggestions.for_series(project, series)}
+            "history": history, "review_role": role, "suggested": suggested}
 
 
 async def claim_context(me: User, project: Project, series: Series, *, claim_now: bool = False,

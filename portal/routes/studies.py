@@ -13,6 +13,7 @@ from portal.routes._files import stored_file
 from portal import archive as arch, audit, settings as settings_mod
 from portal.archive import download, navigation, volumes
 from portal.auth import permissions
+from portal.db import row_of
 from portal.dicom import render_frame, thumbnail
 from portal.dicom.tags import tag_rows
 from portal.errors import Invalid
@@ -30,7 +31,7 @@ _IMAGE_CACHE = "private, max-age=3600"
 async def study_page(request: Request, me: User, project: str, study_uid: str) -> Template:
     p = await permissions.project_for(me, project)
     study = await arch.find_study(p, study_uid)
-    patient = await Patient.objects().get(Patient.id == study.patient)
+    patient = await row_of(Patient, "id = {}", study.patient)
     series = await arch.series_of_study(study)
     counts = await arch.count_instances([s.id for s in series])
     return await page(request, me, "studies/study.html", project=p, study=study, patient=patient,
@@ -44,25 +45,36 @@ async def study_page(request: Request, me: User, project: str, study_uid: str) -
 async def series_page(request: Request, me: User, project: str, series_uid: str) -> Template:
     p = await permissions.project_for(me, project)
     series = await arch.find_series(p, series_uid)
-    study = await Study.objects().get(Study.id == series.study)
-    patient = await Patient.objects().get(Patient.id == study.patient)
-    instances = await arch.instances_of(series)
-    prev_uid, next_uid = await navigation.neighbours(p, series_uid)
-    siblings = await arch.series_of_study(study)  # the thumbnail strip under the viewer
-    # The viewer prefetches the next series so that ↓ shows it at once.
-    next_instances = await arch.instances_of(await arch.find_series(p, next_uid)) if next_uid else []
-    await audit.record("series_viewed", user=me, object=f"project:{p.name}/series:{series_uid}",
-                       client=client_of(request))
+    client = client_of(request)
+    # The page's reads do not depend on one another: they run together (on PostgreSQL each on its own pooled
+    # connection), so the page waits for the slowest, not for the sum of a dozen round trips.
+    ((study, patient, siblings), instances, (prev_uid, next_uid, next_instances), volume_sources, perms, panel,
+     claim, send, _) = await asyncio.gather(
+        _study_of(series), arch.instances_of(series), _walk(p, series_uid), volumes.sources_of_series(series.id),
+        permissions.permissions(me, p), review.panel_context(me, p, series),
+        review.claim_context(me, p, series, claim_now="queue" in request.query_params, client=client),
+        network.send_context(me, p),
+        audit.record("series_viewed", user=me, object=f"project:{p.name}/series:{series_uid}", client=client))
     return await page(request, me, "studies/series.html", project=p, study=study, patient=patient, series=series,
                       instances=instances, prev_uid=prev_uid, next_uid=next_uid, siblings=siblings,
-                      volume_sources=await volumes.sources_of_series(series.id),
-                      viewer_instances=_viewer_instances(p.name, instances),
+                      volume_sources=volume_sources, viewer_instances=_viewer_instances(p.name, instances),
                       prefetch_instances=_viewer_instances(p.name, next_instances),
-                      perms=await permissions.permissions(me, p), deidentified=download.deidentified(p),
-                      **await review.panel_context(me, p, series),
-                      **await review.claim_context(me, p, series, claim_now="queue" in request.query_params,
-                                                   client=client_of(request)),
-                      **await network.send_context(me, p))
+                      perms=perms, deidentified=download.deidentified(p), **panel, **claim, **send)
+
+
+async def _study_of(series: Series) -> tuple[Study, Patient, list[Series]]:
+    """The series' study, its patient, and the study's series (the thumbnail strip under the viewer)."""
+    study = await row_of(Study, "id = {}", series.study)
+    patient, siblings = await asyncio.gather(row_of(Patient, "id = {}", study.patient), arch.series_of_study(study))
+    return study, patient, siblings
+
+
+async def _walk(project, series_uid: str) -> tuple[str | None, str | None, list]:
+    """The series before and after this one, and the next one's instances: the viewer prefetches them so that
+    ↓ shows the next series at once."""
+    prev_uid, next_uid = await navigation.neighbours(project, series_uid)
+    next_instances = await arch.instances_of(await arch.find_series(project, next_uid)) if next_uid else []
+    return prev_uid, next_uid, next_instances
 
 
 def _viewer_instances(project: str, instances) -> list[dict]:
