@@ -8,9 +8,9 @@ that one study, so a step costs the same in a 20-study project as in a 100k-stud
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
+from portal import db
 from portal.review.decisions import DERIVED
 from portal.tables import Project, Series
 
@@ -98,6 +98,6 @@ async def neighbours(project: Project, series_uid: str) -> tuple[str | None, str
     if place is None:
         return None, None
     acquired = ("se.review_status <> {}", [DERIVED])
-    before, after = await asyncio.gather(step(project, place, forward=False, condition=acquired),
+    before, after = await db.together(step(project, place, forward=False, condition=acquired),
                                          step(project, place, forward=True, condition=acquired))
     return before, after

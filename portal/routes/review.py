@@ -3,7 +3,6 @@ scan-decisions API."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Literal, TypedDict
 
@@ -11,7 +10,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.di import Provide
 from litestar.response import Redirect, Template
 
-from portal import archive as arch, projects
+from portal import archive as arch, db, projects
 from portal.auth import permissions
 from portal.errors import Conflict, Invalid, LightboxError, NotFound, PermissionDenied
 from portal.inference import suggestions
@@ -32,7 +31,7 @@ async def panel_context(me: User, project: Project, series: Series) -> dict:
     conf = projects.settings_of(project)
     role = await decisions.role_for_decision(me, project)
     may_review = await permissions.may(me, "review_series", project)
-    history, suggested = await asyncio.gather(decisions.history(series), suggestions.for_series(project, series))
+    history, suggested = await db.together(decisions.history(series), suggestions.for_series(project, series))
     return {"vocabulary": conf["decisions"], "artifacts": conf["artifacts"], "undo_seconds": UNDO_IN_PAGE,
             "allowed": vocabulary.allowed_codes(conf["decisions"], role, me.is_admin) if may_review else [],
             "history": history, "review_role": role, "suggested": suggested}

@@ -7,13 +7,13 @@ import hashlib
 
 from litestar import Request, get
 from litestar.di import Provide
-from litestar.response import File, Response, Template
+from litestar.response import Response, Template
 
 from portal.routes._files import stored_file
 from portal import archive as arch, audit, settings as settings_mod
 from portal.archive import download, navigation, volumes
 from portal.auth import permissions
-from portal.db import row_of
+from portal.db import row_of, together
 from portal.dicom import render_frame, thumbnail
 from portal.dicom.tags import tag_rows
 from portal.errors import Invalid
@@ -46,10 +46,10 @@ async def series_page(request: Request, me: User, project: str, series_uid: str)
     p = await permissions.project_for(me, project)
     series = await arch.find_series(p, series_uid)
     client = client_of(request)
-    # The page's reads do not depend on one another: they run together (on PostgreSQL each on its own pooled
-    # connection), so the page waits for the slowest, not for the sum of a dozen round trips.
+    # The page's reads do not depend on one another: on PostgreSQL they run at once (db.together), so the page
+    # waits for the slowest, not for the sum of a dozen round trips.
     ((study, patient, siblings), instances, (prev_uid, next_uid, next_instances), volume_sources, perms, panel,
-     claim, send, _) = await asyncio.gather(
+     claim, send, _) = await together(
         _study_of(series), arch.instances_of(series), _walk(p, series_uid), volumes.sources_of_series(series.id),
         permissions.permissions(me, p), review.panel_context(me, p, series),
         review.claim_context(me, p, series, claim_now="queue" in request.query_params, client=client),
@@ -65,7 +65,7 @@ async def series_page(request: Request, me: User, project: str, series_uid: str)
 async def _study_of(series: Series) -> tuple[Study, Patient, list[Series]]:
     """The series' study, its patient, and the study's series (the thumbnail strip under the viewer)."""
     study = await row_of(Study, "id = {}", series.study)
-    patient, siblings = await asyncio.gather(row_of(Patient, "id = {}", study.patient), arch.series_of_study(study))
+    patient, siblings = await together(row_of(Patient, "id = {}", study.patient), arch.series_of_study(study))
     return study, patient, siblings
 
 

@@ -30,3 +30,14 @@ async def test_rows_of_gives_what_objects_gives_for_every_table(app, tmp_path):
     series = (await Series.objects().limit(1))[0]
     assert (await db.row_of(Series, "key = {}", series.key)).to_dict() == series.to_dict()
     assert await db.row_of(Series, "key = {}", "no such key") is None
+
+
+async def test_together_answers_in_order_and_overlaps_on_postgresql(app, settings):
+    project = await make_project("together")
+    first, second, third = await db.together(db.row_of(Series, "id = {}", -1), Series.raw("SELECT 2 AS n"),
+                                             db.rows_of(type(project), "id = {}", project.id))
+    assert first is None and second == [{"n": 2}] and [p.name for p in third] == ["together"]
+    if settings.database_kind == "postgres":
+        # At once: each read holds its own pooled connection (the second is opened while the first is busy).
+        pids = await db.together(*[Series.raw("SELECT pg_backend_pid() AS pid, pg_sleep(0.2)") for _ in range(2)])
+        assert pids[0][0]["pid"] != pids[1][0]["pid"]
