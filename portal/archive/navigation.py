@@ -99,5 +99,5 @@ async def neighbours(project: Project, series_uid: str) -> tuple[str | None, str
         return None, None
     acquired = ("se.review_status <> {}", [DERIVED])
     before, after = await db.together(step(project, place, forward=False, condition=acquired),
-                                         step(project, place, forward=True, condition=acquired))
+                                      step(project, place, forward=True, condition=acquired))
     return before, after
