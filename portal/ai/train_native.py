@@ -2,6 +2,10 @@
 
     nice -n 19 python -m portal.ai.train_native --out portal/ai/models/lightbox-quality/1.4.0
 
+    # the 1.5.0 candidate (not shipped: not better than 1.4.0 by `_is_better`, see below):
+    nice -n 19 python -m portal.ai.train_native --out DIR --version 1.5.0 --negative-weight 4 \
+        --compare portal/ai/models/lightbox-quality/1.4.0
+
     # 1.3.0's recipe:
     nice -n 19 python -m portal.ai.train_native --out DIR --version 1.3.0 --train-impls A,C --quality-head calibrated \
         --no-physics-stats --compare portal/ai/models/lightbox-quality/1.2.0
@@ -11,6 +15,35 @@
         --no-extra-stats --compare portal/ai/models/lightbox-quality/1.1.0
 
     python -m portal.ai.train_native --evaluate-only --out portal/ai/models/lightbox-quality/1.1.0  # same test
+
+A 1.5.0 candidate, tried and NOT shipped (issue 14: 1.4.0 caught half the severe artifacts; on validation, 43-46%
+at 0.3% false alerts, so the alert itself was the limit):
+
+- Why the alert misses (1.4.0's recipe on the validation sources, A+C+D): the threshold is set by the clean views of
+  the *training* sources scored out of fold, and each output's clean tail there is one or two sources that look
+  unlike the rest when held out: bias field the shoulder MR (all its views past the validation clean views' 99th
+  percentile) and the squares, fold-over the test pattern and the squares, Gibbs ringing nm-2, spikes the test
+  pattern and the Doppler ultrasound, motion the abdomen CT. Gibbs ringing separates severe from clean at AUC 0.99,
+  yet only 19% of severe ringing lies past that tail (72% past the validation sources' own). Severe caught by
+  family: noise 100%, spike 59%, bias field 38%, motion 22%, Gibbs 16%, fold-over 14%.
+- The candidate (`--negative-weight 4`; the default stays 1, 1.4.0's recipe): the training loss counts every 0
+  target (a family absent, an artifact not severe) four times, so that sources the model never saw score lower on
+  every output and the out-of-fold clean tail shortens. Nothing else changed (statistics, heads, the calibrated
+  quality, the 1% pooled false-alert target).
+- Chosen on validation (sources spine-ct, aloka-us; implementations A, C, D) and on a leave-one-implementation-out
+  check, never on B or the test sources. Severe caught at the pooled 1% cut (mean of 3 training seeds): 1.4.0's loss
+  41%, weight 4 47%, weight 8 50%; leave-one-implementation-out (2 seeds) 42% → 47% (weight 8: 48%), macro AUC
+  0.880 → 0.884, but weight 8 doubled the false alerts on the clean views of one left-out run (4-5% vs 1-2%), so 4.
+  Validation macro AUC 0.895 → 0.890 (same implementations). Tried and not better: weighting whole clean views
+  (macro AUC 0.87-0.88), per-family severe heads read as extra rows (41%), a logistic stack of the out-of-fold
+  outputs (≤ 42%), width 128 (42%), 3000 samples per implementation (47%); a 1.5% pooled target adds 1-3 points
+  and was left at 1% (the goal's margin).
+- Its one training run (the held-out figures looked at once, after the choice): validation macro AUC 0.895 (1.4.0:
+  0.887), severe caught 46.8% at 0.8% false alerts (1.4.0: 45.8% at 0.3%); held-out (test sources, B) macro AUC
+  0.886 vs 1.4.0's 0.879 on the same samples, false alerts 0.6% for both, severe caught 46.1% vs 50.0%. By
+  `_is_better` (unchanged: higher macro AUC *and* more caught minus false alerts) it is not better, so no folder was
+  shipped and 1.4.0 stays in use. The validation gain in the alert did not carry over to B; the limit stays the
+  out-of-fold clean tails above (more clean sources, or statistics that stay put across sources).
 
 What 1.4.0 changed from 1.3.0 (issue 14: 1.3.0 read B's bias fields, fold-over and motion poorly and caught half
 the severe artifacts):
@@ -114,6 +147,7 @@ TRAIN_IMPLS = "A,C,D"
 QUALITY_HEAD = "calibrated-severe"  # 1.4.0; 1.3.0: "calibrated"
 EXTRA_STATS = True
 PHYSICS_STATS = True  # 1.4.0
+NEGATIVE_WEIGHT = 1.0  # 1.2.0-1.4.0; the 1.5.0 candidate (not shipped): 4
 IMPLEMENTATIONS = {"A": impl_a.ARTIFACT_FUNCTIONS, "B": impl_b.ARTIFACT_FUNCTIONS, "C": impl_c.ARTIFACT_FUNCTIONS,
                    "D": impl_d.ARTIFACT_FUNCTIONS}
 ORDER = ("bias_field", "wraparound", "motion", "gibbs", "spike", "noise")
@@ -442,7 +476,10 @@ def _predict_data(torch, model, data: dict, channels: int) -> np.ndarray:
 
 
 def _fit_mlp(torch, F, model, f, y, args) -> list:
-    """AdamW with a one-cycle schedule on the BCE of the presence and "severe" logits; seeded."""
+    """AdamW with a one-cycle schedule on the BCE of the presence and "severe" logits; seeded. With
+    `--negative-weight` w > 1 (the 1.5.0 candidate) the targets 0 weigh w times: clean views of a source the model
+    never saw then score lower on every output, so the clean tail that sets the critical threshold gets shorter."""
+    negative_weight = float(getattr(args, "negative_weight", 1.0))
     torch.manual_seed(args.seed)
     opt = torch.optim.AdamW(model.mlp.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps = max(len(f) // args.batch_size, 1)
@@ -459,7 +496,13 @@ def _fit_mlp(torch, F, model, f, y, args) -> list:
             xb = f[idx]
             if args.feature_noise:  # noise on the standardised statistics: no reliance on one source's exact values
                 xb = xb + args.feature_noise * torch.randn(xb.shape, generator=gen)
-            loss = F.binary_cross_entropy_with_logits(model.from_features(xb), y[idx])
+            z = model.from_features(xb)
+            if negative_weight == 1.0:  # 1.2.0-1.4.0: the very same loss
+                loss = F.binary_cross_entropy_with_logits(z, y[idx])
+            else:  # the 1.5.0 candidate: every target 0 (a family absent, not severe) counts `negative_weight` times
+                yb = y[idx]
+                each = F.binary_cross_entropy_with_logits(z, yb, reduction="none")
+                loss = (each * torch.where(yb < 0.5, torch.full_like(z, negative_weight), torch.ones_like(z))).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -558,6 +601,7 @@ def train(args, log) -> tuple:
     info = {"seed": args.seed, "train_samples": args.train_samples, "epochs": args.epochs, "width": args.width,
             "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
             "dropout": args.dropout, "feature_noise": args.feature_noise, "threads": args.threads,
+            "negative_weight": args.negative_weight,
             "device": "cpu", "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "features": int(feats.shape[1]),
             "data_seconds": round(t_data, 1), "feature_seconds": round(t_feat, 1),
@@ -693,6 +737,9 @@ def _command(info: dict, version: str) -> str:
     physics = info.get("physics_stats", False)
     if physics != PHYSICS_STATS:
         cmd += " --physics-stats" if physics else " --no-physics-stats"
+    weight = float(info.get("negative_weight", 1.0))
+    if weight != NEGATIVE_WEIGHT:
+        cmd += f" --negative-weight {weight:g}"
     return cmd
 
 
@@ -829,7 +876,10 @@ def markdown(ev: dict, manifest: dict, info: dict | None) -> str:
            "tissue of opposite halves of the frame, the continuity of the frame across its edges (fold-over makes "
            "the last rows lead into the first), and the line-to-line roughness of k-space along each axis"
            if (info or {}).get("physics_stats") else "")
-        + "), then an MLP; "
+        + "), then an MLP"
+        + (f" (trained with every 0 target weighted {float((info or {}).get('negative_weight', 1.0)):g} times: clean views of "
+           "unseen sources then score lower on every output)" if float((info or {}).get("negative_weight", 1.0)) != 1.0 else "")
+        + "; "
         + ("`quality` says how unusual the most unusual artifact output is for a clean image: each output read "
            "against the outputs of the clean training views scored out of fold (by a model trained without their "
            "source), quality = 1 + log10(p) / 4 with p the share of those views scoring at least as high (0.5: 1 "
@@ -939,6 +989,9 @@ def parse_args(argv=None):
                          "(1.3.0) how unusual the most unusual artifact output is for a clean image: each output "
                          "read against the out-of-fold outputs of the clean training views; or (1.4.0, "
                          "calibrated-severe) the same with the severe head's logit as a seventh output read so")
+    ap.add_argument("--negative-weight", type=float, default=NEGATIVE_WEIGHT,
+                    help="weight of the 0 targets in the training loss (1.2.0-1.4.0: 1; 4 made a 1.5.0 candidate "
+                         "that was not better by `_is_better`)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2, help="processes building samples (the result does not depend on it)")
     ap.add_argument("--report-only", action="store_true",

@@ -123,3 +123,37 @@ def test_native_views_cover_the_matrix_range_with_aspect_and_stay_in_range():
     assert any(s[0] != s[1] for s in shapes) and any(s[0] == s[1] for s in shapes)
     x, labels, sev = tn.corrupt(tn.native_view([frame], rng, long_side=1500), rng, "B", only="noise", severity=0.9)
     assert x.shape == (2, 256, 256) and labels[0] == 1.0 and sev[0] == pytest.approx(0.9)
+
+
+def test_negative_weight_defaults_to_the_shipped_recipe_and_weighs_the_zero_targets():
+    """`--negative-weight` (the 1.5.0 candidate, not shipped): 1 by default, the loss of 1.2.0-1.4.0 exactly; w > 1
+    pushes the logits of the 0 targets lower; the command in EVALUATION.md names it only when it differs."""
+    import torch
+    import torch.nn.functional as F
+
+    from portal.ai import train_native as tn
+
+    args = tn.parse_args(["--out", "x", "--epochs", "30", "--lr", "0.03", "--feature-noise", "0"])
+    assert args.negative_weight == 1.0
+    assert "--negative-weight" not in tn._command({"negative_weight": 1.0}, tn.VERSION)
+    assert "--negative-weight 4" in tn._command({"negative_weight": 4.0}, tn.VERSION)
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(256, 8, generator=g)
+    y = (torch.rand(256, 2, generator=g) < 0.5).float()
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mlp = torch.nn.Linear(8, 2)
+
+        def from_features(self, x):
+            return self.mlp(x)
+
+    means = []
+    for w in (1.0, 8.0):
+        torch.manual_seed(0)
+        net = Net()
+        args.negative_weight = w
+        tn._fit_mlp(torch, F, net, f, y, args)
+        with torch.no_grad():
+            means.append(float(net.mlp(f)[y < 0.5].mean()))
+    assert means[1] < means[0] - 0.3
