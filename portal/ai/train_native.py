@@ -479,7 +479,7 @@ def _fit_mlp(torch, F, model, f, y, args) -> list:
     """AdamW with a one-cycle schedule on the BCE of the presence and "severe" logits; seeded. With
     `--negative-weight` w > 1 (the 1.5.0 candidate) the targets 0 weigh w times: clean views of a source the model
     never saw then score lower on every output, so the clean tail that sets the critical threshold gets shorter."""
-    negative_weight = float(getattr(args, "negative_weight", 1.0))
+    negative_weight = float(args.negative_weight)
     torch.manual_seed(args.seed)
     opt = torch.optim.AdamW(model.mlp.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps = max(len(f) // args.batch_size, 1)
@@ -772,6 +772,7 @@ def markdown(ev: dict, manifest: dict, info: dict | None) -> str:
     fa, det = b["critical"]["false_alert_rate"], b["critical"]["severe_detection"]
     goals = ((b["macro_auc"] or 0) >= 0.90, fa is not None and fa <= 0.02, det is not None and det >= 0.80)
     lines = [f"# lightbox-quality {manifest['version']}: evaluation", ""]
+    negative_weight = float((info or {}).get("negative_weight", 1.0))
     if info:
         lines += [f"Trained by `{_command(info, manifest['version'])}` (seed {info['seed']}, {info['train_samples']} samples of each training implementation: "
                   f"{info.get('implementation', 'A (portal/ai/artifacts.py)')}; quality head "
@@ -877,8 +878,8 @@ def markdown(ev: dict, manifest: dict, info: dict | None) -> str:
            "the last rows lead into the first), and the line-to-line roughness of k-space along each axis"
            if (info or {}).get("physics_stats") else "")
         + "), then an MLP"
-        + (f" (trained with every 0 target weighted {float((info or {}).get('negative_weight', 1.0)):g} times: clean views of "
-           "unseen sources then score lower on every output)" if float((info or {}).get("negative_weight", 1.0)) != 1.0 else "")
+        + (f" (trained with every 0 target weighted {negative_weight:g} times: clean views of unseen sources then "
+           "score lower on every output)" if negative_weight != 1.0 else "")
         + "; "
         + ("`quality` says how unusual the most unusual artifact output is for a clean image: each output read "
            "against the outputs of the clean training views scored out of fold (by a model trained without their "
