@@ -668,6 +668,115 @@ def evaluate_model(torch, model, args, log, threshold: float | None = None, chan
     return evaluate_models(torch, {"model": (model, channels, threshold)}, args, log)["model"]
 
 
+# --- the conditional reading (issue 14, tried and not shipped; `--conditional-check`) ------------------------
+
+CONDITIONAL_GRID = ((0, 0.0, None), (50, 0.5, None), (100, 0.5, None), (100, 1.0, None), (200, 0.5, None),
+                    (400, 0.5, None), (100, 0.5, 0.5), (100, 1.0, 0.5), (100, 1.0, 1.0))  # (k, weight, dref multiple)
+
+
+def _described(task: tuple) -> tuple:
+    """`_sample`'s very sample, with `conditional.descriptor` of its input."""
+    import torch
+
+    from portal.ai.conditional import descriptor
+
+    split, seed, impl, tag, i, matrix_range = task
+    warnings.filterwarnings("ignore")
+    frames = _frames(split)
+    names = list(frames)
+    rng = np.random.default_rng([seed, tag, i])
+    k = int(rng.integers(len(names)))
+    view = native_view(frames[names[k]], rng, matrix_range=matrix_range)
+    x, lab, sev = corrupt(view, rng, impl)
+    with torch.no_grad():
+        d = descriptor(torch.from_numpy(x[None]))[0].numpy()
+    return _statistics(x[None])[0], d, lab, sev, k
+
+
+def _described_set(split: str, impls: list[str], args, tags: dict, matrix_range) -> dict:
+    rows = [_described((split, args.seed, impl, tags[impl], i, matrix_range))
+            for impl in impls for i in range(args.train_samples if split == "train" else args.val_samples)]
+    feats, desc, labels, sevs, src = (np.stack(c) for c in zip(*rows))
+    impl = np.repeat(np.array(impls), len(rows) // len(impls))
+    return {"features": feats, "descriptor": desc, "labels": labels, "severities": sevs, "source": src, "impl": impl}
+
+
+def _fit_with_oof(torch, F, data: dict, args) -> tuple:
+    """`train`'s recipe on `data`: the model, and the out-of-fold raw outputs (presence and severe logits) of the
+    clean views with their row indices (each scored by a model trained without its source)."""
+    from portal.ai.feature_net import FeatureNet
+
+    torch.manual_seed(args.seed)
+    model = FeatureNet(hidden=args.width, dropout=args.dropout, severe_heads=1, extra_stats=True, calibrated=True,
+                       physics_stats=True)
+    feats = torch.from_numpy(np.ascontiguousarray(data["features"][:, :model.mean.shape[0]]))
+    model.mean.copy_(feats.mean(0))
+    model.std.copy_(feats.std(0).clamp(min=1e-4))
+    f = (feats - model.mean) / model.std
+    y = torch.from_numpy(np.concatenate([data["labels"], severe_targets(data["severities"], args)], axis=1))
+    _fit_mlp(torch, F, model, f, y, args)
+    clean = data["labels"].max(axis=1) == 0
+    raw, rows = [], []
+    for k in np.unique(data["source"]):
+        fold = FeatureNet(hidden=args.width, dropout=args.dropout, n_features=f.shape[1], severe_heads=1,
+                          extra_stats=True)
+        held = data["source"] == k
+        _fit_mlp(torch, F, fold, f[torch.from_numpy(~held)], y[torch.from_numpy(~held)], args)
+        fold.eval()
+        with torch.no_grad():
+            raw.append(fold.from_features(f[torch.from_numpy(held & clean)]).numpy())
+        rows.append(np.flatnonzero(held & clean))
+    model.eval()
+    return model, np.concatenate(raw)[:, :len(ARTIFACTS) + 1], np.concatenate(rows)
+
+
+def conditional_check(args, log) -> list[dict]:
+    """Validation only (never the test sources or B): the pooled reading (1.4.0's) against the conditional ones of
+    `CONDITIONAL_GRID`, on the validation sources with the training implementations, and leaving one implementation
+    out (train on the others, validate on it). Each reading's threshold: at most 1% false alerts on the clean
+    validation views pooled with the clean out-of-fold training views, those read leave-one-source-out (their own
+    source's views are never their neighbours)."""
+    import torch
+    import torch.nn.functional as F
+
+    from portal.ai import conditional as cond
+
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    impls = _impls(args)
+    train_set = _described_set("train", impls, args, TRAIN_TAGS, TRAIN_MATRIX_RANGE)
+    val_set = _described_set("val", impls, args, VAL_TAGS, MATRIX_RANGE)
+    out = []
+    for left in [None, *impls]:
+        keep = np.ones(len(train_set["labels"]), bool) if left is None else train_set["impl"] != left
+        tr = {k: v[keep] for k, v in train_set.items()}
+        va = val_set if left is None else {k: v[val_set["impl"] == left] for k, v in val_set.items()}
+        model, oof, rows = _fit_with_oof(torch, F, tr, args)
+        with torch.no_grad():
+            f = torch.from_numpy(va["features"][:, :model.mean.shape[0]])
+            raw_va = model.from_features((f - model.mean) / model.std).numpy()[:, :oof.shape[1]]
+        ref_d, ref_s = tr["descriptor"][rows], tr["source"][rows]
+        clean = va["labels"].max(1) == 0
+        severe = (va["severities"] >= SEVERE).any(1)
+        for k, weight, mult in CONDITIONAL_GRID:
+            dref = None if mult is None else mult * cond.typical_distance(ref_d, ref_s, k)
+            q_oof = cond.quality(cond.conditional_share(ref_d, oof, ref_d, oof, k, weight, dref, ref_s, ref_s))
+            q_val = cond.quality(cond.conditional_share(ref_d, oof, va["descriptor"], raw_va, k, weight, dref))
+            threshold = choose_threshold(q_val, va, q_oof)
+            per_source = [float((q_oof[ref_s == s] < threshold).mean()) for s in np.unique(ref_s)]
+            r = {"left_out": left, "k": k, "weight": weight, "dref": mult, "threshold": threshold,
+                 "false_alert_val": float((q_val[clean] < threshold).mean()),
+                 "severe_caught_val": float((q_val[severe] < threshold).mean()),
+                 "false_alert_oof": float((q_oof < threshold).mean()), "false_alert_oof_worst_source": max(per_source),
+                 "quality_auc_val": auc(va["labels"].max(1) > 0, 1 - q_val)}
+            out.append(r)
+            log(f"left out {left or '-'}  k {k:3d} weight {weight:.1f} dref {mult}: quality < {threshold:.2f}, "
+                f"severe caught {r['severe_caught_val']:.3f}, false alerts val {r['false_alert_val']:.3f} / "
+                f"out-of-fold {r['false_alert_oof']:.3f} (worst source {r['false_alert_oof_worst_source']:.3f}), "
+                f"quality AUC {r['quality_auc_val']:.3f}")
+    return out
+
+
 # --- outputs ------------------------------------------------------------------------------------------
 
 def _headline(r: dict) -> dict:
@@ -993,6 +1102,9 @@ def parse_args(argv=None):
     ap.add_argument("--negative-weight", type=float, default=NEGATIVE_WEIGHT,
                     help="weight of the 0 targets in the training loss (1.2.0-1.4.0: 1; 4 made a 1.5.0 candidate "
                          "that was not better by `_is_better`)")
+    ap.add_argument("--conditional-check", type=Path, default=None, metavar="JSON",
+                    help="no training: validation figures of the conditional reading (`portal/ai/conditional.py`; "
+                         "tried, not shipped) against the pooled one, written to JSON (off by default)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2, help="processes building samples (the result does not depend on it)")
     ap.add_argument("--report-only", action="store_true",
@@ -1031,6 +1143,9 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     log = lambda m: print(m, flush=True)  # noqa: E731
+    if args.conditional_check:
+        args.conditional_check.write_text(json.dumps(conditional_check(args, log), indent=2) + "\n")
+        return 0
     if args.report_only:
         saved = json.loads((args.out / "evaluation.json").read_text())
         info = saved.pop("training", None)
