@@ -16,6 +16,20 @@
 
     python -m portal.ai.train_native --evaluate-only --out portal/ai/models/lightbox-quality/1.1.0  # same test
 
+A conditional reading of `quality`, tried and NOT shipped (issue 14; `portal/ai/conditional.py`, reproduced by
+`nice -n 19 python -m portal.ai.train_native --out /tmp/x --conditional-check /tmp/conditional.json`, validation only,
+no folder written): each output read against the k nearest clean out-of-fold views in a content descriptor (15
+statistics of the input pooled to 64x64: background, quantiles, block spread, edges), blended with the pooled table,
+the threshold re-chosen the same way (clean out-of-fold views read leave-one-source-out). 1.4.0's recipe, validation
+A+C+D: pooled 45.4% caught at quality < 0.33 (0.6% false alerts); k 50-400, weight 0.5: 39.8-41.2% (cut 0.22-0.26);
+weight 1 (k 100): 34.3% (cut 0.09); with a distance guard (weight fading when the neighbours are farther than half
+the typical distance) 44.4-45.4%, no gain. Leave-one-implementation-out (A, C, D left out), pooled 46.2 / 49.3 / 23.2%,
+the best guarded 47.4 / 49.3 / 23.2%, unguarded k 100 42.3 / 46.4 / 20.3%. Why: a held-out source's neighbours are
+other sources, whose clean tails are shorter, so the atypical sources (chest-cr, test pattern, nm-2) fall further
+out (worst source 4-11% vs 3%) and the 1% cut drops. Quality vs any artifact rises (AUC 0.885 → 0.90) but not the
+alert. The six outputs are unchanged, so the macro AUC on B cannot rise and `_is_better` cannot pass; B was not
+looked at.
+
 A 1.5.0 candidate, tried and NOT shipped (issue 14: 1.4.0 caught half the severe artifacts; on validation, 43-46%
 at 0.3% false alerts, so the alert itself was the limit):
 
