@@ -270,10 +270,8 @@ def _statistics(x: np.ndarray) -> np.ndarray:
         return _NET.features_raw(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
-def _sample(task: tuple) -> tuple:
-    """One sample, built and measured in a worker: (statistics, channel 0 as float16 or None, labels, severities,
-    source index, long side)."""
-    split, seed, impl, tag, i, matrix_range, keep_x = task
+def _draw(split: str, seed: int, impl: str, tag: int, i: int, matrix_range) -> tuple:
+    """Sample `i`'s source, native view and corruption: (input, labels, severities, source index, view)."""
     warnings.filterwarnings("ignore")
     frames = _frames(split)
     names = list(frames)
@@ -281,6 +279,14 @@ def _sample(task: tuple) -> tuple:
     k = int(rng.integers(len(names)))
     view = native_view(frames[names[k]], rng, matrix_range=matrix_range)
     x, lab, sev = corrupt(view, rng, impl)
+    return x, lab, sev, k, view
+
+
+def _sample(task: tuple) -> tuple:
+    """One sample, built and measured in a worker: (statistics, channel 0 as float16 or None, labels, severities,
+    source index, long side)."""
+    split, seed, impl, tag, i, matrix_range, keep_x = task
+    x, lab, sev, k, view = _draw(split, seed, impl, tag, i, matrix_range)
     return _statistics(x[None])[0], (x[0].astype(np.float16) if keep_x else None), lab, sev, k, max(view.shape)
 
 
@@ -694,14 +700,7 @@ def _described(task: tuple) -> tuple:
 
     from portal.ai.conditional import descriptor
 
-    split, seed, impl, tag, i, matrix_range = task
-    warnings.filterwarnings("ignore")
-    frames = _frames(split)
-    names = list(frames)
-    rng = np.random.default_rng([seed, tag, i])
-    k = int(rng.integers(len(names)))
-    view = native_view(frames[names[k]], rng, matrix_range=matrix_range)
-    x, lab, sev = corrupt(view, rng, impl)
+    x, lab, sev, k, _ = _draw(*task)
     with torch.no_grad():
         d = descriptor(torch.from_numpy(x[None]))[0].numpy()
     return _statistics(x[None])[0], d, lab, sev, k
