@@ -51,6 +51,18 @@ class _PooledConnection:
         await self._engine._release(self._connection)
 
 
+def _set_up(conn: sqlite3.Connection) -> None:
+    """Every connection of the engine: dict rows, foreign keys, the busy timeout, and synchronous=NORMAL."""
+    conn.row_factory = _dict_factory
+    conn.execute("PRAGMA foreign_keys = 1")
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    # SQLite's lower() folds ASCII only ("MÜLLER" became "mÜller", never found by "müller"); the search
+    # text its triggers build (migrations 2026-12-03T16:40, 2026-12-05T08:10) folds like Python and
+    # PostgreSQL. A tool without it (the sqlite3 shell) still writes, with ASCII folding for those rows.
+    conn.create_function("lower", 1, fold, deterministic=True)
+
+
 class PooledSQLiteEngine(SQLiteEngine):
     """Piccolo's SQLite engine, keeping a few connections open between queries.
 
@@ -75,15 +87,15 @@ class PooledSQLiteEngine(SQLiteEngine):
         # Idle pooled connections must not keep the process alive at exit.
         connection._thread.daemon = True
         await connection
-        connection.row_factory = _dict_factory
-        await connection.execute("PRAGMA foreign_keys = 1")
-        await connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-        await connection.execute("PRAGMA synchronous = NORMAL")
-        # SQLite's lower() folds ASCII only ("MÜLLER" became "mÜller", never found by "müller"); the search
-        # text its triggers build (migrations 2026-12-03T16:40, 2026-12-05T08:10) folds like Python and
-        # PostgreSQL. A tool without it (the sqlite3 shell) still writes, with ASCII folding for those rows.
-        await connection.create_function("lower", 1, fold, deterministic=True)
+        await connection._execute(_set_up, connection._conn)  # in the connection's thread, one hop
         return connection
+
+    def connect(self) -> sqlite3.Connection:
+        """A plain connection set up as the pooled ones, for a thread that writes without a hop to aiosqlite's
+        (a C-STORE association's, archive/writer.py commit_here); it belongs to the calling thread."""
+        conn = sqlite3.connect(**self.connection_kwargs)
+        _set_up(conn)
+        return conn
 
     async def _release(self, connection: aiosqlite.Connection) -> None:
         if connection.in_transaction:  # a failed query left one open: never lend that out

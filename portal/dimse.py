@@ -317,9 +317,13 @@ class Receiver:
         if mismatch:
             log.debug("C-STORE %s from %s: %s", sop_instance, session.calling_ae, mismatch)
             return DOES_NOT_MATCH, "rejected", mismatch
+        items = [(read, None, f"{sop_instance}.dcm")]
         try:
-            (result,) = self._run(ingest.ingest_prepared([(read, None, f"{sop_instance}.dcm")], session.project,
-                                                         session.archive), INGEST_TIMEOUT_S)
+            # The file placed and (SQLite) its row committed here, in the association's thread; the loop only
+            # answers (one hop there and back, where the file and the row each took one more).
+            planned = ingest.place_prepared(items, session.project, session.archive)
+            (result,) = self._run(ingest.answer_prepared(items, planned, session.project, session.archive),
+                                  INGEST_TIMEOUT_S)
         except Exception:
             log.exception("C-STORE %s from %s: ingest failed", sop_instance, session.calling_ae)
             return OUT_OF_RESOURCES, "failed", "The server could not store the instance; try again later."

@@ -229,23 +229,51 @@ async def ingest_prepared(items: list[tuple[ReadFile | DicomRejected, Path | Non
     """Store what `prepare` read: [(read, file on disk or None, filename)] → results in the same order."""
     if archive is None:
         archive = await projects.archive(project, None)
+    planned = await asyncio.to_thread(place_prepared, items, project, archive, move=move, audit=audit,
+                                      rows=after_commit is None)
+    return await answer_prepared(items, planned, project, archive, audit=audit, after_commit=after_commit,
+                                 return_exceptions=return_exceptions)
+
+
+def place_prepared(items: list, project: Project, archive: Archive, *, move: bool = False,
+                   audit: dict | None = None, rows: bool = True) -> tuple:
+    """The part of `ingest_prepared` that needs no event loop, for a caller with a thread of its own (a C-STORE
+    association, one instance at a time: nothing to batch with): the project's policy, the files placed
+    (durable) and, with `rows`, their rows written here when the database allows (writer.commit_here: SQLite),
+    `audit` with them. What `answer_prepared` answers from, on the loop."""
     results, jobs = _plan(items, project, archive, projects.settings_of(project), move)
-    if jobs:  # files first (durable), then the rows through the writer
-        await asyncio.to_thread(writer.place_all, storage(), [job for _, job in jobs])
+    done = None
+    if jobs:  # files first (durable), then the rows
+        if audit is not None:
+            jobs[-1][1].audit = audit
+        writer.place_all(storage(), [job for _, job in jobs])
+        if rows:
+            done = writer.commit_here([job for _, job in jobs])
+    return results, jobs, done
+
+
+async def answer_prepared(items: list, planned: tuple, project: Project, archive: Archive, *,
+                          audit: dict | None = None, after_commit: list | None = None,
+                          return_exceptions: bool = False) -> list:
+    """The results of what `place_prepared` did: the rows it did not write go through the writer."""
+    results, jobs, done = planned
     return await _commit(items, results, jobs, project, archive, audit=audit, after_commit=after_commit,
-                         return_exceptions=return_exceptions)
+                         return_exceptions=return_exceptions, done=done)
 
 
 async def _commit(items: list, results: list, jobs: list, project: Project, archive: Archive, *,
                   audit: dict | None = None, after_commit: list | None = None,
-                  return_exceptions: bool = False) -> list:
-    """The rows of placed `jobs` through the writer (or inside the caller's transaction with `after_commit`)."""
+                  return_exceptions: bool = False, done: tuple | None = None) -> list:
+    """The rows of placed `jobs` through the writer (or inside the caller's transaction with `after_commit`);
+    `done`: what `writer.commit_here` wrote already."""
     if audit is not None:
         if jobs:
             jobs[-1][1].audit = audit
         else:
             jobs.append((-1, writer.Job(project, archive, None, audit=audit)))
-    if after_commit is not None:  # inside the caller's transaction: no batching across callers
+    if done is not None:
+        outcomes = await writer.finish([job for _, job in jobs], done)
+    elif after_commit is not None:  # inside the caller's transaction: no batching across callers
         outcomes = []
         for _, job in jobs:
             try:
