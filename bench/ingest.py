@@ -182,6 +182,23 @@ def related(paths: list[Path]):
     return body(), f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
+def cached(files: list[Path], keep: bool) -> list[Path]:
+    """`files` read into the page cache (`keep`), as files just made are, or dropped from it: the run's files stay
+    on disk to the end (see side_by_side) but only the next test's are in memory, so the servers' own files are
+    not pushed out of the cache by test files (16 GB of them with PostgreSQL)."""
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            if keep:
+                while os.read(fd, 1 << 20):
+                    pass
+            else:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return files
+
+
 def settle() -> None:
     """Write back what is still dirty (the test files just made, the last server's index and folders) before the
     clock starts, so no server's fsyncs wait behind writeback another left (Orthanc's first test ran at ~0.6x)."""
@@ -337,6 +354,10 @@ def side_by_side(args, tmp: Path) -> None:
             sets["http", name, r] = sets["http"] if r == 0 else make_files(
                 args.n, tmp / f"http-{tag}-{r}", one_per_study=args.one_per_study)
         sets["stow-orthanc", name] = make_files(args.stow_n, tmp / f"stow-orthanc-{tag}")
+        sets["dimse-orthanc", name] = make_files(args.dimse_n, tmp / f"dimse-orthanc-{tag}")
+    for key, files in sets.items():
+        if isinstance(key, tuple):  # the later tests': read in again right before each
+            cached(files, keep=False)
     shown = sets["stow" if args.one_per_study else "http"]  # the series WADO-RS is asked for
     one_series = [f for f in shown if f.parent == shown[0].parent][:100]
     ds = pydicom.dcmread(one_series[0], stop_before_pixels=True)
@@ -389,22 +410,27 @@ def _side_by_side(args, tmp: Path, sets: dict, backends: list, orthanc, o: str, 
             # This shared machine's speed drifts by ±20% over minutes: Orthanc's HTTP test runs again right
             # before each Lightbox's, and the HTTP ratio is taken against that paired round; of --rounds
             # such pairs, the one with the median ratio is printed (and every pair's ratio beside it).
-            _warm_up(sets["warm", name], base, hdr)
+            _warm_up(cached(sets["warm", name], True), base, hdr)
             pairs = []
             for r in range(args.rounds):
-                theirs = _orthanc_http(args, sets["http-orthanc", name, r], orthanc, o)
-                mine = with_cpu(proc.pid, n, lambda files=sets["http", name, r]: form_upload(
+                theirs = _orthanc_http(args, cached(sets["http-orthanc", name, r], True), orthanc, o)
+                mine = with_cpu(proc.pid, n, lambda files=cached(sets["http", name, r], True): form_upload(
                     files, base + "/api/v1/instance/upload/?Project=bench", args.k, hdr))
                 pairs.append((mine, theirs))
+                cached(sets["http-orthanc", name, r] + (sets["http", name, r] if r else []), False)  # 0: every Lightbox's
             figures["http rounds", name] = [mine[0] / theirs[0] for mine, theirs in pairs]
             mine, theirs = sorted(pairs, key=lambda p: p[0][0] / p[1][0])[len(pairs) // 2]
             figures["http", name], *figures["cpu", name] = mine
             figures["http", "orthanc", name], *figures["cpu", "orthanc", name] = theirs
             tok = token_of(base)
-            figures["stow", "orthanc", name] = _orthanc_stow(args, sets["stow-orthanc", name], o)
+            figures["stow", "orthanc", name] = _orthanc_stow(args, cached(sets["stow-orthanc", name], True), o)
             figures["stow", name] = len(sets["stow"]) / stow(sets["stow"], base + "/dicomweb/bench/studies",
                                                               args.k, args.stow_per, tok)
+            cached(sets["stow-orthanc", name], False)
+            figures["dimse", "orthanc", name] = args.dimse_n / storescu(
+                cached(sets["dimse-orthanc", name], True), ORTHANC_DICOM, "ORTHANC")
             figures["dimse", name] = len(sets["dimse"]) / storescu(sets["dimse"], dicom_port, "BENCH")
+            cached(sets["dimse-orthanc", name] + sets["warm", name], False)
             lw = f"{base}/dicomweb/bench/studies/{study}/series/{series}"
             figures["wado", "orthanc", name] = _wado(ow, sops, {}, args)  # paired, as HTTP and STOW
             figures["wado", name] = _wado(lw, sops, tok, args)
@@ -418,7 +444,7 @@ def _side_by_side(args, tmp: Path, sets: dict, backends: list, orthanc, o: str, 
     labels = {"http": "HTTP one instance per request (inst/s)", "stow": f"STOW-RS {args.stow_per}/request (inst/s)",
               "dimse": f"storescu, one association of {args.dimse_n} (inst/s)"}
     print("(sqlite xN: `lightbox serve --processes N`, N web processes on one port; RSS is the first process's)")
-    print(f"(HTTP, STOW and WADO: against Orthanc's round run just before that Lightbox's; its first HTTP and "
+    print(f"(each ratio: against Orthanc's round run just before that Lightbox's; its first HTTP and "
           f"STOW rounds: {figures['http', 'orthanc']:.1f} and {figures['stow', 'orthanc']:.1f} inst/s)")
     for name, _, _ in backends:
         for test, label in labels.items():
