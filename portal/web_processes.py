@@ -7,7 +7,8 @@ spread connections by address hash: four keep-alive clients landed 3:1 or 4:0 on
 in three, and the busier process capped the throughput.
 
 A process that cannot take one (it died, or its queue is full) is skipped: the first serves the connection
-itself, so nothing is refused while one process is left.
+itself, so nothing is refused while one process is left. (A connection dealt in the instant a process is killed,
+before the kernel has closed its end of the channel, is lost with it.)
 """
 
 from __future__ import annotations

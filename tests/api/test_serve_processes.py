@@ -167,6 +167,10 @@ def test_connections_are_dealt_to_the_processes_in_turn(lb_env, tmp_path):
         while _alive(child):
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        # A killed process's files are closed a little after it is a zombie (the kernel defers the last close of
+        # an exiting task's file to a work queue): a connection dealt to it in between is lost with it, as the
+        # module says. Once its end of the hand-off channel is closed, it is skipped.
+        time.sleep(1)
         for _ in range(6):
             assert httpx.get(url + "/healthz", timeout=10).status_code == 200
     finally:
