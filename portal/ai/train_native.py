@@ -565,6 +565,34 @@ def concat_sets(parts: list[dict]) -> dict:
             "split": parts[0]["split"]}
 
 
+def _fit_with_folds(torch, F, model, data: dict, args, **fold_kwargs) -> tuple:
+    """`model` standardised on `data`'s statistics and fitted on all of it, then one fold per training source fitted
+    without that source (`FeatureNet(**fold_kwargs)`, raw outputs only): (the model's history, the folds' raw
+    outputs of the clean views of the sources they never saw, those views' row indices). The out-of-fold outputs
+    show how the heads score sources they never saw, so that the critical threshold (and the clean table quality
+    is read against) is not chosen on two validation sources only."""
+    from portal.ai.feature_net import FeatureNet
+
+    feats = torch.from_numpy(np.ascontiguousarray(data["features"][:, :model.mean.shape[0]]))
+    model.mean.copy_(feats.mean(0))
+    model.std.copy_(feats.std(0).clamp(min=1e-4))
+    f = (feats - model.mean) / model.std
+    y = torch.from_numpy(np.concatenate([data["labels"], severe_targets(data["severities"], args)], axis=1))
+    history = _fit_mlp(torch, F, model, f, y, args)
+    sources = data["source"]
+    clean = data["labels"].max(axis=1) == 0
+    raw, rows = [], []
+    for k in np.unique(sources):
+        fold = FeatureNet(hidden=args.width, dropout=args.dropout, n_features=f.shape[1], **fold_kwargs)
+        held = sources == k
+        _fit_mlp(torch, F, fold, f[torch.from_numpy(~held)], y[torch.from_numpy(~held)], args)
+        fold.eval()
+        with torch.no_grad():
+            raw.append(fold.from_features(f[torch.from_numpy(held & clean)]))
+        rows.append(np.flatnonzero(held & clean))
+    return history, torch.cat(raw), np.concatenate(rows)
+
+
 def train(args, log) -> tuple:
     """Training on the training-side implementations (`--train-impls`: A and C; 1.2.0 A only): the statistics of
     `FeatureNet` once per sample, then its MLP (six presence heads and the "severe" head or heads) by AdamW on BCE."""
@@ -585,29 +613,12 @@ def train(args, log) -> tuple:
     model = FeatureNet(hidden=args.width, dropout=args.dropout, severe_heads=_severe_heads(args),
                        extra_stats=args.extra_stats, calibrated=args.quality_head.startswith("calibrated"),
                        physics_stats=args.physics_stats)
-    feats = torch.from_numpy(np.ascontiguousarray(data["features"][:, :model.mean.shape[0]]))
+    n_features = data["features"][:, :model.mean.shape[0]].shape[1]
     t_feat = 0.0  # measured in the workers, with the samples
-    log(f"statistics: {feats.shape[1]} per sample")
-    model.mean.copy_(feats.mean(0))
-    model.std.copy_(feats.std(0).clamp(min=1e-4))
-    f = (feats - model.mean) / model.std
-    y = torch.from_numpy(np.concatenate([data["labels"], severe_targets(data["severities"], args)], axis=1))
-    history = _fit_mlp(torch, F, model, f, y, args)
+    log(f"statistics: {n_features} per sample")
     t2 = time.perf_counter()
-    # Out-of-fold "severe" scores of the clean training samples, one training source held out at a time: how the
-    # head scores sources it never saw, so that the critical threshold is not chosen on two validation sources only.
-    oof = []
-    sources = data["source"]
-    clean = data["labels"].max(axis=1) == 0
-    for k in np.unique(sources):
-        fold = FeatureNet(hidden=args.width, dropout=args.dropout, n_features=f.shape[1],
-                          severe_heads=_severe_heads(args), extra_stats=args.extra_stats)  # its raw outputs only
-        held = sources == k
-        _fit_mlp(torch, F, fold, f[torch.from_numpy(~held)], y[torch.from_numpy(~held)], args)
-        fold.eval()
-        with torch.no_grad():
-            oof.append(fold.from_features(f[torch.from_numpy(held & clean)]))
-    raw = torch.cat(oof)
+    history, raw, _ = _fit_with_folds(torch, F, model, data, args, severe_heads=_severe_heads(args),
+                                      extra_stats=args.extra_stats)
     if args.quality_head.startswith("calibrated"):  # the table of clean outputs that quality is read against
         rows = len(ARTIFACTS) + (1 if args.quality_head == "calibrated-severe" else 0)  # 1.4.0: and the severe head
         model.clean_logits = torch.sort(raw[:, :rows].T.contiguous(), dim=1).values
@@ -623,7 +634,7 @@ def train(args, log) -> tuple:
             "dropout": args.dropout, "feature_noise": args.feature_noise, "threads": args.threads,
             "negative_weight": args.negative_weight,
             "device": "cpu", "torch": torch.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "features": int(feats.shape[1]),
+            "machine": platform.machine(), "features": int(n_features),
             "data_seconds": round(t_data, 1), "feature_seconds": round(t_feat, 1),
             "train_seconds": round(time.perf_counter() - t2, 1), "history": history[-1:],
             "implementation": " + ".join(IMPL_NAMES[i] for i in _impls(args)), "train_impls": args.train_impls,
@@ -722,25 +733,9 @@ def _fit_with_oof(torch, F, data: dict, args) -> tuple:
     torch.manual_seed(args.seed)
     model = FeatureNet(hidden=args.width, dropout=args.dropout, severe_heads=1, extra_stats=True, calibrated=True,
                        physics_stats=True)
-    feats = torch.from_numpy(np.ascontiguousarray(data["features"][:, :model.mean.shape[0]]))
-    model.mean.copy_(feats.mean(0))
-    model.std.copy_(feats.std(0).clamp(min=1e-4))
-    f = (feats - model.mean) / model.std
-    y = torch.from_numpy(np.concatenate([data["labels"], severe_targets(data["severities"], args)], axis=1))
-    _fit_mlp(torch, F, model, f, y, args)
-    clean = data["labels"].max(axis=1) == 0
-    raw, rows = [], []
-    for k in np.unique(data["source"]):
-        fold = FeatureNet(hidden=args.width, dropout=args.dropout, n_features=f.shape[1], severe_heads=1,
-                          extra_stats=True)
-        held = data["source"] == k
-        _fit_mlp(torch, F, fold, f[torch.from_numpy(~held)], y[torch.from_numpy(~held)], args)
-        fold.eval()
-        with torch.no_grad():
-            raw.append(fold.from_features(f[torch.from_numpy(held & clean)]).numpy())
-        rows.append(np.flatnonzero(held & clean))
+    _, raw, rows = _fit_with_folds(torch, F, model, data, args, severe_heads=1, extra_stats=True)
     model.eval()
-    return model, np.concatenate(raw)[:, :len(ARTIFACTS) + 1], np.concatenate(rows)
+    return model, raw.numpy()[:, :len(ARTIFACTS) + 1], rows
 
 
 def conditional_check(args, log) -> list[dict]:
